@@ -1,0 +1,45 @@
+// The one place that exposes pyseq's C++ ops to Python. Each family registers its functions here; the Python side
+// (pyseq/_ops) wraps them as torch custom ops with fake kernels and autograd.
+#include <torch/extension.h>
+
+#include "common/cpu_dispatch.h"
+#include "rnn/rnn.h"
+
+#ifdef PYSEQ_WITH_CUDA
+#include "common/cuda_info.h"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+void register_build_info(py::module_& m) {
+  m.def("cpu_isa", &pyseq::cpu_isa, "The ISA the CPU kernels' runtime dispatch picked: avx512, avx2 or baseline.");
+#ifdef PYSEQ_WITH_CUDA
+  m.attr("with_cuda") = true;
+  m.def("cuda_runtime_version", &pyseq::cuda_runtime_version, "CUDA runtime version pyseq was built against.");
+#else
+  m.attr("with_cuda") = false;
+#endif
+}
+
+void register_rnn(py::module_& m) {
+  m.def("rnn_forward", &pyseq::rnn_forward_cpu, py::call_guard<py::gil_scoped_release>(),
+        "One recurrent layer, one direction, over packed rows. See csrc/rnn/rnn.h.");
+  m.def("rnn_backward", &pyseq::rnn_backward_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Backward of rnn_forward. See csrc/rnn/rnn.h.");
+  m.def(
+      "rnn_workspace_columns",
+      [](int64_t mode, int64_t H, int64_t Hr) {
+        return pyseq::rnn_workspace_columns(static_cast<pyseq::CellMode>(mode), H, Hr);
+      },
+      "Columns of the saved-for-backward workspace of rnn_forward.");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyseq native kernels";
+  register_build_info(m);
+  register_rnn(m);
+}

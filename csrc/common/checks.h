@@ -1,0 +1,41 @@
+// Argument checks shared by every op. Each message names the argument and what was expected, so that a user who
+// passes the wrong thing reads which one and why, not an index into a kernel.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace pyseq {
+
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// `what` describes the dimensions, e.g. "(N, input_size)".
+inline void check_dim(const at::Tensor& t, const char* name, int64_t dim, const char* what) {
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D ", what, ", got ", t.dim(), "-D");
+}
+
+inline void check_shape(const at::Tensor& t, const char* name, std::vector<int64_t> expected) {
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), name, " must have shape ", shape_str(expected), ", got ",
+              shape_str(t.sizes()));
+}
+
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+                   " must be float32 or float64, got ", t.scalar_type());
+}
+
+// Same dtype and device as the reference argument `ref` named `ref_name`.
+inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have the dtype of ", ref_name, " (",
+                   ref.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on the device of ", ref_name, " (", ref.device(), "), got ",
+              t.device());
+}
+
+}  // namespace pyseq

@@ -1,0 +1,76 @@
+// Scalar math shared by the CPU and CUDA kernels.
+//
+// The float versions are branch-free (selects, not branches) so that a loop over hidden units that calls them
+// vectorizes at whatever ISA the calling function is compiled for (see cpu_dispatch.h). They are accurate to a few
+// float32 ulp over the whole range; the double versions defer to the C library so that float64 stays exact enough for
+// gradcheck.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define PYSEQ_HD __host__ __device__ __forceinline__
+#else
+#define PYSEQ_HD inline __attribute__((always_inline))
+#endif
+
+namespace pyseq {
+
+PYSEQ_HD float bits_to_float(int32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+// exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 minimax polynomial, 2^n built in the
+// exponent bits. Inputs are clamped to [-87, 88] so that 2^n stays a normal number: below -87 the result is ~1.6e-38
+// instead of a denormal, above 88 it saturates at ~1.65e38; both are far outside what a gate ever feeds back.
+PYSEQ_HD float exp_f32(float x) {
+  // Written so that a NaN input falls through both selects and comes out as NaN.
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  // Round x*log2(e) to the nearest integer by the 1.5*2^23 trick (vectorizes on plain SSE2, unlike rintf).
+  const float shifter = 12582912.0f;
+  float n = (x * 1.44269504088896341f + shifter) - shifter;
+  // Cody-Waite split of ln2 so that r = x - n*ln2 is exact to float precision.
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+}
+
+PYSEQ_HD float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+
+// tanh(x) for float: an odd polynomial near zero (where 1 - 2/(e^2x + 1) would cancel), the exp form elsewhere.
+PYSEQ_HD float tanh(float x) {
+  float ax = x < 0.0f ? -x : x;
+  float z = x * x;
+  float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+                 3.33332819422e-1f) *
+                    z * x +
+                x;
+  float e = exp_f32(-2.0f * ax);
+  float large = (1.0f - e) / (1.0f + e);
+  large = x < 0.0f ? -large : large;
+  return ax < 0.625f ? small : large;
+}
+
+PYSEQ_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+PYSEQ_HD double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+PYSEQ_HD double tanh(double x) { return std::tanh(x); }
+PYSEQ_HD double relu(double x) { return x > 0.0 ? x : 0.0; }
+
+}  // namespace pyseq

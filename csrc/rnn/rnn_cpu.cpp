@@ -1,0 +1,562 @@
+// CPU schedule of the fused recurrent layers: one GEMM for the input projection of the whole sequence, then per step
+// the recurrent product and one fused pointwise pass over the active rows; backward mirrors it in reverse and ends
+// with whole-sequence GEMMs for the input and weight gradients.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../common/checks.h"
+#include "../common/cpu_dispatch.h"
+#include "cells.h"
+#include "rnn.h"
+
+namespace pyseq {
+namespace {
+
+#define PYSEQ_ALWAYS_INLINE inline __attribute__((always_inline))
+
+// Elements of pointwise work below which a step runs on one thread: a parallel region costs a few microseconds.
+constexpr int64_t kPointwiseGrain = 8192;
+
+int64_t gate_count(CellMode mode) {
+  switch (mode) {
+    case CellMode::Lstm: return 4;
+    case CellMode::Gru: return 3;
+    default: return 1;
+  }
+}
+
+int64_t h_prev_column(CellMode mode, int64_t H) {
+  switch (mode) {
+    case CellMode::Lstm: return 5 * H;
+    case CellMode::Gru: return 4 * H;
+    default: return H;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The recurrent products. Every per-step product goes through these two functions so that a faster kernel can take
+// them over in one place.
+
+// out: [n, G*H] = h: [n, Hr] @ w_hh_t: [Hr, G*H]
+void recurrent_product(at::Tensor out, const at::Tensor& h, const at::Tensor& w_hh_t) { at::mm_out(out, h, w_hh_t); }
+
+// dh: [n, Hr] (+)= dgates: [n, G*H] @ w_hh: [G*H, Hr]; accumulate keeps what dh holds.
+void recurrent_product_backward(at::Tensor dh, const at::Tensor& dgates, const at::Tensor& w_hh, bool accumulate) {
+  if (accumulate) {
+    dh.addmm_(dgates, w_hh);
+  } else {
+    at::mm_out(dh, dgates, w_hh);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pointwise step kernels over rows [r0, r1) of the active batch. Row pointers are those of the step: row b of gi is
+// gi + b * row stride. Each *_impl body is compiled into the ISA clones of its float wrapper below.
+
+template <typename T>
+struct LstmForwardRows {
+  int64_t H, Hr;
+  const T* gi;  // [n, 4H] input projection rows, b_ih + b_hh folded in
+  const T* gh;  // [n, 4H] h_prev @ W_hh^T
+  T* c;         // [n, H] cell state, updated in place
+  T* h;         // [n, Hr] hidden state; written here unless h_raw is set (then the projection writes it)
+  T* y;         // [n, Hr] output rows; unused when h_raw is set
+  T* h_raw;     // [n, H] o * tanh(c) before the projection, or nullptr
+  T* saved;     // [n, saved_ld] workspace rows, or nullptr in inference
+  int64_t saved_ld;
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void lstm_forward_rows_impl(const LstmForwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H, Hr = a.Hr;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ gi = a.gi + b * 4 * H;
+    const T* __restrict__ gh = a.gh + b * 4 * H;
+    T* __restrict__ c = a.c + b * H;
+    T* __restrict__ h = a.h_raw ? a.h_raw + b * H : a.h + b * Hr;
+    if (a.saved) {
+      T* __restrict__ s = a.saved + b * a.saved_ld;
+      std::memcpy(s + 4 * H, c, H * sizeof(T));
+      std::memcpy(s + 5 * H, a.h + b * Hr, Hr * sizeof(T));
+      for (int64_t j = 0; j < H; ++j) {
+        lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
+                          gi[3 * H + j] + gh[3 * H + j], c[j], s[j], s[H + j], s[2 * H + j], s[3 * H + j], c[j], h[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < H; ++j) {
+        T i, f, g, o;
+        lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
+                          gi[3 * H + j] + gh[3 * H + j], c[j], i, f, g, o, c[j], h[j]);
+      }
+    }
+    if (!a.h_raw) std::memcpy(a.y + b * Hr, h, H * sizeof(T));
+  }
+}
+
+template <typename T>
+struct GruForwardRows {
+  int64_t H;
+  const T* gi;    // [n, 3H] input projection rows, b_ih folded in
+  const T* gh;    // [n, 3H] h_prev @ W_hh^T
+  const T* b_hh;  // [3H]
+  T* h;           // [n, H] hidden state, updated in place
+  T* y;           // [n, H] output rows
+  T* saved;       // [n, saved_ld] or nullptr
+  int64_t saved_ld;
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void gru_forward_rows_impl(const GruForwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H;
+  const T* __restrict__ bh = a.b_hh;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ gi = a.gi + b * 3 * H;
+    const T* __restrict__ gh = a.gh + b * 3 * H;
+    T* __restrict__ h = a.h + b * H;
+    T* __restrict__ y = a.y + b * H;
+    if (a.saved) {
+      T* __restrict__ s = a.saved + b * a.saved_ld;
+      std::memcpy(s + 4 * H, h, H * sizeof(T));
+      for (int64_t j = 0; j < H; ++j) {
+        T hn = gh[2 * H + j] + bh[2 * H + j];
+        s[3 * H + j] = hn;
+        gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j], hn, h[j], s[j],
+                         s[H + j], s[2 * H + j], h[j]);
+        y[j] = h[j];
+      }
+    } else {
+      for (int64_t j = 0; j < H; ++j) {
+        T r, z, n;
+        gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j],
+                         gh[2 * H + j] + bh[2 * H + j], h[j], r, z, n, h[j]);
+        y[j] = h[j];
+      }
+    }
+  }
+}
+
+template <typename T>
+struct RnnForwardRows {
+  int64_t H;
+  bool relu;
+  const T* gi;  // [n, H] input projection rows, both biases folded in
+  const T* gh;  // [n, H]
+  T* h;         // [n, H] hidden state, updated in place
+  T* y;         // [n, H]
+  T* saved;     // [n, saved_ld] or nullptr
+  int64_t saved_ld;
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void rnn_forward_rows_impl(const RnnForwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ gi = a.gi + b * H;
+    const T* __restrict__ gh = a.gh + b * H;
+    T* __restrict__ h = a.h + b * H;
+    T* __restrict__ y = a.y + b * H;
+    if (a.saved) std::memcpy(a.saved + b * a.saved_ld + H, h, H * sizeof(T));
+    if (a.relu) {
+      for (int64_t j = 0; j < H; ++j) h[j] = rnn_relu_forward(gi[j] + gh[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) h[j] = rnn_tanh_forward(gi[j] + gh[j]);
+    }
+    std::memcpy(y, h, H * sizeof(T));
+    if (a.saved) std::memcpy(a.saved + b * a.saved_ld, h, H * sizeof(T));
+  }
+}
+
+template <typename T>
+struct LstmBackwardRows {
+  int64_t H;
+  const T* saved;  // [n, saved_ld] workspace rows of this step
+  int64_t saved_ld;
+  const T* dh;     // [n, H] gradient w.r.t. h (the state's or, with a projection, already through W_hr)
+  const T* dy;     // [n, H] output gradient rows to add to dh, or nullptr (with a projection it is already in dh)
+  T* dc;           // [n, H] gradient w.r.t. c, in: from step t+1, out: w.r.t. c_prev
+  T* dgates;       // [n, 4H] pre-activation gradients
+  T* h_raw;        // [n, H] recomputed o * tanh(c) for the projection's weight gradient, or nullptr
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void lstm_backward_rows_impl(const LstmBackwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ s = a.saved + b * a.saved_ld;
+    const T* __restrict__ dh = a.dh + b * H;
+    const T* __restrict__ dy = a.dy ? a.dy + b * H : nullptr;
+    T* __restrict__ dc = a.dc + b * H;
+    T* __restrict__ dg = a.dgates + b * 4 * H;
+    T* __restrict__ hr = a.h_raw ? a.h_raw + b * H : nullptr;
+    for (int64_t j = 0; j < H; ++j) {
+      T h;
+      lstm_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dy ? dh[j] + dy[j] : dh[j], dc[j],
+                         dg[j], dg[H + j], dg[2 * H + j], dg[3 * H + j], dc[j], h);
+      if (hr) hr[j] = h;
+    }
+  }
+}
+
+template <typename T>
+struct GruBackwardRows {
+  int64_t H;
+  const T* saved;  // [n, saved_ld]
+  int64_t saved_ld;
+  T* dh;           // [n, H] in: gradient w.r.t. h; out: dh * z, the part of dh_prev that skips W_hh
+  const T* dy;     // [n, H]
+  T* dgates;       // [n, 4H]: dar, daz, dhn (the hidden side, 3H contiguous) | dain
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void gru_backward_rows_impl(const GruBackwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ s = a.saved + b * a.saved_ld;
+    const T* __restrict__ dy = a.dy + b * H;
+    T* __restrict__ dh = a.dh + b * H;
+    T* __restrict__ dg = a.dgates + b * 4 * H;
+    for (int64_t j = 0; j < H; ++j) {
+      gru_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dh[j] + dy[j], dg[j], dg[H + j],
+                        dg[3 * H + j], dg[2 * H + j], dh[j]);
+    }
+  }
+}
+
+template <typename T>
+struct RnnBackwardRows {
+  int64_t H;
+  bool relu;
+  const T* saved;  // [n, saved_ld]
+  int64_t saved_ld;
+  const T* dh;     // [n, H]
+  const T* dy;     // [n, H]
+  T* dgates;       // [n, H]
+};
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void rnn_backward_rows_impl(const RnnBackwardRows<T>& a, int64_t r0, int64_t r1) {
+  const int64_t H = a.H;
+  for (int64_t b = r0; b < r1; ++b) {
+    const T* __restrict__ h = a.saved + b * a.saved_ld;
+    const T* __restrict__ dh = a.dh + b * H;
+    const T* __restrict__ dy = a.dy + b * H;
+    T* __restrict__ dg = a.dgates + b * H;
+    if (a.relu) {
+      for (int64_t j = 0; j < H; ++j) dg[j] = rnn_relu_backward(h[j], dh[j] + dy[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) dg[j] = rnn_tanh_backward(h[j], dh[j] + dy[j]);
+    }
+  }
+}
+
+// float: ISA clones; double: one portable version (float64 is for checking, not speed).
+#define PYSEQ_ROWS_KERNEL(name, Args)                                                                 \
+  PYSEQ_CPU_CLONES void name(const Args<float>& a, int64_t r0, int64_t r1) { name##_impl(a, r0, r1); } \
+  void name(const Args<double>& a, int64_t r0, int64_t r1) { name##_impl(a, r0, r1); }
+
+PYSEQ_ROWS_KERNEL(lstm_forward_rows, LstmForwardRows)
+PYSEQ_ROWS_KERNEL(gru_forward_rows, GruForwardRows)
+PYSEQ_ROWS_KERNEL(rnn_forward_rows, RnnForwardRows)
+PYSEQ_ROWS_KERNEL(lstm_backward_rows, LstmBackwardRows)
+PYSEQ_ROWS_KERNEL(gru_backward_rows, GruBackwardRows)
+PYSEQ_ROWS_KERNEL(rnn_backward_rows, RnnBackwardRows)
+#undef PYSEQ_ROWS_KERNEL
+
+// Runs a row kernel over the n active rows, on several threads when the step is large enough to pay for it.
+template <typename Args>
+void for_rows(int64_t n, int64_t row_elements, const Args& args,
+              void (*kernel)(const Args&, int64_t, int64_t)) {
+  const int64_t grain = std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, row_elements));
+  if (n <= grain) {
+    kernel(args, 0, n);
+  } else {
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) { kernel(args, r0, r1); });
+  }
+}
+
+// Adds src: [n, ld_src] into dst: [n, ld_dst] over the first `cols` columns.
+template <typename T>
+void add_rows(T* dst, const T* src, int64_t n, int64_t cols) {
+  for (int64_t i = 0; i < n * cols; ++i) dst[i] += src[i];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+struct Steps {
+  std::vector<int64_t> sizes;    // batch_sizes
+  std::vector<int64_t> offsets;  // first packed row of each step
+};
+
+Steps read_steps(const at::Tensor& batch_sizes, int64_t rows, int64_t batch) {
+  check_dim(batch_sizes, "batch_sizes", 1, "(T,)");
+  TORCH_CHECK_TYPE(batch_sizes.scalar_type() == at::kLong, "batch_sizes must be int64, got ",
+                   batch_sizes.scalar_type());
+  TORCH_CHECK(batch_sizes.device().is_cpu(), "batch_sizes must be on the CPU, got ", batch_sizes.device());
+  const int64_t T = batch_sizes.size(0);
+  TORCH_CHECK_VALUE(T >= 1, "batch_sizes must have at least one time step");
+  at::Tensor bs = batch_sizes.contiguous();
+  const int64_t* p = bs.data_ptr<int64_t>();
+  Steps steps{std::vector<int64_t>(p, p + T), std::vector<int64_t>(T)};
+  TORCH_CHECK_VALUE(steps.sizes[0] == batch, "batch_sizes[0] must equal the batch size of the initial state (", batch,
+                    "), got ", steps.sizes[0]);
+  int64_t total = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK_VALUE(steps.sizes[t] >= 1 && (t == 0 || steps.sizes[t] <= steps.sizes[t - 1]),
+                      "batch_sizes must be positive and non-increasing, got ", steps.sizes[t], " at step ", t);
+    steps.offsets[t] = total;
+    total += steps.sizes[t];
+  }
+  TORCH_CHECK_VALUE(total == rows, "batch_sizes must sum to the number of rows of x (", rows, "), got ", total);
+  return steps;
+}
+
+struct Dims {
+  CellMode mode;
+  int64_t G, H, Hr, I, B, N;
+  bool proj, bias;
+};
+
+CellMode read_mode(int64_t mode) {
+  TORCH_CHECK_VALUE(mode >= 0 && mode <= 3, "mode must be 0 (RNN_TANH), 1 (RNN_RELU), 2 (LSTM) or 3 (GRU), got ",
+                    mode);
+  return static_cast<CellMode>(mode);
+}
+
+Dims check_weights(CellMode mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const at::Tensor& w_hr) {
+  check_dim(x, "x", 2, "(N, input_size)");
+  check_floating(x, "x");
+  TORCH_CHECK(x.device().is_cpu(), "x must be on the CPU (this build of pyseq has CPU recurrent kernels only), got ",
+              x.device());
+  check_dim(w_hh, "w_hh", 2, "(gates * hidden_size, hidden_size or proj_size)");
+  check_like(w_ih, "w_ih", x, "x");
+  check_like(w_hh, "w_hh", x, "x");
+  Dims d{};
+  d.mode = mode;
+  d.G = gate_count(mode);
+  TORCH_CHECK(w_hh.size(0) % d.G == 0 && w_hh.size(0) > 0, "w_hh must have a positive multiple of ", d.G,
+              " rows, got ", w_hh.size(0));
+  d.H = w_hh.size(0) / d.G;
+  d.Hr = w_hh.size(1);
+  d.I = x.size(1);
+  d.N = x.size(0);
+  d.proj = w_hr.numel() > 0;
+  check_shape(w_ih, "w_ih", {d.G * d.H, d.I});
+  if (d.proj) {
+    TORCH_CHECK(mode == CellMode::Lstm, "w_hr (a projection) is only supported for LSTM");
+    check_like(w_hr, "w_hr", x, "x");
+    check_shape(w_hr, "w_hr", {d.Hr, d.H});
+  } else {
+    TORCH_CHECK(d.Hr == d.H, "w_hh must have shape ", shape_str({d.G * d.H, d.H}), ", got ", shape_str(w_hh.sizes()));
+  }
+  return d;
+}
+
+template <typename T>
+std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr,
+                                     bool reverse, bool save) {
+  const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
+  const bool lstm = d.mode == CellMode::Lstm, gru = d.mode == CellMode::Gru;
+  const auto opts = x.options();
+
+  at::Tensor gi;
+  if (d.bias) {
+    gi = at::addmm(gru ? b_ih : b_ih + b_hh, x, w_ih.t());
+  } else {
+    gi = at::mm(x, w_ih.t());
+  }
+  at::Tensor gru_b_hh = gru ? (d.bias ? b_hh.contiguous() : at::zeros({GH}, opts)) : at::Tensor();
+  at::Tensor y = at::empty({d.N, Hr}, opts);
+  at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);
+  at::Tensor c = lstm ? c0.clone(at::MemoryFormat::Contiguous) : at::empty({0}, opts);
+  at::Tensor gh = at::empty({d.B, GH}, opts);
+  at::Tensor h_raw = d.proj ? at::empty({d.B, H}, opts) : at::Tensor();
+  const int64_t saved_ld = rnn_workspace_columns(d.mode, H, Hr);
+  at::Tensor ws = at::empty({save ? d.N : 0, saved_ld}, opts);
+  const at::Tensor w_hh_t = w_hh.t();
+  const at::Tensor w_hr_t = d.proj ? w_hr.t() : at::Tensor();
+
+  T* gi_p = gi.data_ptr<T>();
+  T* gh_p = gh.data_ptr<T>();
+  T* h_p = h.data_ptr<T>();
+  T* y_p = y.data_ptr<T>();
+  T* ws_p = save ? ws.data_ptr<T>() : nullptr;
+  const int64_t T_steps = static_cast<int64_t>(steps.sizes.size());
+  for (int64_t s = 0; s < T_steps; ++s) {
+    const int64_t t = reverse ? T_steps - 1 - s : s;
+    const int64_t n = steps.sizes[t], row = steps.offsets[t];
+    recurrent_product(gh.narrow(0, 0, n), h.narrow(0, 0, n), w_hh_t);
+    T* saved = save ? ws_p + row * saved_ld : nullptr;
+    switch (d.mode) {
+      case CellMode::Lstm: {
+        LstmForwardRows<T> a{H,  Hr, gi_p + row * GH, gh_p, c.data_ptr<T>(), h_p, y_p + row * Hr,
+                             d.proj ? h_raw.data_ptr<T>() : nullptr, saved, saved_ld};
+        for_rows(n, 5 * H, a, &lstm_forward_rows);
+        break;
+      }
+      case CellMode::Gru: {
+        GruForwardRows<T> a{H, gi_p + row * GH, gh_p, gru_b_hh.data_ptr<T>(), h_p, y_p + row * H, saved, saved_ld};
+        for_rows(n, 4 * H, a, &gru_forward_rows);
+        break;
+      }
+      default: {
+        RnnForwardRows<T> a{H, d.mode == CellMode::RnnRelu, gi_p + row * GH, gh_p, h_p, y_p + row * H, saved, saved_ld};
+        for_rows(n, H, a, &rnn_forward_rows);
+      }
+    }
+    if (d.proj) {
+      at::Tensor h_n = h.narrow(0, 0, n);
+      at::mm_out(h_n, h_raw.narrow(0, 0, n), w_hr_t);
+      y.narrow(0, row, n).copy_(h_n);
+    }
+  }
+  return {y, h, c, ws};
+}
+
+template <typename T>
+std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& ws,
+                                      const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                                      bool reverse, bool need_dx) {
+  const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
+  const bool lstm = d.mode == CellMode::Lstm, gru = d.mode == CellMode::Gru;
+  const auto opts = x.options();
+  const int64_t saved_ld = ws.size(1);
+
+  const at::Tensor gy = grad_y.contiguous();
+  at::Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);
+  at::Tensor dc = lstm ? grad_cn.clone(at::MemoryFormat::Contiguous) : at::empty({0}, opts);
+  const int64_t dg_cols = gru ? 4 * H : GH;
+  at::Tensor dgates = at::empty({d.N, dg_cols}, opts);
+  at::Tensor dh_raw = d.proj ? at::empty({d.B, H}, opts) : at::Tensor();
+  at::Tensor dh_all = d.proj ? at::empty({d.N, Hr}, opts) : at::Tensor();     // total dL/dh per step, for dW_hr
+  at::Tensor h_raw_all = d.proj ? at::empty({d.N, H}, opts) : at::Tensor();
+
+  const T* ws_p = ws.data_ptr<T>();
+  const T* gy_p = gy.data_ptr<T>();
+  T* dh_p = dh.data_ptr<T>();
+  T* dg_p = dgates.data_ptr<T>();
+  const int64_t T_steps = static_cast<int64_t>(steps.sizes.size());
+  for (int64_t s = T_steps - 1; s >= 0; --s) {
+    const int64_t t = reverse ? T_steps - 1 - s : s;
+    const int64_t n = steps.sizes[t], row = steps.offsets[t];
+    const T* saved = ws_p + row * saved_ld;
+    switch (d.mode) {
+      case CellMode::Lstm: {
+        const T* dh_in = dh_p;
+        const T* dy = gy_p + row * Hr;
+        T* h_raw = nullptr;
+        if (d.proj) {
+          add_rows(dh_p, dy, n, Hr);
+          dh_all.narrow(0, row, n).copy_(dh.narrow(0, 0, n));
+          at::Tensor dh_raw_n = dh_raw.narrow(0, 0, n);
+          at::mm_out(dh_raw_n, dh.narrow(0, 0, n), w_hr);
+          dh_in = dh_raw.data_ptr<T>();
+          dy = nullptr;
+          h_raw = h_raw_all.data_ptr<T>() + row * H;
+        }
+        LstmBackwardRows<T> a{H, saved, saved_ld, dh_in, dy, dc.data_ptr<T>(), dg_p + row * dg_cols, h_raw};
+        for_rows(n, 5 * H, a, &lstm_backward_rows);
+        break;
+      }
+      case CellMode::Gru: {
+        GruBackwardRows<T> a{H, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * dg_cols};
+        for_rows(n, 4 * H, a, &gru_backward_rows);
+        break;
+      }
+      default: {
+        RnnBackwardRows<T> a{H, d.mode == CellMode::RnnRelu, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * H};
+        for_rows(n, H, a, &rnn_backward_rows);
+      }
+    }
+    recurrent_product_backward(dh.narrow(0, 0, n), dgates.narrow(0, row, n).narrow(1, 0, GH), w_hh, gru);
+  }
+
+  // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last; the input side is
+  // (dar, daz, dain).
+  const at::Tensor dg_hidden = dgates.narrow(1, 0, GH);
+  const at::Tensor dg_input =
+      gru ? at::cat({dgates.narrow(1, 0, 2 * H), dgates.narrow(1, 3 * H, H)}, 1) : dgates;
+  const at::Tensor h_prev = ws.narrow(1, h_prev_column(d.mode, H), Hr);
+  at::Tensor dx = need_dx ? at::mm(dg_input, w_ih) : at::empty({0}, opts);
+  at::Tensor dw_ih = at::mm(dg_input.t(), x);
+  at::Tensor dw_hh = at::mm(dg_hidden.t(), h_prev);
+  at::Tensor db_ih = d.bias ? dg_input.sum(0) : at::empty({0}, opts);
+  at::Tensor db_hh = d.bias ? (gru ? dg_hidden.sum(0) : db_ih.clone()) : at::empty({0}, opts);
+  at::Tensor dw_hr = d.proj ? at::mm(dh_all.t(), h_raw_all) : at::empty({0}, opts);
+  return {dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+}
+
+}  // namespace
+
+int64_t rnn_workspace_columns(CellMode mode, int64_t H, int64_t Hr) {
+  switch (mode) {
+    case CellMode::Lstm: return 5 * H + Hr;
+    case CellMode::Gru: return 5 * H;
+    default: return 2 * H;
+  }
+}
+
+std::vector<at::Tensor> rnn_forward_cpu(int64_t mode_id, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                        const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                                        const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                                        const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  const CellMode mode = read_mode(mode_id);
+  Dims d = check_weights(mode, x, w_ih, w_hh, w_hr);
+  check_dim(h0, "h0", 2, "(batch, hidden_size or proj_size)");
+  check_like(h0, "h0", x, "x");
+  d.B = h0.size(0);
+  check_shape(h0, "h0", {d.B, d.Hr});
+  if (mode == CellMode::Lstm) {
+    check_like(c0, "c0", x, "x");
+    check_shape(c0, "c0", {d.B, d.H});
+  }
+  d.bias = b_ih.numel() > 0 || b_hh.numel() > 0;
+  if (d.bias) {
+    check_like(b_ih, "b_ih", x, "x");
+    check_like(b_hh, "b_hh", x, "x");
+    check_shape(b_ih, "b_ih", {d.G * d.H});
+    check_shape(b_hh, "b_hh", {d.G * d.H});
+  }
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = x.contiguous();
+  if (x.scalar_type() == at::kFloat) {
+    return forward_impl<float>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  }
+  return forward_impl<double>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+}
+
+std::vector<at::Tensor> rnn_backward_cpu(int64_t mode_id, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                         const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                                         const at::Tensor& workspace, const at::Tensor& grad_y,
+                                         const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
+                                         bool has_bias, bool need_dx) {
+  const CellMode mode = read_mode(mode_id);
+  Dims d = check_weights(mode, x, w_ih, w_hh, w_hr);
+  check_dim(grad_hn, "grad_hn", 2, "(batch, hidden_size or proj_size)");
+  d.B = grad_hn.size(0);
+  d.bias = has_bias;
+  check_like(grad_hn, "grad_hn", x, "x");
+  check_like(grad_y, "grad_y", x, "x");
+  check_like(workspace, "workspace", x, "x");
+  check_shape(grad_hn, "grad_hn", {d.B, d.Hr});
+  check_shape(grad_y, "grad_y", {d.N, d.Hr});
+  check_shape(workspace, "workspace", {d.N, rnn_workspace_columns(mode, d.H, d.Hr)});
+  TORCH_CHECK(workspace.is_contiguous(), "workspace must be contiguous");
+  if (mode == CellMode::Lstm) {
+    check_like(grad_cn, "grad_cn", x, "x");
+    check_shape(grad_cn, "grad_cn", {d.B, d.H});
+  }
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = x.contiguous();
+  if (x.scalar_type() == at::kFloat) {
+    return backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, reverse, need_dx);
+  }
+  return backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, reverse, need_dx);
+}
+
+}  // namespace pyseq

@@ -1,0 +1,29 @@
+"""pyseq: fused C++ kernels for sequence models in PyTorch.
+
+Recurrent layers (``pyseq.nn.LSTM``, ``GRU``, ``RNN``) are drop-in replacements for ``torch.nn``'s;
+``pyseq.functional`` holds the same operations for users who keep their own weights.
+"""
+
+import torch  # noqa: F401  (loads libtorch before the extension that links against it)
+
+from . import _C
+from . import _ops  # noqa: F401  (registers the custom ops)
+from . import functional, nn
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What this build of pyseq contains: ``version``, ``torch`` (built for), ``cuda`` (whether CUDA sources were
+    compiled in), ``cuda_runtime`` (their CUDA runtime version, or None) and ``cpu_isa`` (the instruction set that
+    the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``)."""
+    return {
+        "version": __version__,
+        "torch": torch.__version__,
+        "cuda": bool(_C.with_cuda),
+        "cuda_runtime": _C.cuda_runtime_version() if _C.with_cuda else None,
+        "cpu_isa": _C.cpu_isa(),
+    }
+
+
+__all__ = ["nn", "functional", "build_info", "__version__"]

@@ -1,0 +1,5 @@
+"""Modules (like ``torch.nn``), one file per kernel family."""
+
+from .rnn import GRU, LSTM, RNN, init_irnn_
+
+__all__ = ["LSTM", "GRU", "RNN", "init_irnn_"]
