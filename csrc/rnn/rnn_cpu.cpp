@@ -36,24 +36,76 @@ int64_t h_prev_column(CellMode mode, int64_t H) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The recurrent products. Every per-step product goes through these two functions so that a faster kernel can take
-// them over in one place.
+// The recurrent product.
 
-// out: [n, G*H] = h: [n, Hr] @ w_hh_t: [Hr, G*H]
-void recurrent_product(at::Tensor out, const at::Tensor& h, const at::Tensor& w_hh_t) { at::mm_out(out, h, w_hh_t); }
+// Rows up to which the recurrent product runs as a vector-matrix product of our own: a GEMM library call at batch 1
+// costs several microseconds of thread wake-up and packing for a product that streams the weights once (~1 us).
+constexpr int64_t kSmallBatch = 2;
 
-// dh: [n, Hr] (+)= dgates: [n, G*H] @ w_hh: [G*H, Hr]; accumulate keeps what dh holds.
-void recurrent_product_backward(at::Tensor dh, const at::Tensor& dgates, const at::Tensor& w_hh, bool accumulate) {
-  if (accumulate) {
-    dh.addmm_(dgates, w_hh);
+// One output row: out[N] (+)= sum_k a[k] * b[k, :] with b: [K, N] row-major; streams b once.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void row_times_matrix(int64_t K, int64_t N, const T* __restrict__ a, const T* __restrict__ b,
+                                          T* __restrict__ out, bool accumulate) {
+  if (!accumulate) std::memset(out, 0, N * sizeof(T));
+  for (int64_t k = 0; k < K; ++k) {
+    const T ak = a[k];
+    const T* __restrict__ bk = b + k * N;
+    for (int64_t j = 0; j < N; ++j) out[j] += ak * bk[j];
+  }
+}
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void small_batch_matmul_impl(int64_t n, int64_t K, int64_t N, const T* a, int64_t lda, const T* b,
+                                                 T* out, int64_t ldo, bool accumulate) {
+  for (int64_t r = 0; r < n; ++r) row_times_matrix(K, N, a + r * lda, b, out + r * ldo, accumulate);
+}
+
+PYSEQ_CPU_CLONES void small_batch_matmul(int64_t n, int64_t K, int64_t N, const float* a, int64_t lda, const float* b,
+                                         float* out, int64_t ldo, bool accumulate) {
+  small_batch_matmul_impl(n, K, N, a, lda, b, out, ldo, accumulate);
+}
+void small_batch_matmul(int64_t n, int64_t K, int64_t N, const double* a, int64_t lda, const double* b, double* out,
+                        int64_t ldo, bool accumulate) {
+  small_batch_matmul_impl(n, K, N, a, lda, b, out, ldo, accumulate);
+}
+
+// out (+)= a @ b for a: [n, K] (rows may be strided), b: [K, N] contiguous, out: [n, N] with unit column stride.
+// Every per-step recurrent product goes through here, so that a faster kernel can take them over in one place.
+template <typename T>
+void recurrent_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  const int64_t n = a.size(0);
+  if (n <= kSmallBatch) {
+    small_batch_matmul(n, a.size(1), b.size(1), a.data_ptr<T>(), a.stride(0), b.data_ptr<T>(), out.data_ptr<T>(),
+                       out.stride(0), accumulate);
+  } else if (accumulate) {
+    out.addmm_(a, b);
   } else {
-    at::mm_out(dh, dgates, w_hh);
+    at::mm_out(out, a, b);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Pointwise step kernels over rows [r0, r1) of the active batch. Row pointers are those of the step: row b of gi is
-// gi + b * row stride. Each *_impl body is compiled into the ISA clones of its float wrapper below.
+// Pointwise step kernels. A *_row function updates one batch row; its pointers are restrict function parameters,
+// which is what lets GCC vectorize the loop over hidden units (restrict locals inside a loop nest are not enough).
+// A *_rows_impl function runs rows [r0, r1) of a step and is compiled into the ISA clones of its float wrapper below.
+
+// gi, gh: [4H] pre-activations; c: [H] in/out; h: [H] out; s: [4H] activated gates out, or nullptr.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void lstm_row_forward(int64_t H, const T* __restrict__ gi, const T* __restrict__ gh,
+                                          T* __restrict__ c, T* __restrict__ h, T* __restrict__ s) {
+  if (s) {
+    for (int64_t j = 0; j < H; ++j) {
+      lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
+                        gi[3 * H + j] + gh[3 * H + j], c[j], s[j], s[H + j], s[2 * H + j], s[3 * H + j], c[j], h[j]);
+    }
+  } else {
+    for (int64_t j = 0; j < H; ++j) {
+      T i, f, g, o;
+      lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
+                        gi[3 * H + j] + gh[3 * H + j], c[j], i, f, g, o, c[j], h[j]);
+    }
+  }
+}
 
 template <typename T>
 struct LstmForwardRows {
@@ -72,26 +124,38 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void lstm_forward_rows_impl(const LstmForwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H, Hr = a.Hr;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ gi = a.gi + b * 4 * H;
-    const T* __restrict__ gh = a.gh + b * 4 * H;
-    T* __restrict__ c = a.c + b * H;
-    T* __restrict__ h = a.h_raw ? a.h_raw + b * H : a.h + b * Hr;
-    if (a.saved) {
-      T* __restrict__ s = a.saved + b * a.saved_ld;
+    T* c = a.c + b * H;
+    T* h = a.h_raw ? a.h_raw + b * H : a.h + b * Hr;
+    T* s = a.saved ? a.saved + b * a.saved_ld : nullptr;
+    if (s) {
       std::memcpy(s + 4 * H, c, H * sizeof(T));
       std::memcpy(s + 5 * H, a.h + b * Hr, Hr * sizeof(T));
-      for (int64_t j = 0; j < H; ++j) {
-        lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
-                          gi[3 * H + j] + gh[3 * H + j], c[j], s[j], s[H + j], s[2 * H + j], s[3 * H + j], c[j], h[j]);
-      }
-    } else {
-      for (int64_t j = 0; j < H; ++j) {
-        T i, f, g, o;
-        lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
-                          gi[3 * H + j] + gh[3 * H + j], c[j], i, f, g, o, c[j], h[j]);
-      }
     }
+    lstm_row_forward(H, a.gi + b * 4 * H, a.gh + b * 4 * H, c, h, s);
     if (!a.h_raw) std::memcpy(a.y + b * Hr, h, H * sizeof(T));
+  }
+}
+
+// gi, gh: [3H] (gh without bias); bh: [3H]; h: [H] in/out; y: [H] out; s: [4H] r, z, n, hn out, or nullptr.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void gru_row_forward(int64_t H, const T* __restrict__ gi, const T* __restrict__ gh,
+                                         const T* __restrict__ bh, T* __restrict__ h, T* __restrict__ y,
+                                         T* __restrict__ s) {
+  if (s) {
+    for (int64_t j = 0; j < H; ++j) {
+      T hn = gh[2 * H + j] + bh[2 * H + j];
+      s[3 * H + j] = hn;
+      gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j], hn, h[j], s[j],
+                       s[H + j], s[2 * H + j], h[j]);
+      y[j] = h[j];
+    }
+  } else {
+    for (int64_t j = 0; j < H; ++j) {
+      T r, z, n;
+      gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j],
+                       gh[2 * H + j] + bh[2 * H + j], h[j], r, z, n, h[j]);
+      y[j] = h[j];
+    }
   }
 }
 
@@ -110,30 +174,22 @@ struct GruForwardRows {
 template <typename T>
 PYSEQ_ALWAYS_INLINE void gru_forward_rows_impl(const GruForwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
-  const T* __restrict__ bh = a.b_hh;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ gi = a.gi + b * 3 * H;
-    const T* __restrict__ gh = a.gh + b * 3 * H;
-    T* __restrict__ h = a.h + b * H;
-    T* __restrict__ y = a.y + b * H;
-    if (a.saved) {
-      T* __restrict__ s = a.saved + b * a.saved_ld;
-      std::memcpy(s + 4 * H, h, H * sizeof(T));
-      for (int64_t j = 0; j < H; ++j) {
-        T hn = gh[2 * H + j] + bh[2 * H + j];
-        s[3 * H + j] = hn;
-        gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j], hn, h[j], s[j],
-                         s[H + j], s[2 * H + j], h[j]);
-        y[j] = h[j];
-      }
-    } else {
-      for (int64_t j = 0; j < H; ++j) {
-        T r, z, n;
-        gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[H + j] + bh[H + j], gi[2 * H + j],
-                         gh[2 * H + j] + bh[2 * H + j], h[j], r, z, n, h[j]);
-        y[j] = h[j];
-      }
-    }
+    T* h = a.h + b * H;
+    T* s = a.saved ? a.saved + b * a.saved_ld : nullptr;
+    if (s) std::memcpy(s + 4 * H, h, H * sizeof(T));
+    gru_row_forward(H, a.gi + b * 3 * H, a.gh + b * 3 * H, a.b_hh, h, a.y + b * H, s);
+  }
+}
+
+// gi, gh: [H]; h: [H] out.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void rnn_row_forward(int64_t H, bool relu, const T* __restrict__ gi, const T* __restrict__ gh,
+                                         T* __restrict__ h) {
+  if (relu) {
+    for (int64_t j = 0; j < H; ++j) h[j] = rnn_relu_forward(gi[j] + gh[j]);
+  } else {
+    for (int64_t j = 0; j < H; ++j) h[j] = rnn_tanh_forward(gi[j] + gh[j]);
   }
 }
 
@@ -153,18 +209,32 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void rnn_forward_rows_impl(const RnnForwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ gi = a.gi + b * H;
-    const T* __restrict__ gh = a.gh + b * H;
-    T* __restrict__ h = a.h + b * H;
-    T* __restrict__ y = a.y + b * H;
-    if (a.saved) std::memcpy(a.saved + b * a.saved_ld + H, h, H * sizeof(T));
-    if (a.relu) {
-      for (int64_t j = 0; j < H; ++j) h[j] = rnn_relu_forward(gi[j] + gh[j]);
-    } else {
-      for (int64_t j = 0; j < H; ++j) h[j] = rnn_tanh_forward(gi[j] + gh[j]);
+    T* h = a.h + b * H;
+    T* s = a.saved ? a.saved + b * a.saved_ld : nullptr;
+    if (s) std::memcpy(s + H, h, H * sizeof(T));
+    rnn_row_forward(H, a.relu, a.gi + b * H, a.gh + b * H, h);
+    std::memcpy(a.y + b * H, h, H * sizeof(T));
+    if (s) std::memcpy(s, h, H * sizeof(T));
+  }
+}
+
+// s: [5H] saved i, f, g, o, c_prev; dh: [H]; dy: [H] or nullptr; dc: [H] in/out; dg: [4H] out; hr: [H] or nullptr.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void lstm_row_backward(int64_t H, const T* __restrict__ s, const T* __restrict__ dh,
+                                           const T* __restrict__ dy, T* __restrict__ dc, T* __restrict__ dg,
+                                           T* __restrict__ hr) {
+  if (dy) {
+    for (int64_t j = 0; j < H; ++j) {
+      T h;
+      lstm_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dh[j] + dy[j], dc[j], dg[j],
+                         dg[H + j], dg[2 * H + j], dg[3 * H + j], dc[j], h);
     }
-    std::memcpy(y, h, H * sizeof(T));
-    if (a.saved) std::memcpy(a.saved + b * a.saved_ld, h, H * sizeof(T));
+  } else {
+    // With a projection: dh already holds the output gradient, and h is kept for dW_hr.
+    for (int64_t j = 0; j < H; ++j) {
+      lstm_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dh[j], dc[j], dg[j], dg[H + j],
+                         dg[2 * H + j], dg[3 * H + j], dc[j], hr[j]);
+    }
   }
 }
 
@@ -174,7 +244,7 @@ struct LstmBackwardRows {
   const T* saved;  // [n, saved_ld] workspace rows of this step
   int64_t saved_ld;
   const T* dh;     // [n, H] gradient w.r.t. h (the state's or, with a projection, already through W_hr)
-  const T* dy;     // [n, H] output gradient rows to add to dh, or nullptr (with a projection it is already in dh)
+  const T* dy;     // [n, H] output gradient rows to add to dh, or nullptr with a projection (then h_raw is set)
   T* dc;           // [n, H] gradient w.r.t. c, in: from step t+1, out: w.r.t. c_prev
   T* dgates;       // [n, 4H] pre-activation gradients
   T* h_raw;        // [n, H] recomputed o * tanh(c) for the projection's weight gradient, or nullptr
@@ -184,18 +254,18 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void lstm_backward_rows_impl(const LstmBackwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ s = a.saved + b * a.saved_ld;
-    const T* __restrict__ dh = a.dh + b * H;
-    const T* __restrict__ dy = a.dy ? a.dy + b * H : nullptr;
-    T* __restrict__ dc = a.dc + b * H;
-    T* __restrict__ dg = a.dgates + b * 4 * H;
-    T* __restrict__ hr = a.h_raw ? a.h_raw + b * H : nullptr;
-    for (int64_t j = 0; j < H; ++j) {
-      T h;
-      lstm_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dy ? dh[j] + dy[j] : dh[j], dc[j],
-                         dg[j], dg[H + j], dg[2 * H + j], dg[3 * H + j], dc[j], h);
-      if (hr) hr[j] = h;
-    }
+    lstm_row_backward(H, a.saved + b * a.saved_ld, a.dh + b * H, a.dy ? a.dy + b * H : nullptr, a.dc + b * H,
+                      a.dgates + b * 4 * H, a.h_raw ? a.h_raw + b * H : nullptr);
+  }
+}
+
+// s: [5H] saved r, z, n, hn, h_prev; dh: [H] in: dL/dh, out: dh * z; dy: [H]; dg: [4H] out (dar, daz, dhn | dain).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void gru_row_backward(int64_t H, const T* __restrict__ s, T* __restrict__ dh,
+                                          const T* __restrict__ dy, T* __restrict__ dg) {
+  for (int64_t j = 0; j < H; ++j) {
+    gru_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dh[j] + dy[j], dg[j], dg[H + j],
+                      dg[3 * H + j], dg[2 * H + j], dh[j]);
   }
 }
 
@@ -213,14 +283,18 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void gru_backward_rows_impl(const GruBackwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ s = a.saved + b * a.saved_ld;
-    const T* __restrict__ dy = a.dy + b * H;
-    T* __restrict__ dh = a.dh + b * H;
-    T* __restrict__ dg = a.dgates + b * 4 * H;
-    for (int64_t j = 0; j < H; ++j) {
-      gru_cell_backward(s[j], s[H + j], s[2 * H + j], s[3 * H + j], s[4 * H + j], dh[j] + dy[j], dg[j], dg[H + j],
-                        dg[3 * H + j], dg[2 * H + j], dh[j]);
-    }
+    gru_row_backward(H, a.saved + b * a.saved_ld, a.dh + b * H, a.dy + b * H, a.dgates + b * 4 * H);
+  }
+}
+
+// h: [H] saved output; dh, dy: [H]; dg: [H] out.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void rnn_row_backward(int64_t H, bool relu, const T* __restrict__ h, const T* __restrict__ dh,
+                                          const T* __restrict__ dy, T* __restrict__ dg) {
+  if (relu) {
+    for (int64_t j = 0; j < H; ++j) dg[j] = rnn_relu_backward(h[j], dh[j] + dy[j]);
+  } else {
+    for (int64_t j = 0; j < H; ++j) dg[j] = rnn_tanh_backward(h[j], dh[j] + dy[j]);
   }
 }
 
@@ -239,15 +313,7 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void rnn_backward_rows_impl(const RnnBackwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
   for (int64_t b = r0; b < r1; ++b) {
-    const T* __restrict__ h = a.saved + b * a.saved_ld;
-    const T* __restrict__ dh = a.dh + b * H;
-    const T* __restrict__ dy = a.dy + b * H;
-    T* __restrict__ dg = a.dgates + b * H;
-    if (a.relu) {
-      for (int64_t j = 0; j < H; ++j) dg[j] = rnn_relu_backward(h[j], dh[j] + dy[j]);
-    } else {
-      for (int64_t j = 0; j < H; ++j) dg[j] = rnn_tanh_backward(h[j], dh[j] + dy[j]);
-    }
+    rnn_row_backward(H, a.relu, a.saved + b * a.saved_ld, a.dh + b * H, a.dy + b * H, a.dgates + b * H);
   }
 }
 
@@ -276,7 +342,28 @@ void for_rows(int64_t n, int64_t row_elements, const Args& args,
   }
 }
 
-// Adds src: [n, ld_src] into dst: [n, ld_dst] over the first `cols` columns.
+// w: [rows, cols] -> contiguous [cols, rows], in 32x32 tiles (ATen's transposing copy is ~5x slower at these sizes,
+// which shows at batch 1 where the whole layer takes about a millisecond).
+template <typename T>
+at::Tensor transposed(const at::Tensor& w) {
+  const at::Tensor src = w.contiguous();
+  const int64_t rows = src.size(0), cols = src.size(1);
+  at::Tensor out = at::empty({cols, rows}, src.options());
+  const T* in = src.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  constexpr int64_t tile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    for (int64_t c0 = 0; c0 < cols; c0 += tile) {
+      const int64_t r1 = std::min(rows, r0 + tile), c1 = std::min(cols, c0 + tile);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) o[c * rows + r] = in[r * cols + c];
+      }
+    }
+  }
+  return out;
+}
+
+// dst: [n, cols] += src: [n, cols], both contiguous.
 template <typename T>
 void add_rows(T* dst, const T* src, int64_t n, int64_t cols) {
   for (int64_t i = 0; i < n * cols; ++i) dst[i] += src[i];
@@ -377,8 +464,10 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   at::Tensor h_raw = d.proj ? at::empty({d.B, H}, opts) : at::Tensor();
   const int64_t saved_ld = rnn_workspace_columns(d.mode, H, Hr);
   at::Tensor ws = at::empty({save ? d.N : 0, saved_ld}, opts);
-  const at::Tensor w_hh_t = w_hh.t();
-  const at::Tensor w_hr_t = d.proj ? w_hr.t() : at::Tensor();
+  // Transposed once per call: the per-step product runs ~20% faster on a row-major [Hr, G*H] operand than on a
+  // transposed view (measured with MKL at B=32, H=256), and ~2x faster at batch 1.
+  const at::Tensor w_hh_t = transposed<T>(w_hh);
+  const at::Tensor w_hr_t = d.proj ? transposed<T>(w_hr) : at::Tensor();
 
   T* gi_p = gi.data_ptr<T>();
   T* gh_p = gh.data_ptr<T>();
@@ -389,7 +478,7 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   for (int64_t s = 0; s < T_steps; ++s) {
     const int64_t t = reverse ? T_steps - 1 - s : s;
     const int64_t n = steps.sizes[t], row = steps.offsets[t];
-    recurrent_product(gh.narrow(0, 0, n), h.narrow(0, 0, n), w_hh_t);
+    recurrent_product<T>(gh.narrow(0, 0, n), h.narrow(0, 0, n), w_hh_t, false);
     T* saved = save ? ws_p + row * saved_ld : nullptr;
     switch (d.mode) {
       case CellMode::Lstm: {
@@ -428,6 +517,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
   const int64_t saved_ld = ws.size(1);
 
   const at::Tensor gy = grad_y.contiguous();
+  const at::Tensor w_hh_c = w_hh.contiguous();
   at::Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);
   at::Tensor dc = lstm ? grad_cn.clone(at::MemoryFormat::Contiguous) : at::empty({0}, opts);
   const int64_t dg_cols = gru ? 4 * H : GH;
@@ -473,7 +563,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
         for_rows(n, H, a, &rnn_backward_rows);
       }
     }
-    recurrent_product_backward(dh.narrow(0, 0, n), dgates.narrow(0, row, n).narrow(1, 0, GH), w_hh, gru);
+    recurrent_product<T>(dh.narrow(0, 0, n), dgates.narrow(0, row, n).narrow(1, 0, GH), w_hh_c, gru);
   }
 
   // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last; the input side is
