@@ -1,0 +1,53 @@
+# The README's commands. Each one creates or reuses the virtual environment, installs torch and the other
+# dependencies, builds pyseq against that torch (--no-build-isolation) and runs.
+#
+#   make test    the test suite
+#   make bench   the benchmark table (pyseq vs torch, same process, same threads)
+#
+# TORCH_SPEC pins the torch that gets installed (2.13.0: the CPU build this project develops against); set it empty
+# to keep a torch that is already there (make gpu-check does, on machines that come with a CUDA torch).
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+PYSEQ_CUDA ?= auto
+PYSEQ_CUDA_ARCHITECTURES ?= 90
+export PYSEQ_CUDA PYSEQ_CUDA_ARCHITECTURES
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pyseq-deps
+
+.PHONY: all build test test-slow bench bench-pytest gpu-check clean
+
+all: test
+
+$(STAMP): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+build: $(STAMP)
+	$(PY) -m pip install -q --no-build-isolation .
+
+test: build
+	$(VENV)/bin/pytest -q
+
+test-slow: build
+	$(VENV)/bin/pytest -q -m slow
+
+bench: build
+	$(PY) benchmarks/run.py
+
+# The same measurements through pytest-benchmark (statistics, JSON export).
+bench-pytest: build
+	$(VENV)/bin/pytest -q benchmarks -m "not slow" -p no:cacheprovider --benchmark-only
+
+# On a machine with a CUDA torch (the GPU machines: torch 2.11 + CUDA 13): build with the CUDA sources on, for
+# Hopper, and run the test suite. Reuses the system torch through --system-site-packages.
+gpu-check:
+	$(MAKE) test VENV=.venv-gpu VENV_FLAGS=--system-site-packages TORCH_SPEC= PYSEQ_CUDA=on PYSEQ_CUDA_ARCHITECTURES=90
+	.venv-gpu/bin/python -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']"
+
+clean:
+	rm -rf build dist *.egg-info
