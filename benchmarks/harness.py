@@ -1,0 +1,53 @@
+"""Timing helpers shared by the benchmark suites: pyseq and its reference run alternately in one process, on the
+same threads, after warm-up; medians are compared."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+
+def _once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_pair(ours, ref, budget_s: float = 1.0, min_repeats: int = 5, max_repeats: int = 200):
+    """Median seconds of `ours` and `ref`, called alternately. The repeat count fills about `budget_s` per side."""
+    for fn in (ours, ref, ours, ref):  # warm-up: allocator, thread pools, oneDNN primitive caches
+        fn()
+    slowest = max(_once(ours), _once(ref))
+    repeats = int(min(max_repeats, max(min_repeats, budget_s / max(slowest, 1e-6))))
+    times_ours, times_ref = [], []
+    for _ in range(repeats):
+        times_ours.append(_once(ours))
+        times_ref.append(_once(ref))
+    return statistics.median(times_ours), statistics.median(times_ref)
+
+
+def time_one(fn, budget_s: float = 0.5, min_repeats: int = 5, max_repeats: int = 500) -> float:
+    fn()
+    fn()
+    repeats = int(min(max_repeats, max(min_repeats, budget_s / max(_once(fn), 1e-6))))
+    return statistics.median(_once(fn) for _ in range(repeats))
+
+
+def sgemm_rate(n: int = 2048) -> float:
+    """GFLOP/s of torch's float32 GEMM at n x n x n: the machine's practical FMA rate on these threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / time_one(lambda: torch.mm(a, b)) / 1e9
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

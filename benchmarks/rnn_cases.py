@@ -1,0 +1,131 @@
+"""Recurrent-layer measurements: pyseq.nn.LSTM/GRU/RNN against torch.nn's, forward (no grad) and forward+backward,
+plus the time torch's own GEMM takes for the same matrix products (the floor a GEMM-based design cannot beat)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import pyseq
+
+from harness import time_one, time_pair
+
+# (T, B, I, H): the standard sizes. Single layer, unidirectional, float32.
+SIZES = [(100, 32, 256, 256), (100, 64, 512, 512), (200, 1, 128, 128)]
+CELLS = ["LSTM", "GRU", "RNN"]
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@dataclasses.dataclass
+class Case:
+    cell: str
+    T: int
+    B: int
+    I: int
+    H: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell} T={self.T} B={self.B} I={self.I} H={self.H}"
+
+    def flops(self, backward: bool) -> float:
+        """Matrix-product FLOPs: input projection and recurrent product forward; backward adds the input, state
+        and weight gradients, twice the forward's."""
+        forward = 2 * self.T * self.B * GATES[self.cell] * self.H * (self.I + self.H)
+        return 3 * forward if backward else forward
+
+
+def build(case: Case, seed: int = 0):
+    torch.manual_seed(seed)
+    ours = getattr(pyseq.nn, case.cell)(case.I, case.H)
+    ref = getattr(torch.nn, case.cell)(case.I, case.H)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(case.T, case.B, case.I)
+    return ours, ref, x
+
+
+def forward_fn(module, x):
+    def run():
+        with torch.no_grad():
+            module(x)
+
+    return run
+
+
+def train_fn(module, x):
+    x = x.clone().requires_grad_()
+
+    def run():
+        out, h = module(x)
+        # A loss that touches every output so that the whole backward runs.
+        (out.sum() + h[0].sum() if isinstance(h, tuple) else out.sum() + h.sum()).backward()
+
+    return run
+
+
+def check(ours, ref, x, rtol: float = 1e-4) -> None:
+    """pyseq must agree with torch (outputs and input/weight gradients) before it is timed."""
+    results = []
+    for module in (ours, ref):
+        xg = x.clone().requires_grad_()
+        out, _ = module(xg)
+        out.sum().backward()
+        results.append([out.detach(), xg.grad] + [p.grad.clone() for p in module.parameters()])
+        module.zero_grad()
+    for a, b in zip(*results):
+        err = (a - b).abs().max().item()
+        assert err <= rtol * max(1.0, b.abs().max().item()), f"pyseq differs from torch by {err}"
+
+
+def gemm_floor(case: Case, backward: bool) -> float:
+    """Seconds torch.mm takes for the matrix products of the layer at these shapes, in the order a fused layer does
+    them: the whole-sequence input projection, then T per-step recurrent products (forward); the per-step state
+    gradient products and the whole-sequence input and weight gradients (backward)."""
+    T, B, I, H, G = case.T, case.B, case.I, case.H, GATES[case.cell]
+    x, w_ih_t = torch.randn(T * B, I), torch.randn(I, G * H)
+    h, w_hh_t, h_prev = torch.randn(B, H), torch.randn(H, G * H), torch.randn(T * B, H)
+    gates, step_gates = torch.empty(T * B, G * H), torch.empty(B, G * H)
+    dgates, w_hh, w_ih = torch.randn(T * B, G * H), torch.randn(G * H, H), torch.randn(G * H, I)
+    dh, dx, dw_ih, dw_hh = torch.empty(B, H), torch.empty(T * B, I), torch.empty(G * H, I), torch.empty(G * H, H)
+
+    def forward():
+        torch.mm(x, w_ih_t, out=gates)
+        for _ in range(T):
+            torch.mm(h, w_hh_t, out=step_gates)
+
+    def backward_products():
+        for t in range(T):
+            torch.mm(dgates[t * B : (t + 1) * B], w_hh, out=dh)
+        torch.mm(dgates, w_ih, out=dx)
+        torch.mm(dgates.t(), x, out=dw_ih)
+        torch.mm(dgates.t(), h_prev, out=dw_hh)
+
+    seconds = time_one(forward)
+    if backward:
+        seconds += time_one(backward_products)
+    return seconds
+
+
+def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
+    ours, ref, x = build(case)
+    check(ours, ref, x)
+    make = train_fn if backward else forward_fn
+    t_ours, t_ref = time_pair(make(ours, x), make(ref, x), budget_s=budget_s)
+    floor = gemm_floor(case, backward)
+    flops = case.flops(backward)
+    return {
+        "case": case.label,
+        "pass": "fwd+bwd" if backward else "fwd",
+        "pyseq_ms": t_ours * 1e3,
+        "torch_ms": t_ref * 1e3,
+        "speedup": t_ref / t_ours,
+        "pyseq_gflops": flops / t_ours / 1e9,
+        "torch_gflops": flops / t_ref / 1e9,
+        "gemm_gflops": flops / floor / 1e9,
+        "gemm_ms": floor * 1e3,
+    }
+
+
+def all_cases():
+    return [Case(cell, *size) for size in SIZES for cell in CELLS]

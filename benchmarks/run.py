@@ -1,0 +1,76 @@
+"""The benchmark runner behind `make bench`: pyseq vs its reference, side by side in one process, as a table.
+
+    python benchmarks/run.py [--quick] [--markdown]
+
+--quick runs the smallest case of each family with a short time budget (a smoke test of the runner);
+--markdown prints the table in the form benchmarks/RESULTS.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import pyseq  # noqa: E402
+from harness import cpu_model, sgemm_rate  # noqa: E402
+import rnn_cases  # noqa: E402
+
+COLUMNS = [
+    ("case", "case", "{}"),
+    ("pass", "pass", "{}"),
+    ("pyseq_ms", "pyseq ms", "{:.2f}"),
+    ("torch_ms", "torch ms", "{:.2f}"),
+    ("speedup", "torch/pyseq", "{:.2f}x"),
+    ("pyseq_gflops", "pyseq GF/s", "{:.0f}"),
+    ("torch_gflops", "torch GF/s", "{:.0f}"),
+    ("gemm_gflops", "GEMM-only GF/s", "{:.0f}"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+
+    threads = torch.get_num_threads()
+    info = pyseq.build_info()
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {threads} threads; "
+          f"pyseq {info['version']} (CPU kernels: {info['cpu_isa']})")
+    print(f"torch float32 GEMM 2048^3: {sgemm_rate():.0f} GFLOP/s")
+    print("GEMM-only: torch.mm alone on the same matrix products, at the same shapes (the floor for a design built")
+    print("on per-step GEMM calls); GF/s columns count matrix-product FLOPs only.\n")
+
+    cases = rnn_cases.all_cases()
+    budget = 1.0
+    if args.quick:
+        cases = [c for c in cases if (c.T, c.B, c.I, c.H) == rnn_cases.SIZES[-1]]
+        budget = 0.1
+    rows = []
+    for case in cases:
+        for backward in (False, True):
+            row = rnn_cases.measure(case, backward, budget_s=budget)
+            rows.append(row)
+            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS), flush=True)
+
+    print()
+    if args.markdown:
+        print("| " + " | ".join(name for _, name, _ in COLUMNS) + " |")
+        print("|" + "---|" * len(COLUMNS))
+        for row in rows:
+            print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+    else:
+        widths = [max(len(name), *(len(fmt.format(r[key])) for r in rows)) for key, name, fmt in COLUMNS]
+        print("  ".join(name.ljust(w) for (_, name, _), w in zip(COLUMNS, widths)))
+        for row in rows:
+            print("  ".join(fmt.format(row[key]).ljust(w) for (key, _, fmt), w in zip(COLUMNS, widths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
