@@ -475,10 +475,17 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   T* y_p = y.data_ptr<T>();
   T* ws_p = save ? ws.data_ptr<T>() : nullptr;
   const int64_t T_steps = static_cast<int64_t>(steps.sizes.size());
+  int64_t active = -1;
+  at::Tensor gh_active, h_active;
   for (int64_t s = 0; s < T_steps; ++s) {
     const int64_t t = reverse ? T_steps - 1 - s : s;
     const int64_t n = steps.sizes[t], row = steps.offsets[t];
-    recurrent_product<T>(gh.narrow(0, 0, n), h.narrow(0, 0, n), w_hh_t, false);
+    if (n != active) {  // views change only when sequences end (packed input), not every step
+      active = n;
+      gh_active = gh.narrow(0, 0, n);
+      h_active = h.narrow(0, 0, n);
+    }
+    recurrent_product<T>(gh_active, h_active, w_hh_t, false);
     T* saved = save ? ws_p + row * saved_ld : nullptr;
     switch (d.mode) {
       case CellMode::Lstm: {
@@ -498,9 +505,8 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
       }
     }
     if (d.proj) {
-      at::Tensor h_n = h.narrow(0, 0, n);
-      at::mm_out(h_n, h_raw.narrow(0, 0, n), w_hr_t);
-      y.narrow(0, row, n).copy_(h_n);
+      at::mm_out(h_active, h_raw.narrow(0, 0, n), w_hr_t);
+      y.narrow(0, row, n).copy_(h_active);
     }
   }
   return {y, h, c, ws};
@@ -531,10 +537,16 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
   T* dh_p = dh.data_ptr<T>();
   T* dg_p = dgates.data_ptr<T>();
   const int64_t T_steps = static_cast<int64_t>(steps.sizes.size());
+  int64_t active = -1;
+  at::Tensor dh_active;
   for (int64_t s = T_steps - 1; s >= 0; --s) {
     const int64_t t = reverse ? T_steps - 1 - s : s;
     const int64_t n = steps.sizes[t], row = steps.offsets[t];
     const T* saved = ws_p + row * saved_ld;
+    if (n != active) {
+      active = n;
+      dh_active = dh.narrow(0, 0, n);
+    }
     switch (d.mode) {
       case CellMode::Lstm: {
         const T* dh_in = dh_p;
@@ -542,9 +554,9 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
         T* h_raw = nullptr;
         if (d.proj) {
           add_rows(dh_p, dy, n, Hr);
-          dh_all.narrow(0, row, n).copy_(dh.narrow(0, 0, n));
+          dh_all.narrow(0, row, n).copy_(dh_active);
           at::Tensor dh_raw_n = dh_raw.narrow(0, 0, n);
-          at::mm_out(dh_raw_n, dh.narrow(0, 0, n), w_hr);
+          at::mm_out(dh_raw_n, dh_active, w_hr);
           dh_in = dh_raw.data_ptr<T>();
           dy = nullptr;
           h_raw = h_raw_all.data_ptr<T>() + row * H;
@@ -563,7 +575,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
         for_rows(n, H, a, &rnn_backward_rows);
       }
     }
-    recurrent_product<T>(dh.narrow(0, 0, n), dgates.narrow(0, row, n).narrow(1, 0, GH), w_hh_c, gru);
+    recurrent_product<T>(dh_active, dgates.as_strided({n, GH}, {dg_cols, 1}, row * dg_cols), w_hh_c, gru);
   }
 
   // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last; the input side is
