@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "../common/checks.h"
@@ -578,16 +579,35 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
     recurrent_product<T>(dh_active, dgates.as_strided({n, GH}, {dg_cols, 1}, row * dg_cols), w_hh_c, gru);
   }
 
-  // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last; the input side is
-  // (dar, daz, dain).
+  // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last, so the input side
+  // (dar, daz, dain) is two column blocks; the products run on the blocks rather than on a gathered copy.
   const at::Tensor dg_hidden = dgates.narrow(1, 0, GH);
-  const at::Tensor dg_input =
-      gru ? at::cat({dgates.narrow(1, 0, 2 * H), dgates.narrow(1, 3 * H, H)}, 1) : dgates;
   const at::Tensor h_prev = ws.narrow(1, h_prev_column(d.mode, H), Hr);
-  at::Tensor dx = need_dx ? at::mm(dg_input, w_ih) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::mm(dg_input.t(), x);
   at::Tensor dw_hh = at::mm(dg_hidden.t(), h_prev);
-  at::Tensor db_ih = d.bias ? dg_input.sum(0) : at::empty({0}, opts);
+  at::Tensor dx = at::empty({need_dx ? d.N : 0, d.I}, opts);
+  at::Tensor dw_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
+  at::Tensor db_ih = d.bias ? at::empty({GH}, opts) : at::empty({0}, opts);
+  // (first gate row, gate rows, dgates column) of each block of the input side
+  const std::vector<std::array<int64_t, 3>> blocks =
+      gru ? std::vector<std::array<int64_t, 3>>{{0, 2 * H, 0}, {2 * H, H, 3 * H}}
+          : std::vector<std::array<int64_t, 3>>{{0, GH, 0}};
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    const auto [first, rows, col] = blocks[k];
+    const at::Tensor dg = dgates.narrow(1, col, rows);
+    if (need_dx) {
+      if (k == 0) {
+        at::mm_out(dx, dg, w_ih.narrow(0, first, rows));
+      } else {
+        dx.addmm_(dg, w_ih.narrow(0, first, rows));
+      }
+    }
+    at::Tensor dw_block = dw_ih.narrow(0, first, rows);
+    at::mm_out(dw_block, dg.t(), x);
+    if (d.bias) {
+      at::Tensor db_block = db_ih.narrow(0, first, rows);
+      at::sum_out(db_block, dg, {0});
+    }
+  }
   at::Tensor db_hh = d.bias ? (gru ? dg_hidden.sum(0) : db_ih.clone()) : at::empty({0}, opts);
   at::Tensor dw_hr = d.proj ? at::mm(dh_all.t(), h_raw_all) : at::empty({0}, opts);
   return {dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
