@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "common/cpu_dispatch.h"
+#include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
 
 #ifdef PYSEQ_WITH_CUDA
@@ -34,6 +35,9 @@ void register_rnn(py::module_& m) {
         return pyseq::rnn_workspace_columns(static_cast<pyseq::CellMode>(mode), H, Hr);
       },
       "Columns of the saved-for-backward workspace of rnn_forward.");
+  m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
+        "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
+  m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");
 }
 
 }  // namespace

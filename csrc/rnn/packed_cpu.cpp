@@ -1,0 +1,425 @@
+#include "packed_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "cell_rows.h"
+
+namespace pyseq {
+namespace {
+
+std::atomic<int> g_kernel{static_cast<int>(RecurrentKernel::Auto)};
+
+const char* const kKernelNames[] = {"auto", "aten", "portable", "avx2", "avx512"};
+
+bool cpu_supports(RecurrentKernel kernel) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (kernel == RecurrentKernel::Avx512) return __builtin_cpu_supports("x86-64-v4");
+  if (kernel == RecurrentKernel::Avx2) return __builtin_cpu_supports("x86-64-v3");
+  return true;
+#else
+  return kernel != RecurrentKernel::Avx512 && kernel != RecurrentKernel::Avx2;
+#endif
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Fewer FMAs per step than this per thread and the barrier between steps costs more than the second thread saves.
+constexpr int64_t kMinStepFmaPerThread = 1 << 16;
+
+template <int V>
+struct VecT {
+  typedef float type __attribute__((vector_size(V * sizeof(float))));
+};
+
+// dst[0:n] = src[0:n] for the short runs of the epilogues (a loop the compiler inlines, not a library call).
+PYSEQ_ALWAYS_INLINE void copy_floats(float* __restrict__ dst, const float* __restrict__ src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Panels. The micro-kernel computes out[r][s][:] = sum_k a[r][k] * panel[k][s][:] for S slots of V lanes. Slot s of
+// group q holds gate s / per of the units (q * per + s % per) * V + lane, per = S / G unit panels per gate: the
+// forward packs each gate of a unit panel side by side (LSTM: i, f, g, o of 16 units with AVX-512), the backward
+// (G = 1) packs four unit panels of dh side by side.
+
+struct Panels {
+  int gates, slots;
+  int64_t H, K, V;
+  int64_t per() const { return slots / gates; }
+  int64_t units_per_group() const { return V * per(); }
+  int64_t groups() const { return ceil_div(H, units_per_group()); }
+  int64_t group_floats() const { return K * slots * V; }
+};
+
+// Logical matrix element for column `col` (= gate * H + unit) and reduction index k: w[col * col_stride + k * k_stride].
+void pack(const Panels& p, const float* w, int64_t col_stride, int64_t k_stride, float* out) {
+  const int64_t per = p.per();
+  for (int64_t q = 0; q < p.groups(); ++q) {
+    for (int64_t k = 0; k < p.K; ++k) {
+      float* dst = out + (q * p.K + k) * p.slots * p.V;
+      for (int s = 0; s < p.slots; ++s) {
+        const int64_t gate = s / per, unit0 = (q * per + s % per) * p.V;
+        for (int64_t v = 0; v < p.V; ++v) {
+          const int64_t unit = unit0 + v;
+          dst[s * p.V + v] = unit < p.H ? w[(gate * p.H + unit) * col_stride + k * k_stride] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// Register block: R rows x S slots accumulators of V lanes: 24 of the 32 vector registers with AVX-512, 12 of 16
+// with AVX2 and SSE.
+template <int S, int V>
+constexpr int block_rows() {
+  return (V == 16 ? 24 : 12) / S;
+}
+
+// out: [R][S][V] = a: R rows (stride lda) of length K @ panel: [K][S][V].
+template <int S, int R, int V>
+PYSEQ_ALWAYS_INLINE void tile_product(int64_t K, const float* __restrict__ a, int64_t lda,
+                                      const float* __restrict__ panel, float* __restrict__ out) {
+  typedef typename VecT<V>::type vf;
+  vf acc[R][S];
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) acc[r][s] = vf{};
+  }
+  const vf* w = reinterpret_cast<const vf*>(panel);
+  for (int64_t k = 0; k < K; ++k, w += S) {
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) {
+      // a[r][k] in every lane. Written as x - 0, which folds to one broadcast (x - (+0) is x for every x, -0
+      // included); vf{} + x keeps an add. Kept inline: a helper returning a vector would be compiled for the
+      // baseline ISA before it is inlined, and come out as one masked broadcast per lane.
+      const vf ar = a[r * lda + k] - vf{};
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) acc[r][s] += ar * w[s];
+    }
+  }
+  vf* o = reinterpret_cast<vf*>(out);
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) o[r * S + s] = acc[r][s];
+  }
+}
+
+// tile_product for rows <= R, with the row count fixed at compile time for every remainder.
+template <int S, int R, int V>
+PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K, const float* a, int64_t lda, const float* panel,
+                                           float* out) {
+  if constexpr (R > 0) {
+    if (rows == R) {
+      tile_product<S, R, V>(K, a, lda, panel, out);
+    } else {
+      tile_product_rows<S, R - 1, V>(rows, K, a, lda, panel, out);
+    }
+  }
+}
+
+constexpr int forward_slots(CellMode mode) { return mode == CellMode::Gru ? 3 : 4; }
+constexpr int gate_count(CellMode mode) {
+  return mode == CellMode::Lstm ? 4 : mode == CellMode::Gru ? 3 : 1;
+}
+
+// Each thread's share: groups [q0, q1) and the units they cover.
+struct Share {
+  int64_t q0, q1, u0, u1;
+};
+
+Share share_of(const Panels& p, int tid, int nt) {
+  const int64_t groups = p.groups();
+  Share s{groups * tid / nt, groups * (tid + 1) / nt, 0, 0};
+  s.u0 = std::min(p.H, s.q0 * p.units_per_group());
+  s.u1 = std::min(p.H, s.q1 * p.units_per_group());
+  return s;
+}
+
+// Copies rows [from, to) of units [u0, u1) from src to dst ([B, H] both).
+void retire_rows(const float* src, float* dst, int64_t from, int64_t to, int64_t H, int64_t u0, int64_t u1) {
+  for (int64_t b = from; b < to; ++b) std::memcpy(dst + b * H + u0, src + b * H + u0, (u1 - u0) * sizeof(float));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One thread's part of the forward over the whole sequence. h_cur/h_next: [B, H] state buffers (both hold h0 to
+// begin with), swapped after each step; the barrier at the end of a step keeps a thread from overwriting state rows
+// that another thread's product still reads.
+
+template <CellMode M, int V>
+PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const float* panels, float* h_cur, float* h_next,
+                                        int tid, int nt) {
+  constexpr int S = forward_slots(M), G = gate_count(M), R = block_rows<S, V>();
+  const int64_t H = a.H, GH = G * H;
+  const Panels p{G, S, H, H, V};
+  const Share share = share_of(p, tid, nt);
+  const bool relu = a.mode == CellMode::RnnRelu;
+  alignas(64) float tile[R * S * V];
+  const StepLayout& L = a.layout;
+  for (int64_t s = 0; s < L.steps; ++s) {
+    const int64_t t = L.reverse ? L.steps - 1 - s : s;
+    const int64_t n = L.sizes[t], row = L.offsets[t];
+    for (int64_t q = share.q0; q < share.q1; ++q) {
+      const float* panel = panels + q * p.group_floats();
+      for (int64_t r0 = 0; r0 < n; r0 += R) {
+        const int rows = static_cast<int>(std::min<int64_t>(R, n - r0));
+        tile_product_rows<S, R, V>(rows, H, h_cur + r0 * H, H, panel, tile);
+        for (int r = 0; r < rows; ++r) {
+          const int64_t b = r0 + r, prow = row + b;
+          const float* gh = tile + r * S * V;
+          const float* gi = a.gi + prow * GH;
+          float* saved = a.saved ? a.saved + prow * a.saved_ld : nullptr;
+          const float* hp = h_cur + b * H;
+          float* hn = h_next + b * H;
+          float* y = a.y + prow * H;
+          if constexpr (M == CellMode::Lstm || M == CellMode::Gru) {
+            const int64_t u = q * V, nv = std::min<int64_t>(V, H - u);
+            if (M == CellMode::Lstm) {
+              float* c = a.c + b * H + u;
+              if (saved) {
+                copy_floats(saved + 4 * H + u, c, nv);
+                copy_floats(saved + 5 * H + u, hp + u, nv);
+              }
+              lstm_units_forward(nv, H, gi + u, gh, V, c, hn + u, saved ? saved + u : nullptr);
+            } else {
+              if (saved) copy_floats(saved + 4 * H + u, hp + u, nv);
+              gru_units_forward(nv, H, gi + u, gh, V, a.b_hh + u, hp + u, hn + u, saved ? saved + u : nullptr);
+            }
+            copy_floats(y + u, hn + u, nv);
+          } else {
+            for (int sl = 0; sl < S; ++sl) {
+              const int64_t u = (q * S + sl) * V;
+              if (u >= H) break;
+              const int64_t nv = std::min<int64_t>(V, H - u);
+              if (saved) copy_floats(saved + H + u, hp + u, nv);
+              rnn_units_forward(nv, relu, gi + u, gh + sl * V, hn + u);
+              copy_floats(y + u, hn + u, nv);
+              if (saved) copy_floats(saved + u, hn + u, nv);
+            }
+          }
+        }
+      }
+    }
+    // Rows whose sequence ends here keep this step's state as their final one.
+    const int64_t n_next = s + 1 < L.steps ? L.sizes[L.reverse ? t - 1 : t + 1] : 0;
+    if (n_next < n) retire_rows(h_next, a.h_n, n_next, n, H, share.u0, share.u1);
+#pragma omp barrier
+    std::swap(h_cur, h_next);
+  }
+}
+
+// One thread's part of the backward. Phase 1 (this thread's units, all active rows): the cell backward, writing the
+// step's gate gradients. A barrier, since the product needs every gate column. Phase 2 (this thread's dh columns,
+// the same units): dh_prev = dgates @ W_hh into the other buffer. Each thread reads and writes only its own units of
+// the dh buffers, so one barrier per step suffices.
+
+template <CellMode M, int V>
+PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const float* panels, float* d_cur,
+                                         float* d_next, int tid, int nt) {
+  constexpr int S = 4, G = gate_count(M), R = block_rows<S, V>();
+  const int64_t H = a.H, GH = G * H;
+  const Panels p{1, S, H, GH, V};
+  const Share share = share_of(p, tid, nt);
+  const int64_t units = share.u1 - share.u0, u0 = share.u0;
+  const bool relu = a.mode == CellMode::RnnRelu;
+  alignas(64) float tile[R * S * V];
+  const StepLayout& L = a.layout;
+  for (int64_t s = L.steps - 1; s >= 0; --s) {
+    const int64_t t = L.reverse ? L.steps - 1 - s : s;
+    const int64_t n = L.sizes[t], row = L.offsets[t];
+    if (units > 0) {
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t prow = row + b;
+        const float* saved = a.saved + prow * a.saved_ld + u0;
+        const float* dh = d_cur + b * H + u0;
+        const float* dy = a.grad_y + prow * H + u0;
+        float* dg = a.dgates + prow * a.dg_ld + u0;
+        if constexpr (M == CellMode::Lstm) {
+          lstm_units_backward(units, H, saved, dh, dy, a.dc + b * H + u0, dg, static_cast<float*>(nullptr));
+        } else if constexpr (M == CellMode::Gru) {
+          gru_units_backward(units, H, saved, dh, dy, dg, d_next + b * H + u0);
+        } else {
+          rnn_units_backward(units, relu, saved, dh, dy, dg);
+        }
+      }
+    }
+#pragma omp barrier
+    for (int64_t q = share.q0; q < share.q1; ++q) {
+      const float* panel = panels + q * p.group_floats();
+      for (int64_t r0 = 0; r0 < n; r0 += R) {
+        const int rows = static_cast<int>(std::min<int64_t>(R, n - r0));
+        tile_product_rows<S, R, V>(rows, GH, a.dgates + (row + r0) * a.dg_ld, a.dg_ld, panel, tile);
+        for (int r = 0; r < rows; ++r) {
+          for (int sl = 0; sl < S; ++sl) {
+            const int64_t u = (q * S + sl) * V;
+            if (u >= H) break;
+            const int64_t nv = std::min<int64_t>(V, H - u);
+            const float* src = tile + (r * S + sl) * V;
+            float* dst = d_next + (r0 + r) * H + u;
+            if constexpr (M == CellMode::Gru) {
+              for (int64_t j = 0; j < nv; ++j) dst[j] += src[j];  // onto dh * z from phase 1
+            } else {
+              copy_floats(dst, src, nv);
+            }
+          }
+        }
+      }
+    }
+    const int64_t n_next = s > 0 ? L.sizes[L.reverse ? t + 1 : t - 1] : 0;
+    if (n_next < n) retire_rows(d_next, a.dh, n_next, n, H, u0, share.u1);
+    std::swap(d_cur, d_next);
+  }
+}
+
+template <int V>
+PYSEQ_ALWAYS_INLINE void forward_thread_any(const PackedForwardArgs& a, const float* panels, float* h_cur,
+                                            float* h_next, int tid, int nt) {
+  switch (a.mode) {
+    case CellMode::Lstm: return forward_thread<CellMode::Lstm, V>(a, panels, h_cur, h_next, tid, nt);
+    case CellMode::Gru: return forward_thread<CellMode::Gru, V>(a, panels, h_cur, h_next, tid, nt);
+    default: return forward_thread<CellMode::RnnTanh, V>(a, panels, h_cur, h_next, tid, nt);
+  }
+}
+
+template <int V>
+PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const float* panels, float* d_cur,
+                                             float* d_next, int tid, int nt) {
+  switch (a.mode) {
+    case CellMode::Lstm: return backward_thread<CellMode::Lstm, V>(a, panels, d_cur, d_next, tid, nt);
+    case CellMode::Gru: return backward_thread<CellMode::Gru, V>(a, panels, d_cur, d_next, tid, nt);
+    default: return backward_thread<CellMode::RnnTanh, V>(a, panels, d_cur, d_next, tid, nt);
+  }
+}
+
+// The per-thread bodies, compiled once per ISA. They are called from inside the parallel region (an outlined
+// OpenMP body does not inherit a target attribute, so the ISA-specific code must be a function of its own).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYSEQ_TARGET_AVX512 __attribute__((target("arch=x86-64-v4"), noinline))
+#define PYSEQ_TARGET_AVX2 __attribute__((target("arch=x86-64-v3"), noinline))
+#else
+#define PYSEQ_TARGET_AVX512 __attribute__((noinline))
+#define PYSEQ_TARGET_AVX2 __attribute__((noinline))
+#endif
+
+PYSEQ_TARGET_AVX512 void forward_thread_avx512(const PackedForwardArgs& a, const float* p, float* x, float* y, int tid,
+                                               int nt) {
+  forward_thread_any<16>(a, p, x, y, tid, nt);
+}
+PYSEQ_TARGET_AVX2 void forward_thread_avx2(const PackedForwardArgs& a, const float* p, float* x, float* y, int tid,
+                                           int nt) {
+  forward_thread_any<8>(a, p, x, y, tid, nt);
+}
+__attribute__((noinline)) void forward_thread_portable(const PackedForwardArgs& a, const float* p, float* x, float* y,
+                                                       int tid, int nt) {
+  forward_thread_any<4>(a, p, x, y, tid, nt);
+}
+PYSEQ_TARGET_AVX512 void backward_thread_avx512(const PackedBackwardArgs& a, const float* p, float* x, float* y,
+                                                int tid, int nt) {
+  backward_thread_any<16>(a, p, x, y, tid, nt);
+}
+PYSEQ_TARGET_AVX2 void backward_thread_avx2(const PackedBackwardArgs& a, const float* p, float* x, float* y, int tid,
+                                            int nt) {
+  backward_thread_any<8>(a, p, x, y, tid, nt);
+}
+__attribute__((noinline)) void backward_thread_portable(const PackedBackwardArgs& a, const float* p, float* x,
+                                                        float* y, int tid, int nt) {
+  backward_thread_any<4>(a, p, x, y, tid, nt);
+}
+
+int64_t lanes(RecurrentKernel kernel) {
+  return kernel == RecurrentKernel::Avx512 ? 16 : kernel == RecurrentKernel::Avx2 ? 8 : 4;
+}
+
+// Threads for a step of `fma` multiply-adds split into `groups` panels.
+int thread_count(int64_t fma, int64_t groups) {
+  const int64_t by_work = std::max<int64_t>(1, fma / kMinStepFmaPerThread);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), groups, by_work})));
+}
+
+// Two [B, H] state buffers, both starting from `init`.
+at::Tensor state_buffers(const float* init, int64_t B, int64_t H) {
+  at::Tensor buffers = at::empty({2, B, H}, at::kFloat);
+  float* p = buffers.data_ptr<float>();
+  std::memcpy(p, init, B * H * sizeof(float));
+  std::memcpy(p + B * H, init, B * H * sizeof(float));
+  return buffers;
+}
+
+}  // namespace
+
+void set_recurrent_kernel(const std::string& name) {
+  for (int i = 0; i < 5; ++i) {
+    if (name == kKernelNames[i]) {
+      const auto kernel = static_cast<RecurrentKernel>(i);
+      TORCH_CHECK_VALUE(cpu_supports(kernel), "this CPU cannot run the '", name, "' recurrent kernel");
+      g_kernel = i;
+      return;
+    }
+  }
+  TORCH_CHECK_VALUE(false, "recurrent kernel must be one of auto, aten, portable, avx2, avx512; got '", name, "'");
+}
+
+std::string recurrent_kernel_name() { return kKernelNames[g_kernel.load()]; }
+
+RecurrentKernel resolved_recurrent_kernel() {
+  const auto kernel = static_cast<RecurrentKernel>(g_kernel.load());
+  if (kernel != RecurrentKernel::Auto) return kernel;
+  if (cpu_supports(RecurrentKernel::Avx512)) return RecurrentKernel::Avx512;
+  if (cpu_supports(RecurrentKernel::Avx2)) return RecurrentKernel::Avx2;
+  return RecurrentKernel::Portable;
+}
+
+void packed_forward(const PackedForwardArgs& a) {
+  const RecurrentKernel kernel = resolved_recurrent_kernel();
+  const int G = gate_count(a.mode);
+  const Panels p{G, forward_slots(a.mode), a.H, a.H, lanes(kernel)};
+  at::Tensor panels = at::empty({p.groups() * p.group_floats()}, at::kFloat);
+  pack(p, a.w_hh, a.H, 1, panels.data_ptr<float>());
+  at::Tensor state = state_buffers(a.h0, a.B, a.H);
+  float* h_cur = state.data_ptr<float>();
+  float* h_next = h_cur + a.B * a.H;
+  const float* packed = panels.data_ptr<float>();
+  const int nt = thread_count(a.B * G * a.H * a.H, p.groups());
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), threads = omp_get_num_threads();
+    switch (kernel) {
+      case RecurrentKernel::Avx512: forward_thread_avx512(a, packed, h_cur, h_next, tid, threads); break;
+      case RecurrentKernel::Avx2: forward_thread_avx2(a, packed, h_cur, h_next, tid, threads); break;
+      default: forward_thread_portable(a, packed, h_cur, h_next, tid, threads);
+    }
+  }
+}
+
+void packed_backward(const PackedBackwardArgs& a) {
+  const RecurrentKernel kernel = resolved_recurrent_kernel();
+  const int G = gate_count(a.mode);
+  const Panels p{1, 4, a.H, G * a.H, lanes(kernel)};
+  at::Tensor panels = at::empty({p.groups() * p.group_floats()}, at::kFloat);
+  // Column `unit` of the logical [G*H, H] matrix W_hh at reduction index k (a gate row): w_hh[k * H + unit].
+  pack(p, a.w_hh, 1, a.H, panels.data_ptr<float>());
+  at::Tensor state = state_buffers(a.dh, a.B, a.H);
+  float* d_cur = state.data_ptr<float>();
+  float* d_next = d_cur + a.B * a.H;
+  const float* packed = panels.data_ptr<float>();
+  const int nt = thread_count(a.B * G * a.H * a.H, p.groups());
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), threads = omp_get_num_threads();
+    switch (kernel) {
+      case RecurrentKernel::Avx512: backward_thread_avx512(a, packed, d_cur, d_next, tid, threads); break;
+      case RecurrentKernel::Avx2: backward_thread_avx2(a, packed, d_cur, d_next, tid, threads); break;
+      default: backward_thread_portable(a, packed, d_cur, d_next, tid, threads);
+    }
+  }
+}
+
+}  // namespace pyseq
