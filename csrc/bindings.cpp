@@ -38,6 +38,13 @@ void register_rnn(py::module_& m) {
   m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
         "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
   m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");
+  m.def(
+      "recurrent_kernel_in_use",
+      [] {
+        static const char* const names[] = {"auto", "aten", "portable", "avx2", "avx512"};
+        return std::string(names[static_cast<int>(pyseq::resolved_recurrent_kernel())]);
+      },
+      "The kernel a float32 recurrent layer without projection runs under the current setting.");
 }
 
 }  // namespace

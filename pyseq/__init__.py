@@ -15,15 +15,26 @@ __version__ = "0.1.0"
 
 def build_info() -> dict:
     """What this build of pyseq contains: ``version``, ``torch`` (built for), ``cuda`` (whether CUDA sources were
-    compiled in), ``cuda_runtime`` (their CUDA runtime version, or None) and ``cpu_isa`` (the instruction set that
-    the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``)."""
+    compiled in), ``cuda_runtime`` (their CUDA runtime version, or None), ``cpu_isa`` (the instruction set that
+    the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``) and
+    ``recurrent_kernel`` (what float32 recurrent layers run: ``avx512``, ``avx2`` or ``portable`` packed-weight
+    kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`)."""
     return {
         "version": __version__,
         "torch": torch.__version__,
         "cuda": bool(_C.with_cuda),
         "cuda_runtime": _C.cuda_runtime_version() if _C.with_cuda else None,
         "cpu_isa": _C.cpu_isa(),
+        "recurrent_kernel": _C.recurrent_kernel_in_use(),
     }
 
 
-__all__ = ["nn", "functional", "build_info", "__version__"]
+def set_recurrent_kernel(name: str) -> None:
+    """Chooses the CPU recurrent kernel: ``"auto"`` (default: the packed-weight kernel at the best instruction set
+    this CPU has), ``"avx512"``, ``"avx2"``, ``"portable"`` (the packed kernel at that instruction set; ValueError if
+    the CPU lacks it) or ``"aten"`` (per-step GEMM library calls). For float32 layers without a projection; float64
+    and LSTM projections always take the ``aten`` path. Meant for tests and measurements; process-wide."""
+    _C.set_recurrent_kernel(name)
+
+
+__all__ = ["nn", "functional", "build_info", "set_recurrent_kernel", "__version__"]
