@@ -129,3 +129,21 @@ def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
 
 def all_cases():
     return [Case(cell, *size) for size in SIZES for cell in CELLS]
+
+
+# (B, H) for the recurrent step measured alone.
+STEP_SIZES = [(16, 256), (32, 256), (64, 512)]
+
+
+def measure_step(cell: str, B: int, H: int, T: int = 100, budget_s: float = 1.0) -> dict:
+    """The recurrent part of a layer on its own: inference with input size 1, so that the input projection is
+    negligible and the time is the per-step product plus the fused cell update. GF/s counts the product's FLOPs."""
+    torch.manual_seed(0)
+    module = getattr(pyseq.nn, cell)(1, H)
+    x = torch.randn(T, B, 1)
+    seconds = time_one(forward_fn(module, x), budget_s=budget_s)
+    return {
+        "case": f"{cell} B={B} H={H} T={T}",
+        "ms": seconds * 1e3,
+        "gflops": 2 * T * B * GATES[cell] * H * H / seconds / 1e9,
+    }

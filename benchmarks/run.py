@@ -42,7 +42,8 @@ def main() -> int:
     info = pyseq.build_info()
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {threads} threads; "
           f"pyseq {info['version']} (CPU kernels: {info['cpu_isa']})")
-    print(f"torch float32 GEMM 2048^3: {sgemm_rate():.0f} GFLOP/s")
+    peak = sgemm_rate()
+    print(f"torch float32 GEMM 2048^3: {peak:.0f} GFLOP/s; pyseq recurrent kernel: {info['recurrent_kernel']}")
     print("GEMM-only: torch.mm alone on the same matrix products, at the same shapes (the floor for a design built")
     print("on per-step GEMM calls); GF/s columns count matrix-product FLOPs only.\n")
 
@@ -59,11 +60,28 @@ def main() -> int:
             print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS), flush=True)
 
     print()
+    step_rows = []
+    if not args.quick:
+        print("Recurrent step alone (per-step product + fused cell update, input size 1), against the 2048^3 GEMM:")
+        for cell in rnn_cases.CELLS:
+            for B, H in rnn_cases.STEP_SIZES:
+                row = rnn_cases.measure_step(cell, B, H)
+                row["of_peak"] = row["gflops"] / peak
+                step_rows.append(row)
+                print(f"  {row['case']}: {row['ms']:.2f} ms, {row['gflops']:.0f} GF/s = {100 * row['of_peak']:.0f}% "
+                      f"of {peak:.0f}", flush=True)
+        print()
     if args.markdown:
         print("| " + " | ".join(name for _, name, _ in COLUMNS) + " |")
         print("|" + "---|" * len(COLUMNS))
         for row in rows:
             print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+        if step_rows:
+            print()
+            print("| recurrent step | ms | GF/s | of GEMM 2048^3 |")
+            print("|---|---|---|---|")
+            for row in step_rows:
+                print(f"| {row['case']} | {row['ms']:.2f} | {row['gflops']:.0f} | {100 * row['of_peak']:.0f}% |")
     else:
         widths = [max(len(name), *(len(fmt.format(r[key])) for r in rows)) for key, name, fmt in COLUMNS]
         print("  ".join(name.ljust(w) for (_, name, _), w in zip(COLUMNS, widths)))
