@@ -1,9 +1,10 @@
 """The benchmark runner behind `make bench`: pyseq vs its reference, side by side in one process, as a table.
 
-    python benchmarks/run.py [--quick] [--markdown]
+    python benchmarks/run.py [--quick] [--markdown] [--kernel auto|aten|portable|avx2|avx512]
 
 --quick runs the smallest case of each family with a short time budget (a smoke test of the runner);
---markdown prints the table in the form benchmarks/RESULTS.md records.
+--markdown prints the table in the form benchmarks/RESULTS.md records;
+--kernel forces pyseq's CPU recurrent kernel (see pyseq.set_recurrent_kernel), to compare schedules.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--kernel", default="auto")
     args = parser.parse_args()
+    pyseq.set_recurrent_kernel(args.kernel)
 
     threads = torch.get_num_threads()
     info = pyseq.build_info()

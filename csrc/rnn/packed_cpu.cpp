@@ -394,6 +394,8 @@ void set_recurrent_kernel(const std::string& name) {
 
 std::string recurrent_kernel_name() { return kKernelNames[g_kernel.load()]; }
 
+RecurrentKernel recurrent_kernel_setting() { return static_cast<RecurrentKernel>(g_kernel.load()); }
+
 RecurrentKernel resolved_recurrent_kernel() {
   const auto kernel = static_cast<RecurrentKernel>(g_kernel.load());
   if (kernel != RecurrentKernel::Auto) return kernel;
