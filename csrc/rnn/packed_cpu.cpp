@@ -404,57 +404,47 @@ RecurrentKernel resolved_recurrent_kernel() {
   return RecurrentKernel::Portable;
 }
 
-void packed_forward(const PackedForwardArgs& a) {
-  const RecurrentKernel kernel = resolved_recurrent_kernel();
-  const int G = gate_count(a.mode);
-  const Panels p{G, forward_slots(a.mode), a.H, a.H, lanes(kernel)};
+namespace {
+
+template <typename Args>
+using ThreadBody = void (*)(const Args&, const float*, float*, float*, int, int);
+
+// Packs W_hh (element (col, k) at w_hh[col * col_stride + k * k_stride]) into the panels `p` describes, starts both
+// state buffers from `init` ([B, H]), and runs the sequence on as many threads as a step is worth.
+template <typename Args>
+void run_packed(const Args& a, RecurrentKernel kernel, const Panels& p, int64_t col_stride, int64_t k_stride,
+                const float* init, ThreadBody<Args> avx512, ThreadBody<Args> avx2, ThreadBody<Args> portable) {
   at::Tensor panels = at::empty({p.groups() * p.group_floats()}, at::kFloat);
-  pack(p, a.w_hh, a.H, 1, panels.data_ptr<float>());
-  at::Tensor state = state_buffers(a.h0, a.B, a.H);
-  float* h_cur = state.data_ptr<float>();
-  float* h_next = h_cur + a.B * a.H;
+  pack(p, a.w_hh, col_stride, k_stride, panels.data_ptr<float>());
+  at::Tensor state = state_buffers(init, a.B, a.H);
+  float* cur = state.data_ptr<float>();
+  float* next = cur + a.B * a.H;
   const float* packed = panels.data_ptr<float>();
-  const int nt = thread_count(a.B * G * a.H * a.H, p.groups());
-  const auto run = [&](int tid, int threads) {
-    switch (kernel) {
-      case RecurrentKernel::Avx512: return forward_thread_avx512(a, packed, h_cur, h_next, tid, threads);
-      case RecurrentKernel::Avx2: return forward_thread_avx2(a, packed, h_cur, h_next, tid, threads);
-      default: return forward_thread_portable(a, packed, h_cur, h_next, tid, threads);
-    }
-  };
+  const ThreadBody<Args> body =
+      kernel == RecurrentKernel::Avx512 ? avx512 : kernel == RecurrentKernel::Avx2 ? avx2 : portable;
+  const int nt = thread_count(a.B * gate_count(a.mode) * a.H * a.H, p.groups());
   if (nt == 1) {
-    run(0, 1);  // no parallel region: entering one costs more than a small sequence's whole step
+    body(a, packed, cur, next, 0, 1);  // no parallel region: entering one costs more than a small step
   } else {
 #pragma omp parallel num_threads(nt)
-    run(omp_get_thread_num(), omp_get_num_threads());
+    body(a, packed, cur, next, omp_get_thread_num(), omp_get_num_threads());
   }
+}
+
+}  // namespace
+
+void packed_forward(const PackedForwardArgs& a) {
+  const RecurrentKernel kernel = resolved_recurrent_kernel();
+  const Panels p{gate_count(a.mode), forward_slots(a.mode), a.H, a.H, lanes(kernel)};
+  // Row gate * H + unit of W_hh, reduction index k: w_hh[(gate * H + unit) * H + k].
+  run_packed(a, kernel, p, a.H, 1, a.h0, &forward_thread_avx512, &forward_thread_avx2, &forward_thread_portable);
 }
 
 void packed_backward(const PackedBackwardArgs& a) {
   const RecurrentKernel kernel = resolved_recurrent_kernel();
-  const int G = gate_count(a.mode);
-  const Panels p{1, 4, a.H, G * a.H, lanes(kernel)};
-  at::Tensor panels = at::empty({p.groups() * p.group_floats()}, at::kFloat);
-  // Column `unit` of the logical [G*H, H] matrix W_hh at reduction index k (a gate row): w_hh[k * H + unit].
-  pack(p, a.w_hh, 1, a.H, panels.data_ptr<float>());
-  at::Tensor state = state_buffers(a.dh, a.B, a.H);
-  float* d_cur = state.data_ptr<float>();
-  float* d_next = d_cur + a.B * a.H;
-  const float* packed = panels.data_ptr<float>();
-  const int nt = thread_count(a.B * G * a.H * a.H, p.groups());
-  const auto run = [&](int tid, int threads) {
-    switch (kernel) {
-      case RecurrentKernel::Avx512: return backward_thread_avx512(a, packed, d_cur, d_next, tid, threads);
-      case RecurrentKernel::Avx2: return backward_thread_avx2(a, packed, d_cur, d_next, tid, threads);
-      default: return backward_thread_portable(a, packed, d_cur, d_next, tid, threads);
-    }
-  };
-  if (nt == 1) {
-    run(0, 1);  // no parallel region: entering one costs more than a small sequence's whole step
-  } else {
-#pragma omp parallel num_threads(nt)
-    run(omp_get_thread_num(), omp_get_num_threads());
-  }
+  const Panels p{1, 4, a.H, gate_count(a.mode) * a.H, lanes(kernel)};
+  // Column `unit` of W_hh, reduction index k (a gate row): w_hh[k * H + unit].
+  run_packed(a, kernel, p, 1, a.H, a.dh, &backward_thread_avx512, &backward_thread_avx2, &backward_thread_portable);
 }
 
 }  // namespace pyseq
