@@ -293,6 +293,19 @@ def test_dropout_between_layers_draws_like_torch():
     torch.testing.assert_close(ours(x)[0], ref(x)[0], **F32)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_batch_like_torch(cell):
+    ours, ref = make_pair(cell, 3, 4, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 0, 3, requires_grad=True)
+    out_a, hidden_a = ours(x)
+    out_b, hidden_b = ref(x)
+    assert out_a.shape == out_b.shape
+    for a, b in zip(flat(out_a, hidden_a), flat(out_b, hidden_b)):
+        assert a.shape == b.shape
+    out_a.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_inference_mode_and_no_grad():
     torch.manual_seed(0)
     ours, ref = make_pair("gru", 4, 5, num_layers=2)
@@ -407,7 +420,7 @@ def test_kernel_argument_errors_name_the_argument():
     args = list(sample_layer_args(rnn_ops.GRU, False, requires_grad=False))
     bad = [
         (2, torch.tensor([3, 2, 1]), ValueError, "batch_sizes must sum to the number of rows of x"),
-        (2, torch.tensor([3, 1, 3]), ValueError, "batch_sizes must be positive and non-increasing"),
+        (2, torch.tensor([3, 1, 3]), ValueError, "batch_sizes must be non-negative and non-increasing"),
         (2, torch.tensor([2, 2, 2, 1]), ValueError, "batch_sizes\\[0\\] must equal the batch size"),
         (2, torch.tensor([3.0, 2, 2]), TypeError, "batch_sizes must be int64"),
         (3, torch.zeros(3, 4, dtype=torch.float64), RuntimeError, "h0 must have shape \\[3, 5\\], got \\[3, 4\\]"),

@@ -258,8 +258,9 @@ Steps read_steps(const at::Tensor& batch_sizes, int64_t rows, int64_t batch) {
                     "), got ", steps.sizes[0]);
   int64_t total = 0;
   for (int64_t t = 0; t < T; ++t) {
-    TORCH_CHECK_VALUE(steps.sizes[t] >= 1 && (t == 0 || steps.sizes[t] <= steps.sizes[t - 1]),
-                      "batch_sizes must be positive and non-increasing, got ", steps.sizes[t], " at step ", t);
+    // Zeros only occur with an empty batch (B = 0), which torch accepts and so do we: such steps do nothing.
+    TORCH_CHECK_VALUE(steps.sizes[t] >= 0 && (t == 0 || steps.sizes[t] <= steps.sizes[t - 1]),
+                      "batch_sizes must be non-negative and non-increasing, got ", steps.sizes[t], " at step ", t);
     steps.offsets[t] = total;
     total += steps.sizes[t];
   }
