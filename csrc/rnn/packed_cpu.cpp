@@ -152,9 +152,6 @@ PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K, const float* a, 
 }
 
 constexpr int forward_slots(CellMode mode) { return mode == CellMode::Gru ? 3 : 4; }
-constexpr int gate_count(CellMode mode) {
-  return mode == CellMode::Lstm ? 4 : mode == CellMode::Gru ? 3 : 1;
-}
 
 // Each thread's share: groups [q0, q1) and the units they cover.
 struct Share {

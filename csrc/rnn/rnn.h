@@ -16,6 +16,9 @@ namespace pyseq {
 // Numbering used across C++ and Python (pyseq/_ops/rnn.py).
 enum class CellMode : int64_t { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
 
+// Gates per hidden unit: 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n), 1 (RNN).
+constexpr int gate_count(CellMode mode) { return mode == CellMode::Lstm ? 4 : mode == CellMode::Gru ? 3 : 1; }
+
 // Saved-for-backward workspace, one row per packed row, columns:
 //   LSTM: i, f, g, o (activated, 4H) | c_prev (H) | h_prev (Hr)
 //   GRU:  r, z, n (activated), hn = W_hn h_prev + b_hn (4H) | h_prev (H)

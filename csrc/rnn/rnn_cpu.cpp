@@ -1,6 +1,7 @@
-// CPU schedule of the fused recurrent layers: one GEMM for the input projection of the whole sequence, then per step
-// the recurrent product and one fused pointwise pass over the active rows; backward mirrors it in reverse and ends
-// with whole-sequence GEMMs for the input and weight gradients.
+// CPU recurrent layers: argument checks, then one GEMM for the input projection of the whole sequence, the time
+// loop, and for backward whole-sequence GEMMs for the input and weight gradients. The time loop runs either in the
+// packed-weight kernels (packed_cpu.cpp: float32 without a projection) or in the ATen-GEMM schedule below: per step
+// the recurrent product through the GEMM library, then one fused pointwise pass over the active rows.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -20,14 +21,6 @@ namespace {
 // Elements of pointwise work below which a step runs on one thread: a parallel region costs a few microseconds.
 constexpr int64_t kPointwiseGrain = 8192;
 
-int64_t gate_count(CellMode mode) {
-  switch (mode) {
-    case CellMode::Lstm: return 4;
-    case CellMode::Gru: return 3;
-    default: return 1;
-  }
-}
-
 int64_t h_prev_column(CellMode mode, int64_t H) {
   switch (mode) {
     case CellMode::Lstm: return 5 * H;
@@ -41,7 +34,7 @@ int64_t h_prev_column(CellMode mode, int64_t H) {
 // separate pass over the gates. It serves float64, the LSTM with a projection, and the `aten` kernel setting;
 // float32 otherwise runs the packed-weight schedule of packed_cpu.cpp.
 
-// out (+)= a @ b for a: [n, K] (rows may be strided), b: [K, N] contiguous, out: [n, N].
+// out = a @ b for a: [n, K] (rows may be strided), b: [K, N] contiguous, out: [n, N].
 void recurrent_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b) { at::mm_out(out, a, b); }
 
 // Pointwise step kernels: rows [r0, r1) of a step, compiled into the ISA clones of their float wrappers below.
