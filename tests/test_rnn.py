@@ -260,6 +260,18 @@ def test_compile_fullgraph(cell):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_compile_default_backend():
+    # Inductor (the default backend) compiles the graph around the custom ops, forward and backward.
+    torch.manual_seed(0)
+    ours, _ = make_pair("lstm", 4, 5, num_layers=2, bidirectional=True)
+    compiled = torch.compile(ours, fullgraph=True)
+    x = torch.randn(6, 3, 4, requires_grad=True)
+    out_c, grads_c = run(compiled, x, None, [x])
+    out_e, grads_e = run(ours, x, None, [x])
+    for a, b in zip(out_c + list(grads_c), out_e + list(grads_e)):
+        assert_normwise_close(a, b, 1e-6)
+
+
 def test_same_seed_gives_torch_weights_and_state_dict_round_trips():
     for cell, (ours_cls, ref_cls, extra) in CELLS.items():
         kwargs = dict(num_layers=2, bidirectional=True, **extra)
