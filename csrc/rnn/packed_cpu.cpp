@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "../common/scratch.h"
 #include "cell_rows.h"
 
 namespace pyseq {
@@ -411,7 +412,7 @@ using ThreadBody = void (*)(const Args&, const float*, float*, float*, int, int)
 template <typename Args>
 void run_packed(const Args& a, RecurrentKernel kernel, const Panels& p, int64_t col_stride, int64_t k_stride,
                 const float* init, ThreadBody<Args> avx512, ThreadBody<Args> avx2, ThreadBody<Args> portable) {
-  at::Tensor panels = at::empty({p.groups() * p.group_floats()}, at::kFloat);
+  at::Tensor panels = scratch(Scratch::PackedWeights, {p.groups() * p.group_floats()}, at::kFloat);
   pack(p, a.w_hh, col_stride, k_stride, panels.data_ptr<float>());
   at::Tensor state = state_buffers(init, a.B, a.H);
   float* cur = state.data_ptr<float>();

@@ -11,6 +11,7 @@
 
 #include "../common/checks.h"
 #include "../common/cpu_dispatch.h"
+#include "../common/scratch.h"
 #include "cell_rows.h"
 #include "packed_cpu.h"
 #include "rnn.h"
@@ -301,25 +302,6 @@ Dims check_weights(CellMode mode, const at::Tensor& x, const at::Tensor& w_ih, c
     TORCH_CHECK(d.Hr == d.H, "w_hh must have shape ", shape_str({d.G * d.H, d.H}), ", got ", shape_str(w_hh.sizes()));
   }
   return d;
-}
-
-// Temporaries that do not outlive a call (the input projection, the gate gradients) live in per-thread buffers
-// reused across calls: a fresh multi-megabyte allocation is mapped anew and pays a page fault per 4 KB on every
-// call, which measured as 10-25% of a GRU training step at (T=100, B=32, H=256), varying from run to run. Buffers
-// above kScratchCap bytes are not kept.
-enum class Scratch { InputProjection = 0, GateGradients = 1 };
-constexpr int64_t kScratchCap = int64_t(64) << 20;
-
-at::Tensor scratch(Scratch slot, std::initializer_list<int64_t> sizes, const at::TensorOptions& opts) {
-  thread_local at::Tensor buffers[2];
-  int64_t numel = 1;
-  for (int64_t s : sizes) numel *= s;
-  if (numel * static_cast<int64_t>(opts.dtype().itemsize()) > kScratchCap) return at::empty(sizes, opts);
-  at::Tensor& buffer = buffers[static_cast<int>(slot)];
-  if (!buffer.defined() || buffer.numel() < numel || buffer.dtype() != opts.dtype()) {
-    buffer = at::empty({numel}, opts);
-  }
-  return buffer.narrow(0, 0, numel).view(sizes);
 }
 
 // Tensors of one forward call: inputs as the kernels read them, outputs and the workspace.
