@@ -61,10 +61,19 @@ struct Panels {
   int64_t group_floats() const { return K * slots * V; }
 };
 
-// Logical matrix element for column `col` (= gate * H + unit) and reduction index k: w[col * col_stride + k * k_stride].
-void pack(const Panels& p, const float* w, int64_t col_stride, int64_t k_stride, float* out) {
+// Where the panels come from: the logical matrix element for column `col` (= gate * H + unit) and reduction index k
+// is w[col * col_stride + k * k_stride].
+struct PanelSource {
+  const float* w;
+  int64_t col_stride, k_stride;
+};
+
+// Packs groups [q0, q1). Each thread packs the groups it owns (and alone uses), inside the parallel region.
+PYSEQ_ALWAYS_INLINE void pack(const Panels& p, const PanelSource& src, float* out, int64_t q0, int64_t q1) {
   const int64_t per = p.per();
-  for (int64_t q = 0; q < p.groups(); ++q) {
+  const float* w = src.w;
+  const int64_t col_stride = src.col_stride, k_stride = src.k_stride;
+  for (int64_t q = q0; q < q1; ++q) {
     for (int64_t k = 0; k < p.K; ++k) {
       float* dst = out + (q * p.K + k) * p.slots * p.V;
       for (int s = 0; s < p.slots; ++s) {
@@ -178,12 +187,13 @@ void retire_rows(const float* src, float* dst, int64_t from, int64_t to, int64_t
 // that another thread's product still reads.
 
 template <CellMode M, int V>
-PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const float* panels, float* h_cur, float* h_next,
-                                        int tid, int nt) {
+PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const PanelSource& src, float* panels,
+                                        float* h_cur, float* h_next, int tid, int nt) {
   constexpr int S = forward_slots(M), G = gate_count(M), R = block_rows<S, V>();
   const int64_t H = a.H, GH = G * H;
   const Panels p{G, S, H, H, V};
   const Share share = share_of(p, tid, nt);
+  pack(p, src, panels, share.q0, share.q1);
   const bool relu = a.mode == CellMode::RnnRelu;
   alignas(64) float tile[R * S * V];
   const StepLayout& L = a.layout;
@@ -245,12 +255,13 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const float*
 // the dh buffers, so one barrier per step suffices.
 
 template <CellMode M, int V>
-PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const float* panels, float* d_cur,
-                                         float* d_next, int tid, int nt) {
+PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const PanelSource& src, float* panels,
+                                         float* d_cur, float* d_next, int tid, int nt) {
   constexpr int S = 4, G = gate_count(M), R = block_rows<S, V>();
   const int64_t H = a.H, GH = G * H;
   const Panels p{1, S, H, GH, V};
   const Share share = share_of(p, tid, nt);
+  pack(p, src, panels, share.q0, share.q1);
   const int64_t units = share.u1 - share.u0, u0 = share.u0;
   const bool relu = a.mode == CellMode::RnnRelu;
   alignas(64) float tile[R * S * V];
@@ -302,23 +313,30 @@ PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const floa
   }
 }
 
+// What the threads of one call share: where W_hh comes from, the panel buffer (each thread packs its own groups),
+// and the two [B, H] state buffers (swapped after each step).
+struct SharedBuffers {
+  PanelSource source;
+  float* panels;
+  float* cur;
+  float* next;
+};
+
 template <int V>
-PYSEQ_ALWAYS_INLINE void forward_thread_any(const PackedForwardArgs& a, const float* panels, float* h_cur,
-                                            float* h_next, int tid, int nt) {
+PYSEQ_ALWAYS_INLINE void forward_thread_any(const PackedForwardArgs& a, const SharedBuffers& b, int tid, int nt) {
   switch (a.mode) {
-    case CellMode::Lstm: return forward_thread<CellMode::Lstm, V>(a, panels, h_cur, h_next, tid, nt);
-    case CellMode::Gru: return forward_thread<CellMode::Gru, V>(a, panels, h_cur, h_next, tid, nt);
-    default: return forward_thread<CellMode::RnnTanh, V>(a, panels, h_cur, h_next, tid, nt);
+    case CellMode::Lstm: return forward_thread<CellMode::Lstm, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
+    case CellMode::Gru: return forward_thread<CellMode::Gru, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
+    default: return forward_thread<CellMode::RnnTanh, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
   }
 }
 
 template <int V>
-PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const float* panels, float* d_cur,
-                                             float* d_next, int tid, int nt) {
+PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const SharedBuffers& b, int tid, int nt) {
   switch (a.mode) {
-    case CellMode::Lstm: return backward_thread<CellMode::Lstm, V>(a, panels, d_cur, d_next, tid, nt);
-    case CellMode::Gru: return backward_thread<CellMode::Gru, V>(a, panels, d_cur, d_next, tid, nt);
-    default: return backward_thread<CellMode::RnnTanh, V>(a, panels, d_cur, d_next, tid, nt);
+    case CellMode::Lstm: return backward_thread<CellMode::Lstm, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
+    case CellMode::Gru: return backward_thread<CellMode::Gru, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
+    default: return backward_thread<CellMode::RnnTanh, V>(a, b.source, b.panels, b.cur, b.next, tid, nt);
   }
 }
 
@@ -332,29 +350,25 @@ PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const 
 #define PYSEQ_TARGET_AVX2 __attribute__((noinline))
 #endif
 
-PYSEQ_TARGET_AVX512 void forward_thread_avx512(const PackedForwardArgs& a, const float* p, float* x, float* y, int tid,
-                                               int nt) {
-  forward_thread_any<16>(a, p, x, y, tid, nt);
+PYSEQ_TARGET_AVX512 void forward_thread_avx512(const PackedForwardArgs& a, const SharedBuffers& b, int tid, int nt) {
+  forward_thread_any<16>(a, b, tid, nt);
 }
-PYSEQ_TARGET_AVX2 void forward_thread_avx2(const PackedForwardArgs& a, const float* p, float* x, float* y, int tid,
-                                           int nt) {
-  forward_thread_any<8>(a, p, x, y, tid, nt);
+PYSEQ_TARGET_AVX2 void forward_thread_avx2(const PackedForwardArgs& a, const SharedBuffers& b, int tid, int nt) {
+  forward_thread_any<8>(a, b, tid, nt);
 }
-__attribute__((noinline)) void forward_thread_portable(const PackedForwardArgs& a, const float* p, float* x, float* y,
-                                                       int tid, int nt) {
-  forward_thread_any<4>(a, p, x, y, tid, nt);
+__attribute__((noinline)) void forward_thread_portable(const PackedForwardArgs& a, const SharedBuffers& b, int tid,
+                                                       int nt) {
+  forward_thread_any<4>(a, b, tid, nt);
 }
-PYSEQ_TARGET_AVX512 void backward_thread_avx512(const PackedBackwardArgs& a, const float* p, float* x, float* y,
-                                                int tid, int nt) {
-  backward_thread_any<16>(a, p, x, y, tid, nt);
+PYSEQ_TARGET_AVX512 void backward_thread_avx512(const PackedBackwardArgs& a, const SharedBuffers& b, int tid, int nt) {
+  backward_thread_any<16>(a, b, tid, nt);
 }
-PYSEQ_TARGET_AVX2 void backward_thread_avx2(const PackedBackwardArgs& a, const float* p, float* x, float* y, int tid,
-                                            int nt) {
-  backward_thread_any<8>(a, p, x, y, tid, nt);
+PYSEQ_TARGET_AVX2 void backward_thread_avx2(const PackedBackwardArgs& a, const SharedBuffers& b, int tid, int nt) {
+  backward_thread_any<8>(a, b, tid, nt);
 }
-__attribute__((noinline)) void backward_thread_portable(const PackedBackwardArgs& a, const float* p, float* x,
-                                                        float* y, int tid, int nt) {
-  backward_thread_any<4>(a, p, x, y, tid, nt);
+__attribute__((noinline)) void backward_thread_portable(const PackedBackwardArgs& a, const SharedBuffers& b, int tid,
+                                                        int nt) {
+  backward_thread_any<4>(a, b, tid, nt);
 }
 
 int64_t lanes(RecurrentKernel kernel) {
@@ -405,27 +419,25 @@ RecurrentKernel resolved_recurrent_kernel() {
 namespace {
 
 template <typename Args>
-using ThreadBody = void (*)(const Args&, const float*, float*, float*, int, int);
+using ThreadBody = void (*)(const Args&, const SharedBuffers&, int, int);
 
-// Packs W_hh (element (col, k) at w_hh[col * col_stride + k * k_stride]) into the panels `p` describes, starts both
-// state buffers from `init` ([B, H]), and runs the sequence on as many threads as a step is worth.
+// Starts both state buffers from `init` ([B, H]) and runs the sequence on as many threads as a step is worth; the
+// threads pack W_hh from `source` into the panels `p` describes, each its own groups.
 template <typename Args>
-void run_packed(const Args& a, RecurrentKernel kernel, const Panels& p, int64_t col_stride, int64_t k_stride,
-                const float* init, ThreadBody<Args> avx512, ThreadBody<Args> avx2, ThreadBody<Args> portable) {
+void run_packed(const Args& a, RecurrentKernel kernel, const Panels& p, const PanelSource& source, const float* init,
+                ThreadBody<Args> avx512, ThreadBody<Args> avx2, ThreadBody<Args> portable) {
   at::Tensor panels = scratch(Scratch::PackedWeights, {p.groups() * p.group_floats()}, at::kFloat);
-  pack(p, a.w_hh, col_stride, k_stride, panels.data_ptr<float>());
   at::Tensor state = state_buffers(init, a.B, a.H);
-  float* cur = state.data_ptr<float>();
-  float* next = cur + a.B * a.H;
-  const float* packed = panels.data_ptr<float>();
+  const SharedBuffers shared{source, panels.data_ptr<float>(), state.data_ptr<float>(),
+                             state.data_ptr<float>() + a.B * a.H};
   const ThreadBody<Args> body =
       kernel == RecurrentKernel::Avx512 ? avx512 : kernel == RecurrentKernel::Avx2 ? avx2 : portable;
   const int nt = thread_count(a.B * gate_count(a.mode) * a.H * a.H, p.groups());
   if (nt == 1) {
-    body(a, packed, cur, next, 0, 1);  // no parallel region: entering one costs more than a small step
+    body(a, shared, 0, 1);  // no parallel region: entering one costs more than a small step
   } else {
 #pragma omp parallel num_threads(nt)
-    body(a, packed, cur, next, omp_get_thread_num(), omp_get_num_threads());
+    body(a, shared, omp_get_thread_num(), omp_get_num_threads());
   }
 }
 
@@ -435,14 +447,16 @@ void packed_forward(const PackedForwardArgs& a) {
   const RecurrentKernel kernel = resolved_recurrent_kernel();
   const Panels p{gate_count(a.mode), forward_slots(a.mode), a.H, a.H, lanes(kernel)};
   // Row gate * H + unit of W_hh, reduction index k: w_hh[(gate * H + unit) * H + k].
-  run_packed(a, kernel, p, a.H, 1, a.h0, &forward_thread_avx512, &forward_thread_avx2, &forward_thread_portable);
+  run_packed(a, kernel, p, PanelSource{a.w_hh, a.H, 1}, a.h0, &forward_thread_avx512, &forward_thread_avx2,
+             &forward_thread_portable);
 }
 
 void packed_backward(const PackedBackwardArgs& a) {
   const RecurrentKernel kernel = resolved_recurrent_kernel();
   const Panels p{1, 4, a.H, gate_count(a.mode) * a.H, lanes(kernel)};
   // Column `unit` of W_hh, reduction index k (a gate row): w_hh[k * H + unit].
-  run_packed(a, kernel, p, 1, a.H, a.dh, &backward_thread_avx512, &backward_thread_avx2, &backward_thread_portable);
+  run_packed(a, kernel, p, PanelSource{a.w_hh, 1, a.H}, a.dh, &backward_thread_avx512, &backward_thread_avx2,
+             &backward_thread_portable);
 }
 
 }  // namespace pyseq
