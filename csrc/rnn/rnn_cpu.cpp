@@ -304,6 +304,10 @@ Dims check_weights(CellMode mode, const at::Tensor& x, const at::Tensor& w_ih, c
   return d;
 }
 
+// Sequences shorter than this skip the weight copies (the transposed W_hh of the GEMM-library schedule, the
+// packed panels) that pay off over many steps: a decoder that feeds one step per call pays them every call.
+constexpr int64_t kMinStepsToTranspose = 8;
+
 // Tensors of one forward call: inputs as the kernels read them, outputs and the workspace.
 template <typename T>
 struct ForwardState {
@@ -322,10 +326,11 @@ void aten_forward_steps(const Dims& d, const Steps& steps, ForwardState<T>& st, 
   const auto opts = st.y.options();
   at::Tensor gh = at::empty({d.B, GH}, opts);
   at::Tensor h_raw = d.proj ? at::empty({d.B, H}, opts) : at::Tensor();
-  // Transposed once per call: the per-step product runs ~20% faster on a row-major [Hr, G*H] operand than on a
-  // transposed view (measured with MKL at B=32, H=256).
-  const at::Tensor w_hh_t = transposed<T>(w_hh);
-  const at::Tensor w_hr_t = d.proj ? transposed<T>(w_hr) : at::Tensor();
+  // Transposed once per call when the sequence is long enough to repay the copy: the per-step product runs ~20%
+  // faster on a row-major [Hr, G*H] operand than on a transposed view (measured with MKL at B=32, H=256).
+  const bool copy = static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToTranspose;
+  const at::Tensor w_hh_t = copy ? transposed<T>(w_hh) : w_hh.t();
+  const at::Tensor w_hr_t = d.proj ? (copy ? transposed<T>(w_hr) : w_hr.t()) : at::Tensor();
   const int64_t saved_ld = st.saved_ld;
   T* gi_p = st.gi.template data_ptr<T>();
   T* gh_p = gh.data_ptr<T>();
@@ -379,10 +384,14 @@ StepLayout layout_of(const Steps& steps, bool reverse) {
 // at (T=100, B=64, I=H=512) 261 ms packed vs 232 ms ATen, equal at (B=32, H=256), packed ahead at batch 1.
 constexpr int64_t kMaxPackedBackwardStepFma = int64_t(1) << 22;
 
-// float32 without a projection runs the packed-weight kernels unless the `aten` kernel is forced.
+// float32 without a projection runs the packed-weight kernels unless the `aten` kernel is forced, or, under `auto`,
+// the sequence is too short to repay packing W_hh (measured at batch 1 and 32, H=256 and 512: under 8 steps the
+// GEMM library on the untransposed weights is faster, from 8 steps on the packed kernels are).
 template <typename T>
-bool use_packed(const Dims& d) {
-  return std::is_same_v<T, float> && !d.proj && resolved_recurrent_kernel() != RecurrentKernel::Aten;
+bool use_packed(const Dims& d, const Steps& steps) {
+  const RecurrentKernel setting = recurrent_kernel_setting();
+  return std::is_same_v<T, float> && !d.proj && setting != RecurrentKernel::Aten &&
+         (setting != RecurrentKernel::Auto || static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToTranspose);
 }
 
 template <typename T>
@@ -410,7 +419,7 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   st.ws = at::empty({save ? d.N : 0, st.saved_ld}, opts);
 
   if constexpr (std::is_same_v<T, float>) {
-    if (use_packed<T>(d)) {
+    if (use_packed<T>(d, steps)) {
       const at::Tensor w = w_hh.contiguous();
       PackedForwardArgs args{d.mode,
                              H,
@@ -518,7 +527,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
 
   bool done = false;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_packed<T>(d) && (recurrent_kernel_setting() != RecurrentKernel::Auto ||
+    if (use_packed<T>(d, steps) && (recurrent_kernel_setting() != RecurrentKernel::Auto ||
                              d.B * GH * H <= kMaxPackedBackwardStepFma)) {
       const at::Tensor w = w_hh.contiguous();
       PackedBackwardArgs args{d.mode,
