@@ -11,8 +11,9 @@ import pyseq
 
 from harness import time_one, time_pair
 
-# (T, B, I, H): the standard sizes. Single layer, unidirectional, float32.
-SIZES = [(100, 32, 256, 256), (100, 64, 512, 512), (200, 1, 128, 128)]
+# (T, B, I, H): the standard sizes, then one decoder step (a model that feeds one time step per call). Single
+# layer, unidirectional, float32.
+SIZES = [(100, 32, 256, 256), (100, 64, 512, 512), (200, 1, 128, 128), (1, 1, 256, 256)]
 CELLS = ["LSTM", "GRU", "RNN"]
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
