@@ -9,7 +9,6 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-VENV_FLAGS ?=
 TORCH_SPEC ?= torch==2.13.0
 PYSEQ_CUDA ?= auto
 PYSEQ_CUDA_ARCHITECTURES ?= 90
@@ -22,7 +21,7 @@ STAMP := $(VENV)/.pyseq-deps
 all: test
 
 $(STAMP): requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
@@ -43,11 +42,13 @@ bench: build
 bench-pytest: build
 	$(VENV)/bin/pytest -q benchmarks -m "not slow" -p no:cacheprovider --benchmark-only
 
-# On a machine with a CUDA torch (the GPU machines: torch 2.11 + CUDA 13): build with the CUDA sources on, for
-# Hopper, and run the test suite. Reuses the system torch through --system-site-packages.
+# On a machine with a CUDA torch (the GPU machines: torch 2.11 + CUDA 13, no network): build with the CUDA sources
+# on, for Hopper, into the environment of the `python3` that holds torch (its packages already satisfy
+# requirements-dev.txt), and run the test suite.
 gpu-check:
-	$(MAKE) test VENV=.venv-gpu VENV_FLAGS=--system-site-packages TORCH_SPEC= PYSEQ_CUDA=on PYSEQ_CUDA_ARCHITECTURES=90
-	.venv-gpu/bin/python -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']"
+	prefix="$$($(PYTHON) -c 'import sys; print(sys.prefix)')" && \
+	$(MAKE) test VENV="$$prefix" TORCH_SPEC= PYSEQ_CUDA=on PYSEQ_CUDA_ARCHITECTURES=90 && \
+	"$$prefix/bin/python" -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']"
 
 clean:
 	rm -rf build dist *.egg-info
