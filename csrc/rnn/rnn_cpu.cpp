@@ -306,7 +306,7 @@ Dims check_weights(CellMode mode, const at::Tensor& x, const at::Tensor& w_ih, c
 
 // Sequences shorter than this skip the weight copies (the transposed W_hh of the GEMM-library schedule, the
 // packed panels) that pay off over many steps: a decoder that feeds one step per call pays them every call.
-constexpr int64_t kMinStepsToTranspose = 8;
+constexpr int64_t kMinStepsToCopyWeights = 8;
 
 // Tensors of one forward call: inputs as the kernels read them, outputs and the workspace.
 template <typename T>
@@ -328,7 +328,7 @@ void aten_forward_steps(const Dims& d, const Steps& steps, ForwardState<T>& st, 
   at::Tensor h_raw = d.proj ? at::empty({d.B, H}, opts) : at::Tensor();
   // Transposed once per call when the sequence is long enough to repay the copy: the per-step product runs ~20%
   // faster on a row-major [Hr, G*H] operand than on a transposed view (measured with MKL at B=32, H=256).
-  const bool copy = static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToTranspose;
+  const bool copy = static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToCopyWeights;
   const at::Tensor w_hh_t = copy ? transposed<T>(w_hh) : w_hh.t();
   const at::Tensor w_hr_t = d.proj ? (copy ? transposed<T>(w_hr) : w_hr.t()) : at::Tensor();
   const int64_t saved_ld = st.saved_ld;
@@ -391,7 +391,7 @@ template <typename T>
 bool use_packed(const Dims& d, const Steps& steps) {
   const RecurrentKernel setting = recurrent_kernel_setting();
   return std::is_same_v<T, float> && !d.proj && setting != RecurrentKernel::Aten &&
-         (setting != RecurrentKernel::Auto || static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToTranspose);
+         (setting != RecurrentKernel::Auto || static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToCopyWeights);
 }
 
 template <typename T>
