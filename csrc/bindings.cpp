@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "common/cpu_dispatch.h"
+#include "ctc/ctc.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
 
@@ -47,10 +48,18 @@ void register_rnn(py::module_& m) {
       "The kernel a float32 recurrent layer without projection runs under the current setting.");
 }
 
+void register_ctc(py::module_& m) {
+  m.def("ctc_loss_forward", &pyseq::ctc_loss_forward_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CTC loss forward: (nll [N], log_alpha [N, T, 2 S_max + 1]). See csrc/ctc/ctc.h.");
+  m.def("ctc_loss_backward", &pyseq::ctc_loss_backward_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CTC loss backward: d loss / d log_probs [T, N, C]. See csrc/ctc/ctc.h.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyseq native kernels";
   register_build_info(m);
   register_rnn(m);
+  register_ctc(m);
 }

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from ._ops import ctc as _ctc_ops
 from ._ops import rnn as _rnn_ops
 
-__all__ = ["lstm", "gru", "rnn"]
+__all__ = ["lstm", "gru", "rnn", "ctc_loss"]
 
 _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LSTM", _rnn_ops.GRU: "GRU"}
 
@@ -256,3 +257,63 @@ def rnn(
     else:
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     return _run(mode, input, hx, weights, num_layers, bidirectional, batch_first, dropout, training)
+
+
+def _lengths(value, name: str) -> Tensor:
+    """Lengths as an int64 tensor on the CPU, from a tensor (int32 or int64) or a sequence of ints."""
+    if isinstance(value, Tensor):
+        if value.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"{name} must hold integers (int32 or int64), got {value.dtype}")
+        return value.to(device="cpu", dtype=torch.int64)
+    return torch.as_tensor(value, dtype=torch.int64)
+
+
+def ctc_loss(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths,
+    target_lengths,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> Tensor:
+    """Connectionist temporal classification loss, a drop-in for ``torch.nn.functional.ctc_loss``.
+
+    Args:
+        log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) log-probabilities, usually ``log_softmax`` output;
+            float32 or float64.
+        targets: ``[N, S]`` padded, or 1-D ``[sum(target_lengths)]`` concatenated (unbatched: ``[S]``); class ids
+            in ``[0, C)``, never the blank.
+        input_lengths, target_lengths: ``[N]`` tensors (int32/int64) or sequences of ints (unbatched: scalars).
+        blank: the blank class.
+        reduction: ``'none'`` (``[N]``), ``'sum'``, or ``'mean'`` (each loss divided by its target length clamped to
+            1, then averaged over the batch).
+        zero_infinity: zero the losses (and gradients) of sequences that have no alignment (target too long for
+            its input); otherwise their loss is ``inf`` and their gradient zero.
+
+    The gradient is the true gradient with respect to ``log_probs`` as given: minus the posterior occupancy of
+    each class at each frame. torch returns ``exp(log_probs) - posterior``, which equals it only after a
+    ``log_softmax``; through a ``log_softmax`` both give the same gradient for the logits, and pyseq's stays right
+    for scores that are not normalized (label priors, temperature, blank penalties).
+    """
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if not isinstance(log_probs, Tensor) or log_probs.dim() not in (2, 3):
+        dims = log_probs.dim() if isinstance(log_probs, Tensor) else type(log_probs).__name__
+        raise RuntimeError(f"log_probs must be 3-D (T, N, C) or unbatched 2-D (T, C), got {dims}-D")
+    unbatched = log_probs.dim() == 2
+    if unbatched:
+        log_probs = log_probs.unsqueeze(1)
+        targets = targets.unsqueeze(0)
+        input_lengths = [int(input_lengths)]
+        target_lengths = [int(target_lengths)]
+    input_lengths = _lengths(input_lengths, "input_lengths")
+    target_lengths = _lengths(target_lengths, "target_lengths")
+    nll, _ = _ctc_ops.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank)
+    if zero_infinity:
+        nll = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll)
+    if reduction == "none":
+        return nll.squeeze(0) if unbatched else nll
+    if reduction == "sum":
+        return nll.sum()
+    return (nll / target_lengths.clamp(min=1).to(nll.dtype)).mean()

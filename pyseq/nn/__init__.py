@@ -1,5 +1,6 @@
 """Modules (like ``torch.nn``), one file per kernel family."""
 
+from .ctc import CTCLoss
 from .rnn import GRU, LSTM, RNN, init_irnn_
 
-__all__ = ["LSTM", "GRU", "RNN", "init_irnn_"]
+__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss"]

@@ -1,0 +1,26 @@
+// CTC loss (Graves et al. 2006): forward (alpha) and backward (beta and the gradient) over a batch.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace pyseq {
+
+// log_probs: [T, N, C] float32/float64; targets: [N, S] padded or [sum(target_lengths)] concatenated, int64;
+// input_lengths, target_lengths: [N] int64 on the CPU.
+// Returns nll: [N] (-log p(target | input), +inf where no alignment exists) and log_alpha: [N, T, 2 * S_max + 1]
+// (the forward variables, kept for the backward; -inf outside each sequence's lattice).
+std::vector<at::Tensor> ctc_loss_forward_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                             int64_t blank);
+
+// grad_nll: [N]. Returns d(sum_n grad_nll[n] * nll[n]) / d log_probs: [T, N, C], which is -grad_nll[n] times the
+// posterior occupancy of each (t, class): the gradient with respect to the log-probs as given (not torch's
+// exp(log_probs) - posterior, which is only right after a log_softmax). Sequences with an infinite nll get a zero
+// gradient.
+at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& log_probs, const at::Tensor& targets,
+                                 const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                 const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank);
+
+}  // namespace pyseq
