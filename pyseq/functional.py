@@ -283,7 +283,7 @@ def ctc_loss(
         log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) log-probabilities, usually ``log_softmax`` output;
             float32 or float64.
         targets: ``[N, S]`` padded, or 1-D ``[sum(target_lengths)]`` concatenated (unbatched: ``[S]``); class ids
-            in ``[0, C)``, never the blank.
+            in ``[0, C)``, never the blank. Under ``torch.compile``, padded only.
         input_lengths, target_lengths: ``[N]`` tensors (int32/int64) or sequences of ints (unbatched: scalars).
         blank: the blank class.
         reduction: ``'none'`` (``[N]``), ``'sum'``, or ``'mean'`` (each loss divided by its target length clamped to
@@ -307,6 +307,10 @@ def ctc_loss(
         targets = targets.unsqueeze(0)
         input_lengths = [int(input_lengths)]
         target_lengths = [int(target_lengths)]
+    if targets.dim() == 1 and torch.compiler.is_compiling():
+        # The forward variables' size depends on the longest target, which a concatenated batch only tells at run
+        # time; a compiled graph needs it from the shapes.
+        raise RuntimeError("under torch.compile, pass ctc_loss targets padded as (N, S) rather than concatenated")
     input_lengths = _lengths(input_lengths, "input_lengths")
     target_lengths = _lengths(target_lengths, "target_lengths")
     nll, _ = _ctc_ops.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank)

@@ -1,0 +1,184 @@
+"""pyseq.functional.ctc_loss / pyseq.nn.CTCLoss against torch's F.ctc_loss and brute-force enumeration."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pyseq
+from reference import ctc as brute
+
+
+def random_batch(T=20, N=5, C=6, S=7, dtype=torch.float64, seed=0, repeats=True):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, C, generator=gen, dtype=dtype)
+    if repeats:  # few classes, so repeated labels (which need a blank between them) are common
+        targets = torch.randint(1, 3, (N, S), generator=gen)
+    else:
+        targets = torch.randint(1, C, (N, S), generator=gen)
+    input_lengths = torch.randint(T // 2, T + 1, (N,), generator=gen)
+    input_lengths[0] = T
+    target_lengths = torch.randint(0, S + 1, (N,), generator=gen)
+    target_lengths[0] = S
+    return logits, targets, input_lengths, target_lengths
+
+
+def concatenated(targets, target_lengths):
+    return torch.cat([targets[n, : target_lengths[n]] for n in range(targets.shape[0])])
+
+
+def loss_and_logit_grad(fn, logits, *args, **kwargs):
+    x = logits.clone().requires_grad_()
+    loss = fn(x.log_softmax(2), *args, **kwargs)
+    weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view(loss.shape)
+    (grad,) = torch.autograd.grad((loss * weights).sum(), x)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("layout", ["padded", "concatenated"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torch(reduction, layout, dtype):
+    for seed, repeats in [(0, True), (1, False), (2, True)]:
+        logits, targets, il, tl = random_batch(dtype=dtype, seed=seed, repeats=repeats)
+        tg = targets if layout == "padded" else concatenated(targets, tl)
+        ours = loss_and_logit_grad(pyseq.functional.ctc_loss, logits, tg, il, tl, reduction=reduction)
+        ref = loss_and_logit_grad(F.ctc_loss, logits, tg, il, tl, reduction=reduction)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(ours[0], ref[0], **tol)
+        torch.testing.assert_close(ours[1], ref[1], **tol)
+
+
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_unalignable_and_edge_lengths(zero_infinity):
+    # Sequence 0: target as long as the input (no blanks possible); 1: repeated labels need T >= 2S - 1 frames and
+    # get fewer (infinite loss); 2: empty target; 3: empty input and empty target; 4: target longer than the input.
+    T, C = 6, 4
+    logits = torch.randn(T, 5, C, dtype=torch.float64)
+    targets = torch.tensor([[1, 2, 3, 1, 2, 3], [2, 2, 2, 2, 0, 0], [0, 0, 0, 0, 0, 0], [0] * 6, [1, 2, 1, 2, 1, 2]])
+    il = torch.tensor([6, 6, 6, 0, 5])
+    tl = torch.tensor([6, 4, 0, 0, 6])
+    ours = loss_and_logit_grad(pyseq.functional.ctc_loss, logits, targets, il, tl, reduction="none",
+                               zero_infinity=zero_infinity)
+    ref = loss_and_logit_grad(F.ctc_loss, logits, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+    torch.testing.assert_close(ours[0], ref[0])
+    assert not torch.isnan(ours[0]).any() and not torch.isnan(ours[1]).any()
+    if zero_infinity:
+        torch.testing.assert_close(ours[1], ref[1])
+    else:
+        assert torch.isinf(ours[0][[1, 4]]).all()
+        # Finite sequences match torch; infinite ones get a zero gradient (torch's is NaN there).
+        torch.testing.assert_close(ours[1][:, [0, 2, 3]], ref[1][:, [0, 2, 3]])
+        assert not ours[1][:, [1, 4]].any()
+
+
+def test_matches_brute_force_for_unnormalized_scores():
+    # Scores that are not log-probabilities (no log_softmax): the loss is still -log of the summed path scores, and
+    # its gradient with respect to the scores is what autograd gives for the enumeration. torch's exp(lp) - posterior
+    # would not match here.
+    torch.manual_seed(0)
+    for T, C, target in [(4, 3, [1]), (4, 3, [1, 1]), (5, 3, [2, 1, 2]), (3, 2, [])]:
+        scores = torch.randn(T, C, dtype=torch.float64, requires_grad=True)
+        expected = brute.nll(scores, target)
+        (expected_grad,) = torch.autograd.grad(expected, scores)
+        x = scores.detach().clone().requires_grad_()
+        got = pyseq.functional.ctc_loss(x, torch.tensor(target, dtype=torch.long), T, len(target), reduction="none")
+        (got_grad,) = torch.autograd.grad(got, x)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_unbatched_and_lengths_as_sequences():
+    logits, targets, il, tl = random_batch()
+    lp = logits.log_softmax(2)
+    batched = pyseq.functional.ctc_loss(lp, targets, il.tolist(), tuple(tl.tolist()), reduction="none")
+    for n in range(lp.shape[1]):
+        single = pyseq.functional.ctc_loss(lp[:, n], targets[n, : tl[n]], int(il[n]), int(tl[n]), reduction="none")
+        torch.testing.assert_close(single, batched[n])
+    int32 = pyseq.functional.ctc_loss(lp, targets.int(), il.int(), tl.int(), reduction="none")
+    torch.testing.assert_close(int32, batched)
+
+
+def test_module_matches_torch_module():
+    logits, targets, il, tl = random_batch(dtype=torch.float32)
+    ours = pyseq.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
+    ref = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
+    lp = logits.log_softmax(2)
+    torch.testing.assert_close(ours(lp, targets, il, tl), ref(lp, targets, il, tl))
+    assert "zero_infinity=True" in repr(ours)
+
+
+def test_other_blank():
+    logits, targets, il, tl = random_batch(C=5)
+    targets = targets - 1  # labels 0..; blank is the last class
+    lp = logits.log_softmax(2)
+    torch.testing.assert_close(
+        pyseq.functional.ctc_loss(lp, targets, il, tl, blank=4, reduction="none"),
+        F.ctc_loss(lp, targets, il, tl, blank=4, reduction="none"),
+    )
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    scores = torch.randn(7, 3, 4, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[1, 2, 2], [3, 1, 0], [2, 2, 2]])
+    il, tl = torch.tensor([7, 5, 7]), torch.tensor([3, 2, 3])
+    assert torch.autograd.gradcheck(
+        lambda x: pyseq.functional.ctc_loss(x, targets, il, tl, reduction="none"), (scores,)
+    )
+
+
+def test_opcheck():
+    logits, targets, il, tl = random_batch(T=9, N=3, C=4, S=3)
+    lp = logits.log_softmax(2).requires_grad_()
+    torch.library.opcheck(torch.ops.pyseq.ctc_loss.default, (lp, targets, il, tl, 0))
+    nll, log_alpha = torch.ops.pyseq.ctc_loss(lp.detach(), targets, il, tl, 0)
+    torch.library.opcheck(
+        torch.ops.pyseq.ctc_loss_backward.default,
+        (torch.ones_like(nll), lp.detach(), targets, il, tl, nll, log_alpha, 0),
+    )
+
+
+def test_compile_fullgraph():
+    logits, targets, il, tl = random_batch(dtype=torch.float32)
+    loss_fn = torch.compile(pyseq.nn.CTCLoss(), backend="aot_eager", fullgraph=True)
+    x = logits.clone().requires_grad_()
+    loss = loss_fn(x.log_softmax(2), targets, il, tl)
+    loss.backward()
+    y = logits.clone().requires_grad_()
+    expected = pyseq.functional.ctc_loss(y.log_softmax(2), targets, il, tl)
+    expected.backward()
+    torch.testing.assert_close(loss.detach(), expected.detach())
+    torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_compile_asks_for_padded_targets():
+    logits, targets, il, tl = random_batch(dtype=torch.float32)
+    loss_fn = torch.compile(pyseq.nn.CTCLoss(), backend="aot_eager", fullgraph=True)
+    with pytest.raises(Exception, match="pass ctc_loss targets padded"):
+        loss_fn(logits.log_softmax(2), concatenated(targets, tl), il, tl)
+
+
+def test_bad_input():
+    logits, targets, il, tl = random_batch(T=6, N=2, C=4, S=3)
+    lp = logits.log_softmax(2)
+    f = pyseq.functional.ctc_loss
+    cases = [
+        ((lp[0, 0], targets, il, tl), RuntimeError, "log_probs must be 3-D"),
+        ((lp, targets, torch.tensor([7, 6]), tl), RuntimeError, "input_lengths must be in \\[0, T = 6\\], got 7"),
+        ((lp, targets, torch.tensor([-1, 6]), tl), RuntimeError, "input_lengths must be in"),
+        ((lp, targets, il, torch.tensor([4, 1])), RuntimeError, "target_lengths must be at most S = 3"),
+        ((lp, targets[:1], il, tl), RuntimeError, "targets must have one row per sequence \\(N = 2\\)"),
+        ((lp, targets, il[:1], tl), RuntimeError, "input_lengths must have one entry per sequence"),
+        ((lp, torch.tensor([[1, 0, 2], [1, 1, 1]]), il, torch.tensor([3, 3])), RuntimeError, "differ from the blank"),
+        ((lp, torch.tensor([[1, 4, 2], [1, 1, 1]]), il, torch.tensor([3, 3])), RuntimeError, "must be in \\[0, C = 4\\)"),
+        ((lp.long(), targets, il, tl), TypeError, "log_probs must be float32 or float64"),
+        ((lp, targets.float(), il, tl), TypeError, "targets must be int32 or int64"),
+        ((lp, targets, il.float(), tl), TypeError, "input_lengths must hold integers"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            f(*args)
+    with pytest.raises(ValueError, match="blank must be in \\[0, C\\)"):
+        f(lp, targets, il, tl, blank=4)
+    with pytest.raises(ValueError, match="not a valid value for reduction"):
+        f(lp, targets, il, tl, reduction="avg")
