@@ -51,6 +51,35 @@ PYSEQ_HD float exp_f32(float x) {
   return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
 }
 
+// log(x) for float x positive, finite and normal (no checks: callers guarantee the range). x = 2^e * m with m in
+// [sqrt(1/2), sqrt(2)), log(m) by a degree-9 minimax polynomial in m - 1.
+PYSEQ_HD float log_f32(float x) {
+  int32_t bits;
+#if defined(__CUDA_ARCH__)
+  bits = __float_as_int(x);
+#else
+  std::memcpy(&bits, &x, sizeof bits);
+#endif
+  float e = static_cast<float>((bits >> 23) - 127);
+  float m = bits_to_float((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const bool high = m > 1.41421356f;
+  m = high ? 0.5f * m : m;
+  e = high ? e + 1.0f : e;
+  const float y = m - 1.0f, z = y * y;
+  float p = 7.0376836292e-2f;
+  p = p * y - 1.1514610310e-1f;
+  p = p * y + 1.1676998740e-1f;
+  p = p * y - 1.2420140846e-1f;
+  p = p * y + 1.4249322787e-1f;
+  p = p * y - 1.6668057665e-1f;
+  p = p * y + 2.0000714765e-1f;
+  p = p * y - 2.4999993993e-1f;
+  p = p * y + 3.3333331174e-1f;
+  p = p * y * z;
+  p = p + e * -2.12194440e-4f - 0.5f * z;
+  return y + p + e * 0.693359375f;
+}
+
 PYSEQ_HD float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
 // tanh(x) for float: an odd polynomial near zero (where 1 - 2/(e^2x + 1) would cancel), the exp form elsewhere.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/cpu_dispatch.h"
 #include "ctc.h"
 #include "ctc_math.h"
 
@@ -93,71 +94,152 @@ Band band(int64_t t, int64_t steps, int64_t L) {
   return {std::max<int64_t>(0, L - 2 * (steps - t)), std::min<int64_t>(L, 2 * t + 2)};
 }
 
+#define PYSEQ_ALWAYS_INLINE inline __attribute__((always_inline))
+
+// Row kernels over lattice cells [lo, hi) with lo >= 2 (the first two cells are done by the caller, so that every
+// load below is in bounds and the loops vectorize). emit: the row's log-probs gathered per cell; skip[s]: whether
+// s - 2 -> s is allowed.
+
+// out[s] = logsumexp(prev[s], prev[s-1], prev[s-2] if skip[s]) + emit[s]
 template <typename T>
-void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, int64_t blank) {
-  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], L = 2 * S + 1, Lmax = 2 * b.S_max + 1;
-  const int64_t* target = b.targets.data_ptr<int64_t>() + b.target_offsets[n];
+PYSEQ_ALWAYS_INLINE void alpha_cells_impl(int64_t lo, int64_t hi, const T* __restrict__ prev,
+                                          const T* __restrict__ emit, const uint8_t* __restrict__ skip,
+                                          T* __restrict__ out) {
+  for (int64_t s = lo; s < hi; ++s) {
+    out[s] = log_sum_exp3(prev[s], prev[s - 1], skip[s] ? prev[s - 2] : neg_inf<T>()) + emit[s];
+  }
+}
+
+// With next padded by two -inf cells and skip by two zeros past the lattice:
+// be = logsumexp(next[s], next[s+1], next[s+2] if skip[s+2]) is beta at s without the emission at t;
+// out[s] = be + emit[s]; occupancy[s] = exp(alpha[s] + be + nll), the posterior of cell (t, s).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void beta_cells_impl(int64_t lo, int64_t hi, const T* __restrict__ next,
+                                         const T* __restrict__ emit, const uint8_t* __restrict__ skip,
+                                         const T* __restrict__ alpha, T nll, T* __restrict__ out,
+                                         T* __restrict__ occupancy) {
+  for (int64_t s = lo; s < hi; ++s) {
+    const T be = log_sum_exp3(next[s], next[s + 1], skip[s + 2] ? next[s + 2] : neg_inf<T>());
+    out[s] = be + emit[s];
+    occupancy[s] = exp_or_zero(alpha[s] + be + nll);
+  }
+}
+
+PYSEQ_CPU_CLONES void alpha_cells(int64_t lo, int64_t hi, const float* prev, const float* emit, const uint8_t* skip,
+                                  float* out) {
+  alpha_cells_impl(lo, hi, prev, emit, skip, out);
+}
+void alpha_cells(int64_t lo, int64_t hi, const double* prev, const double* emit, const uint8_t* skip, double* out) {
+  alpha_cells_impl(lo, hi, prev, emit, skip, out);
+}
+PYSEQ_CPU_CLONES void beta_cells(int64_t lo, int64_t hi, const float* next, const float* emit, const uint8_t* skip,
+                                 const float* alpha, float nll, float* out, float* occupancy) {
+  beta_cells_impl(lo, hi, next, emit, skip, alpha, nll, out, occupancy);
+}
+void beta_cells(int64_t lo, int64_t hi, const double* next, const double* emit, const uint8_t* skip,
+                const double* alpha, double nll, double* out, double* occupancy) {
+  beta_cells_impl(lo, hi, next, emit, skip, alpha, nll, out, occupancy);
+}
+
+// The extended labels of one sequence and their skip flags, with two padding cells past the end.
+struct Lattice {
+  std::vector<int64_t> labels;
+  std::vector<uint8_t> skip;
+  int64_t L;
+
+  Lattice(const int64_t* target, int64_t S, int64_t blank) : labels(2 * S + 3, blank), skip(2 * S + 3, 0), L(2 * S + 1) {
+    for (int64_t s = 0; s < L; ++s) {
+      labels[s] = extended_label(target, s, blank);
+      skip[s] = can_skip(target, s);
+    }
+  }
+};
+
+template <typename T>
+void gather_emissions(const T* lp_row, const Lattice& lat, const Band& bd, T* emit) {
+  for (int64_t s = bd.lo; s < bd.hi; ++s) emit[s] = lp_row[lat.labels[s]];
+}
+
+template <typename T>
+void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, int64_t blank, std::vector<T>& emit) {
+  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], Lmax = 2 * b.S_max + 1;
+  const Lattice lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], S, blank);
+  const int64_t L = lat.L;
   const int64_t lp_t = b.N * b.C;  // stride of t in log_probs
-  const T* lp_n = lp + n * b.C;
   std::fill(alpha, alpha + b.T * Lmax, neg_inf<T>());
   if (steps == 0) {
     *nll = S == 0 ? T(0) : std::numeric_limits<T>::infinity();
     return;
   }
+  emit.resize(L);
   for (int64_t t = 0; t < steps; ++t) {
-    const T* lp_nt = lp_n + t * lp_t;
+    const T* lp_row = lp + t * lp_t + n * b.C;
     T* row = alpha + t * Lmax;
     const T* prev = row - Lmax;
     const Band bd = band(t, steps, L);
-    for (int64_t s = bd.lo; s < bd.hi; ++s) {
-      T a;
-      if (t == 0) {
-        a = T(0);
-      } else {
-        a = prev[s];
-        if (s >= 1) a = log_add_exp(a, prev[s - 1]);
-        if (can_skip(target, s)) a = log_add_exp(a, prev[s - 2]);
-      }
-      row[s] = a + lp_nt[extended_label(target, s, blank)];
+    gather_emissions(lp_row, lat, bd, emit.data());
+    if (t == 0) {
+      for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
+      continue;
     }
+    for (int64_t s = bd.lo; s < std::min<int64_t>(bd.hi, 2); ++s) {
+      row[s] = (s == 0 ? prev[0] : log_add_exp(prev[1], prev[0])) + emit[s];
+    }
+    alpha_cells(std::max<int64_t>(bd.lo, 2), bd.hi, prev, emit.data(), lat.skip.data(), row);
   }
   const T* last = alpha + (steps - 1) * Lmax;
   const T ll = L > 1 ? log_add_exp(last[L - 1], last[L - 2]) : last[0];
   *nll = -ll;
 }
 
+// grad_row[label of s] -= grad_out * occupancy[s] over the band. Every even cell is the blank: summing those in
+// independent partial sums first avoids a chain of read-modify-writes on one address (half the cells).
+template <typename T>
+void accumulate_gradient(const Lattice& lat, const Band& bd, const T* occupancy, T grad_out, int64_t blank,
+                         T* grad_row) {
+  T blank_sum[4] = {T(0), T(0), T(0), T(0)};
+  const int64_t first_blank = bd.lo + (bd.lo & 1);
+  int64_t s = first_blank, i = 0;
+  for (; s < bd.hi; s += 2, ++i) blank_sum[i & 3] += occupancy[s];
+  grad_row[blank] -= grad_out * ((blank_sum[0] + blank_sum[1]) + (blank_sum[2] + blank_sum[3]));
+  for (s = bd.lo + 1 - (bd.lo & 1); s < bd.hi; s += 2) grad_row[lat.labels[s]] -= grad_out * occupancy[s];
+}
+
+template <typename T>
+struct BackwardRows {
+  std::vector<T> cur, next, emit, occupancy;
+};
+
 template <typename T>
 void backward_sequence(const Batch& b, int64_t n, const T* lp, const T* alpha, T nll, T grad_out, T* grad,
-                       int64_t blank, std::vector<T>& beta_cur, std::vector<T>& beta_next) {
-  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], L = 2 * S + 1, Lmax = 2 * b.S_max + 1;
+                       int64_t blank, BackwardRows<T>& rows) {
+  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], Lmax = 2 * b.S_max + 1;
   if (steps == 0 || !std::isfinite(nll) || grad_out == T(0)) return;
-  const int64_t* target = b.targets.data_ptr<int64_t>() + b.target_offsets[n];
+  const Lattice lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], S, blank);
+  const int64_t L = lat.L;
   const int64_t lp_t = b.N * b.C;
-  beta_cur.assign(L, neg_inf<T>());
-  beta_next.assign(L, neg_inf<T>());
+  rows.cur.assign(L + 2, neg_inf<T>());
+  rows.next.assign(L + 2, neg_inf<T>());
+  rows.emit.resize(L);
+  rows.occupancy.resize(L);
   for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* lp_nt = lp + t * lp_t + n * b.C;
-    T* grad_nt = grad + t * lp_t + n * b.C;
+    const T* lp_row = lp + t * lp_t + n * b.C;
+    T* grad_row = grad + t * lp_t + n * b.C;
     const T* alpha_t = alpha + t * Lmax;
     const Band bd = band(t, steps, L);
-    std::fill(beta_cur.begin(), beta_cur.end(), neg_inf<T>());
-    for (int64_t s = bd.lo; s < bd.hi; ++s) {
-      T be;
-      if (t == steps - 1) {
-        be = T(0);  // the band holds exactly the two final cells here
-      } else {
-        be = beta_next[s];
-        if (s + 1 < L) be = log_add_exp(be, beta_next[s + 1]);
-        if (s + 2 < L && can_skip(target, s + 2)) be = log_add_exp(be, beta_next[s + 2]);
+    gather_emissions(lp_row, lat, bd, rows.emit.data());
+    std::fill(rows.cur.begin(), rows.cur.end(), neg_inf<T>());
+    if (t == steps - 1) {  // the band holds the two final cells, whose beta without emission is 0
+      for (int64_t s = bd.lo; s < bd.hi; ++s) {
+        rows.cur[s] = rows.emit[s];
+        rows.occupancy[s] = exp_or_zero(alpha_t[s] + nll);
       }
-      const int64_t label = extended_label(target, s, blank);
-      beta_cur[s] = be + lp_nt[label];
-      // Posterior occupancy of cell (t, s): alpha + beta counts the emission at t twice.
-      if (alpha_t[s] != neg_inf<T>() && be != neg_inf<T>()) {
-        grad_nt[label] -= grad_out * std::exp(alpha_t[s] + be + nll);
-      }
+    } else {
+      beta_cells(bd.lo, bd.hi, rows.next.data(), rows.emit.data(), lat.skip.data(), alpha_t, nll, rows.cur.data(),
+                 rows.occupancy.data());
     }
-    std::swap(beta_cur, beta_next);
+    accumulate_gradient(lat, bd, rows.occupancy.data(), grad_out, blank, grad_row);
+    std::swap(rows.cur, rows.next);
   }
 }
 
@@ -176,8 +258,9 @@ std::vector<at::Tensor> ctc_loss_forward_cpu(const at::Tensor& log_probs, const 
     scalar_t* alpha_p = log_alpha.data_ptr<scalar_t>();
     scalar_t* nll_p = nll.data_ptr<scalar_t>();
     at::parallel_for(0, b.N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<scalar_t> emit;
       for (int64_t n = n0; n < n1; ++n) {
-        forward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p + n, blank);
+        forward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p + n, blank, emit);
       }
     });
   });
@@ -205,10 +288,9 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
     const scalar_t* nll_p = nll_c.data_ptr<scalar_t>();
     scalar_t* grad_p = grad.data_ptr<scalar_t>();
     at::parallel_for(0, b.N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<scalar_t> beta_cur, beta_next;
+      BackwardRows<scalar_t> rows;
       for (int64_t n = n0; n < n1; ++n) {
-        backward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p[n], go_p[n], grad_p, blank,
-                                    beta_cur, beta_next);
+        backward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p[n], go_p[n], grad_p, blank, rows);
       }
     });
   });

@@ -21,6 +21,25 @@ PYSEQ_HD T log_add_exp(T a, T b) {
   return hi + std::log1p(std::exp(lo - hi));
 }
 
+// log(exp(a) + exp(b) + exp(c)) for the CTC recursions, where every argument is finite or -inf. The float version is
+// branch-free (vectorizes): the sum of the three exponentials relative to the largest lies in [1, 3], the range
+// log_f32 is accurate on, and an all -inf input comes out as -inf.
+PYSEQ_HD float log_sum_exp3(float a, float b, float c) {
+  const float m = a > b ? (a > c ? a : c) : (b > c ? b : c);
+  const float sum = exp_f32(a - m) + exp_f32(b - m) + exp_f32(c - m);
+  const float r = m + log_f32(sum);
+  return m == neg_inf<float>() ? m : r;
+}
+PYSEQ_HD double log_sum_exp3(double a, double b, double c) {
+  const double m = a > b ? (a > c ? a : c) : (b > c ? b : c);
+  if (m == neg_inf<double>()) return m;
+  return m + std::log(std::exp(a - m) + std::exp(b - m) + std::exp(c - m));
+}
+
+// exp(x), exactly 0 at x = -inf (exp_f32 clamps its input and would return ~1e-38 there).
+PYSEQ_HD float exp_or_zero(float x) { return x == neg_inf<float>() ? 0.0f : exp_f32(x); }
+PYSEQ_HD double exp_or_zero(double x) { return std::exp(x); }
+
 // Extended label s of a target of length S (2S + 1 labels): blank at even s, target[(s - 1) / 2] at odd s.
 template <typename Index>
 PYSEQ_HD Index extended_label(const Index* target, int64_t s, Index blank) {
