@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pyseq  # noqa: E402
 from harness import cpu_model, sgemm_rate  # noqa: E402
+import ctc_cases  # noqa: E402
 import rnn_cases  # noqa: E402
 
 COLUMNS = [
@@ -62,6 +63,14 @@ def main() -> int:
             rows.append(row)
             print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS), flush=True)
 
+    ctc_rows = []
+    ctc_list = ctc_cases.all_cases()[:1] if args.quick else ctc_cases.all_cases()
+    for case in ctc_list:
+        for backward in (False, True):
+            row = ctc_cases.measure(case, backward, budget_s=budget)
+            ctc_rows.append(row)
+            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS[:5]), flush=True)
+
     print()
     step_rows = []
     if not args.quick:
@@ -79,6 +88,12 @@ def main() -> int:
         print("|" + "---|" * len(COLUMNS))
         for row in rows:
             print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+        if ctc_rows:
+            print()
+            print("| " + " | ".join(name for _, name, _ in COLUMNS[:5]) + " |")
+            print("|" + "---|" * 5)
+            for row in ctc_rows:
+                print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS[:5]) + " |")
         if step_rows:
             print()
             print("| recurrent step | ms | GF/s | of GEMM 2048^3 |")
@@ -90,6 +105,8 @@ def main() -> int:
         print("  ".join(name.ljust(w) for (_, name, _), w in zip(COLUMNS, widths)))
         for row in rows:
             print("  ".join(fmt.format(row[key]).ljust(w) for (key, _, fmt), w in zip(COLUMNS, widths)))
+        for row in ctc_rows:
+            print("  ".join(fmt.format(row[key]).ljust(w) for (key, _, fmt), w in zip(COLUMNS[:5], widths)))
     return 0
 
 
