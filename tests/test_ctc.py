@@ -182,3 +182,59 @@ def test_bad_input():
         f(lp, targets, il, tl, blank=4)
     with pytest.raises(ValueError, match="not a valid value for reduction"):
         f(lp, targets, il, tl, reduction="avg")
+
+
+# ---- decoding and alignment --------------------------------------------------------------------------------------
+
+def test_greedy_decode_matches_reference():
+    logits, _, il, _ = random_batch(T=30, N=6, C=7, dtype=torch.float32)
+    il[3] = 0
+    decoded = pyseq.ctc.greedy_decode(logits.log_softmax(2), il)
+    assert decoded == [brute.greedy(logits[:, n], int(il[n])) for n in range(6)]
+    assert pyseq.ctc.greedy_decode(logits[:, 0], 30, blank=2) == brute.greedy(logits[:, 0], 30, blank=2)
+    assert pyseq.ctc.greedy_decode(logits) == [brute.greedy(logits[:, n], 30) for n in range(6)]
+
+
+def test_forced_align_is_a_best_alignment():
+    torch.manual_seed(0)
+    T, C = 6, 3
+    lp = torch.randn(T, 4, C, dtype=torch.float64).log_softmax(2)
+    targets = torch.tensor([[1, 2, 0], [1, 1, 0], [2, 1, 2], [2, 0, 0]])
+    tl = torch.tensor([2, 2, 3, 1])
+    il = torch.tensor([6, 5, 6, 3])
+    labels, scores = pyseq.ctc.forced_align(lp, targets, il, tl)
+    assert labels.shape == (4, T) and scores.shape == (4, T)
+    for n in range(4):
+        steps, target = int(il[n]), targets[n, : tl[n]].tolist()
+        path = labels[n, :steps].tolist()
+        assert brute.collapse(path, 0) == target
+        torch.testing.assert_close(scores[n, :steps], lp[torch.arange(steps), n, labels[n, :steps]])
+        best = brute.best_alignment_score(lp[:steps, n], target)
+        assert abs(float(scores[n, :steps].sum()) - best) < 1e-12
+        assert (labels[n, steps:] == 0).all() and (scores[n, steps:] == 0).all()
+
+
+def test_forced_align_unbatched_and_spans():
+    torch.manual_seed(1)
+    lp = torch.randn(12, 5).log_softmax(1)
+    target = torch.tensor([3, 1, 1, 4])
+    labels, scores = pyseq.ctc.forced_align(lp, target)
+    assert labels.shape == (12,) and brute.collapse(labels.tolist(), 0) == target.tolist()
+    spans = pyseq.ctc.merge_tokens(labels, scores)
+    assert [s.token for s in spans] == target.tolist()
+    for span in spans:
+        assert (labels[span.start : span.end] == span.token).all()
+        assert abs(span.score - float(scores[span.start : span.end].mean())) < 1e-6
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+
+
+def test_forced_align_errors():
+    lp = torch.randn(4, 2, 5).log_softmax(2)
+    with pytest.raises(ValueError, match="cannot be aligned to its 4 frames"):
+        pyseq.ctc.forced_align(lp, torch.tensor([[1, 1, 1], [1, 2, 3]]), [4, 4], [3, 3])
+    with pytest.raises(RuntimeError, match="differ from the blank"):
+        pyseq.ctc.forced_align(lp, torch.tensor([[1, 0], [1, 2]]), [4, 4], [2, 2])
+    with pytest.raises(RuntimeError, match="input_lengths must be in \\[0, 4\\]"):
+        pyseq.ctc.greedy_decode(lp, [5, 4])
+    with pytest.raises(ValueError, match="must be 1-D of the same length"):
+        pyseq.ctc.merge_tokens(torch.zeros(3, dtype=torch.long), torch.zeros(4))

@@ -23,4 +23,16 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
                                  const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                  const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank);
 
+// Best-path decoding: per frame the most likely class, repeats collapsed, blanks removed. log_probs: [T, N, C];
+// input_lengths: [N] int64. One list of class ids per sequence.
+std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+                                                        int64_t blank);
+
+// Viterbi alignment over the CTC topology for a batch. targets: [N, S] int64 padded. Returns labels: [N, T] int64
+// (the class each frame is aligned to; blank past each input's length) and scores: [N, T] (the log-prob of that
+// class at that frame; 0 past the length). Raises ValueError when a target cannot be aligned.
+std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                             int64_t blank);
+
 }  // namespace pyseq

@@ -26,3 +26,18 @@ def nll(log_probs, target, blank=0):
     if not scores:
         return torch.tensor(float("inf"), dtype=log_probs.dtype)
     return -torch.logsumexp(torch.stack(scores), 0)
+
+
+def best_alignment_score(log_probs, target, blank=0):
+    """max over alignments of sum_t log_probs[t, path[t]] (-inf if none). log_probs: [T, C]."""
+    T, C = log_probs.shape
+    best = float("-inf")
+    for path in itertools.product(range(C), repeat=T):
+        if collapse(path, blank) == list(target):
+            best = max(best, float(log_probs[torch.arange(T), torch.tensor(path)].sum()))
+    return best
+
+
+def greedy(log_probs, length, blank=0):
+    """Best path of one sequence: argmax per frame over the first `length` frames, collapsed. log_probs: [T, C]."""
+    return collapse(log_probs[:length].argmax(-1).tolist(), blank)

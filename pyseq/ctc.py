@@ -1,0 +1,108 @@
+"""CTC decoding and alignment (the loss is ``pyseq.functional.ctc_loss`` / ``pyseq.nn.CTCLoss``).
+
+Batched C++ implementations: best-path (greedy) decoding and forced alignment (Viterbi over the CTC topology), plus
+a helper that merges an alignment's frames into token spans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from . import _C
+from .functional import _lengths
+
+__all__ = ["greedy_decode", "forced_align", "merge_tokens", "TokenSpan"]
+
+
+def _batched(log_probs: Tensor, input_lengths):
+    if not isinstance(log_probs, Tensor) or log_probs.dim() not in (2, 3):
+        dims = log_probs.dim() if isinstance(log_probs, Tensor) else type(log_probs).__name__
+        raise RuntimeError(f"log_probs must be 3-D (T, N, C) or unbatched 2-D (T, C), got {dims}-D")
+    if log_probs.dim() == 2:
+        log_probs = log_probs.unsqueeze(1)
+        input_lengths = [log_probs.shape[0]] if input_lengths is None else [int(input_lengths)]
+    elif input_lengths is None:
+        input_lengths = [log_probs.shape[0]] * log_probs.shape[1]
+    return log_probs.detach(), _lengths(input_lengths, "input_lengths")
+
+
+def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0) -> list[list[int]]:
+    """Best-path decoding: the most likely class at each frame, repeats collapsed, blanks removed.
+
+    Args:
+        log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) scores; any monotone transform of the probabilities.
+        input_lengths: ``[N]`` frames per sequence (tensor or sequence of ints); all ``T`` when omitted.
+        blank: the blank class.
+
+    Returns:
+        One list of class ids per sequence (a single list for unbatched input).
+    """
+    unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
+    lp, lengths = _batched(log_probs, input_lengths)
+    out = _C.ctc_greedy_decode(lp, lengths, blank)
+    return out[0] if unbatched else out
+
+
+def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_lengths=None, blank: int = 0):
+    """Most likely alignment of each target to its frames (Viterbi over the CTC topology), for a whole batch.
+
+    Args:
+        log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) log-probabilities.
+        targets: ``[N, S]`` padded class ids (unbatched: ``[S]``), never the blank.
+        input_lengths, target_lengths: ``[N]`` (tensors or sequences); all ``T`` / all ``S`` when omitted.
+        blank: the blank class.
+
+    Returns:
+        ``(labels, scores)``: ``[N, T]`` int64, the class each frame is aligned to, and ``[N, T]`` its log-prob at
+        that frame (unbatched: ``[T]`` each). Frames past a sequence's length hold the blank and score 0.
+
+    Raises:
+        ValueError: a target cannot be aligned to its frames (too long, or every alignment has probability 0).
+    """
+    unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
+    if unbatched:
+        targets = targets.unsqueeze(0)
+        if target_lengths is not None:
+            target_lengths = [int(target_lengths)]
+    lp, lengths = _batched(log_probs, input_lengths)
+    if not isinstance(targets, Tensor) or targets.dim() != 2:
+        raise RuntimeError("targets must be 2-D (N, S) padded class ids (unbatched: 1-D (S,))")
+    if target_lengths is None:
+        target_lengths = [targets.shape[1]] * targets.shape[0]
+    labels, scores = _C.ctc_forced_align(lp, targets.to(torch.int64), lengths,
+                                          _lengths(target_lengths, "target_lengths"), blank)
+    return (labels[0], scores[0]) if unbatched else (labels, scores)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSpan:
+    """A token of an alignment: ``token`` occupies frames ``[start, end)``; ``score`` is the mean of its frames'
+    scores."""
+
+    token: int
+    start: int
+    end: int
+    score: float
+
+
+def merge_tokens(labels: Tensor, scores: Tensor, blank: int = 0) -> list[TokenSpan]:
+    """Merges one sequence's frame alignment (``labels``, ``scores``: ``[T]``, as from :func:`forced_align`) into
+    token spans: runs of the same non-blank label. A repeated token appears as two spans (CTC separates repeats by
+    a blank)."""
+    if labels.dim() != 1 or scores.shape != labels.shape:
+        raise ValueError(f"labels and scores must be 1-D of the same length, got {list(labels.shape)} and "
+                         f"{list(scores.shape)}")
+    labels_list = labels.tolist()
+    scores_list = scores.tolist()
+    spans = []
+    start = 0
+    for t in range(1, len(labels_list) + 1):
+        if t == len(labels_list) or labels_list[t] != labels_list[start]:
+            if labels_list[start] != blank:
+                frame_scores = scores_list[start:t]
+                spans.append(TokenSpan(labels_list[start], start, t, sum(frame_scores) / len(frame_scores)))
+            start = t
+    return spans
