@@ -57,6 +57,8 @@ void register_ctc(py::module_& m) {
         "Best-path CTC decoding: a list of class ids per sequence. See csrc/ctc/ctc.h.");
   m.def("ctc_forced_align", &pyseq::ctc_forced_align_cpu, py::call_guard<py::gil_scoped_release>(),
         "Batched CTC forced alignment: (labels [N, T], scores [N, T]). See csrc/ctc/ctc.h.");
+  m.def("ctc_beam_search", &pyseq::ctc_beam_search_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
 }  // namespace

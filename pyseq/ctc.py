@@ -7,6 +7,7 @@ a helper that merges an alignment's frames into token spans.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -14,7 +15,7 @@ from torch import Tensor
 from . import _C
 from .functional import _lengths
 
-__all__ = ["greedy_decode", "forced_align", "merge_tokens", "TokenSpan"]
+__all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "TokenSpan"]
 
 
 def _batched(log_probs: Tensor, input_lengths):
@@ -43,6 +44,46 @@ def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0) -> list
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     lp, lengths = _batched(log_probs, input_lengths)
     out = _C.ctc_greedy_decode(lp, lengths, blank)
+    return out[0] if unbatched else out
+
+
+class Hypothesis(NamedTuple):
+    """A beam-search result: class ids and log-probability (summed over all the alignments that collapse to it)."""
+
+    tokens: list[int]
+    score: float
+
+
+def beam_search(
+    log_probs: Tensor,
+    input_lengths=None,
+    beam_width: int = 8,
+    blank: int = 0,
+    nbest: int = 1,
+    top_k: int = 0,
+    threshold: float | None = None,
+) -> list[list[Hypothesis]]:
+    """CTC prefix beam search, batched in C++: the ``nbest`` most likely labelings found with a beam of
+    ``beam_width`` prefixes, each prefix keeping the probabilities of its alignments that end in a blank and in its
+    last label (so alignments that collapse to the same prefix merge, and a repeated label needs a blank between).
+
+    Args:
+        log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) log-probabilities.
+        input_lengths: ``[N]`` frames per sequence; all ``T`` when omitted.
+        beam_width: prefixes kept after each frame.
+        blank: the blank class.
+        nbest: hypotheses returned per sequence (at most ``beam_width``).
+        top_k: per-frame pruning: extend prefixes only with the ``top_k`` most likely classes (0: all).
+        threshold: per-frame pruning: extend only with classes whose log-prob is at least this (None: all).
+
+    Returns:
+        For each sequence a list of :class:`Hypothesis` (tokens, log-prob), best first (unbatched: one list).
+    """
+    unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
+    lp, lengths = _batched(log_probs, input_lengths)
+    found = _C.ctc_beam_search(lp, lengths, beam_width, blank, nbest, top_k,
+                               float("-inf") if threshold is None else float(threshold))
+    out = [[Hypothesis(tokens, score) for tokens, score in hyps] for hyps in found]
     return out[0] if unbatched else out
 
 

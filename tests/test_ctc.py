@@ -238,3 +238,46 @@ def test_forced_align_errors():
         pyseq.ctc.greedy_decode(lp, [5, 4])
     with pytest.raises(ValueError, match="must be 1-D of the same length"):
         pyseq.ctc.merge_tokens(torch.zeros(3, dtype=torch.long), torch.zeros(4))
+
+
+@pytest.mark.parametrize("beam_width,top_k,threshold", [(1, 0, None), (4, 0, None), (8, 3, None), (16, 0, -3.0)])
+def test_beam_search_matches_reference(beam_width, top_k, threshold):
+    logits, _, il, _ = random_batch(T=25, N=4, C=6)
+    lp = logits.log_softmax(2)
+    nbest = min(3, beam_width)
+    found = pyseq.ctc.beam_search(lp, il, beam_width=beam_width, nbest=nbest, top_k=top_k, threshold=threshold)
+    for n in range(4):
+        expected = brute.prefix_beam_search(lp[: il[n], n], beam_width, nbest=nbest, top_k=top_k,
+                                            threshold=float("-inf") if threshold is None else threshold)
+        assert [h.tokens for h in found[n]] == [tokens for tokens, _ in expected]
+        for h, (_, score) in zip(found[n], expected):
+            assert abs(h.score - score) < 1e-9
+
+
+def test_wide_beam_search_is_exact():
+    # With a beam wider than the number of prefixes, prefix beam search computes each labeling's exact probability:
+    # its best hypothesis is the most likely labeling, by enumeration of every labeling and alignment.
+    import itertools
+
+    torch.manual_seed(0)
+    T, C = 4, 3
+    for _ in range(3):
+        lp = torch.randn(T, C, dtype=torch.float64).log_softmax(1)
+        labelings = [list(p) for k in range(T + 1) for p in itertools.product(range(1, C), repeat=k)]
+        scores = {tuple(lab): brute.labeling_log_prob(lp, lab) for lab in labelings}
+        best = max(scores.items(), key=lambda kv: kv[1])
+        (hyp,) = pyseq.ctc.beam_search(lp, beam_width=100)
+        assert tuple(hyp.tokens) == best[0]
+        assert abs(hyp.score - best[1]) < 1e-12
+        for h in pyseq.ctc.beam_search(lp, beam_width=100, nbest=5):
+            assert abs(h.score - scores[tuple(h.tokens)]) < 1e-12
+
+
+def test_beam_search_errors():
+    lp = torch.randn(5, 2, 4).log_softmax(2)
+    with pytest.raises(ValueError, match="beam_width must be at least 1"):
+        pyseq.ctc.beam_search(lp, beam_width=0)
+    with pytest.raises(ValueError, match="nbest must be in \\[1, beam_width = 4\\]"):
+        pyseq.ctc.beam_search(lp, beam_width=4, nbest=5)
+    with pytest.raises(ValueError, match="top_k must be non-negative"):
+        pyseq.ctc.beam_search(lp, top_k=-1)

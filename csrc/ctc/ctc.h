@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
 #include <vector>
 
 namespace pyseq {
@@ -34,5 +35,16 @@ std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_pr
 std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
                                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                              int64_t blank);
+
+// A beam-search result: the class ids of a hypothesis and its log-probability (summed over its alignments).
+using CtcHypothesis = std::pair<std::vector<int64_t>, double>;
+
+// CTC prefix beam search, per sequence up to `nbest` hypotheses, best first. log_probs: [T, N, C]; input_lengths:
+// [N] int64. Each frame extends the beam with the top_k most likely classes (0: all) whose log-prob is at least
+// `threshold` (-inf: no threshold).
+std::vector<std::vector<CtcHypothesis>> ctc_beam_search_cpu(const at::Tensor& log_probs,
+                                                           const at::Tensor& input_lengths, int64_t beam_width,
+                                                           int64_t blank, int64_t nbest, int64_t top_k,
+                                                           double threshold);
 
 }  // namespace pyseq

@@ -1,6 +1,7 @@
 """Brute-force CTC: enumerate every frame labelling of a tiny input, keep those that collapse to the target."""
 
 import itertools
+import math
 
 import torch
 
@@ -41,3 +42,48 @@ def best_alignment_score(log_probs, target, blank=0):
 def greedy(log_probs, length, blank=0):
     """Best path of one sequence: argmax per frame over the first `length` frames, collapsed. log_probs: [T, C]."""
     return collapse(log_probs[:length].argmax(-1).tolist(), blank)
+
+
+def prefix_beam_search(log_probs, beam_width, blank=0, nbest=1, top_k=0, threshold=float("-inf")):
+    """CTC prefix beam search in plain Python (the same algorithm as pyseq.ctc.beam_search, written from its
+    definition): returns [(tokens, log_prob)] best first. log_probs: [T, C] (a tensor)."""
+    neg_inf = float("-inf")
+
+    def lae(a, b):
+        if a == neg_inf:
+            return b
+        if b == neg_inf:
+            return a
+        m = max(a, b)
+        return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+    rows = log_probs.tolist()
+    beams = {(): (0.0, neg_inf)}  # prefix -> (log p ending in blank, log p ending in its last label)
+    for row in rows:
+        labels = [c for c in range(len(row)) if c != blank and row[c] >= threshold]
+        if top_k:
+            labels = sorted(labels, key=lambda c: -row[c])[:top_k]
+        nxt = {}
+        for prefix, (pb, pl) in beams.items():
+            total = lae(pb, pl)
+            b, l = nxt.get(prefix, (neg_inf, neg_inf))
+            nxt[prefix] = (lae(b, total + row[blank]), l)
+            for c in labels:
+                grown = prefix + (c,)
+                if prefix and prefix[-1] == c:
+                    b, l = nxt[prefix]
+                    nxt[prefix] = (b, lae(l, pl + row[c]))
+                    b, l = nxt.get(grown, (neg_inf, neg_inf))
+                    nxt[grown] = (b, lae(l, pb + row[c]))
+                else:
+                    b, l = nxt.get(grown, (neg_inf, neg_inf))
+                    nxt[grown] = (b, lae(l, total + row[c]))
+        ranked = sorted(nxt.items(), key=lambda kv: -lae(*kv[1]))[:beam_width]
+        beams = dict(ranked)
+    ranked = sorted(beams.items(), key=lambda kv: -lae(*kv[1]))
+    return [(list(prefix), lae(*ps)) for prefix, ps in ranked[:nbest]]
+
+
+def labeling_log_prob(log_probs, labeling, blank=0):
+    """log p(labeling) = -CTC loss, by enumeration. log_probs: [T, C]."""
+    return -float(nll(log_probs, labeling, blank))

@@ -1,0 +1,164 @@
+// CTC prefix beam search on the CPU, one sequence per task. Every prefix keeps two probabilities, of its
+// alignments ending in a blank and in its last label, so that alignments that collapse to the same prefix merge
+// (a repeated label needs a blank between its two copies). Prefixes live in a trie; a beam entry is a trie node.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <unordered_map>
+#include <vector>
+
+#include "../common/checks.h"
+#include "ctc.h"
+#include "ctc_math.h"
+
+namespace pyseq {
+namespace {
+
+struct Trie {
+  std::vector<int32_t> parent{-1};
+  std::vector<int64_t> token{-1};
+  std::unordered_map<uint64_t, int32_t> children;
+
+  static uint64_t key(int32_t node, int64_t label) {
+    return (static_cast<uint64_t>(node) << 32) | static_cast<uint32_t>(label);
+  }
+  int32_t find(int32_t node, int64_t label) const {
+    auto it = children.find(key(node, label));
+    return it == children.end() ? -1 : it->second;
+  }
+  int32_t insert(int32_t node, int64_t label) {
+    const int32_t id = static_cast<int32_t>(parent.size());
+    parent.push_back(node);
+    token.push_back(label);
+    children.emplace(key(node, label), id);
+    return id;
+  }
+  std::vector<int64_t> tokens(int32_t node) const {
+    std::vector<int64_t> out;
+    for (; node > 0; node = parent[node]) out.push_back(token[node]);
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+};
+
+// A prefix in the beam. New prefixes get a trie node only if they survive pruning (node = -1 until then, with
+// parent and last naming them), so the trie holds survivors, not every extension ever tried.
+struct Beam {
+  int32_t node, parent;
+  int64_t last;
+  double blank, label;  // log p of the prefix's alignments ending in a blank / in its last label
+  double total() const { return log_add_exp(blank, label); }
+};
+
+// Classes worth extending with at frame `row`: the top_k most likely (0: all) among those with a log-prob of at
+// least `threshold`; the blank is handled apart.
+template <typename T>
+void candidates(const T* row, int64_t C, int64_t blank, int64_t top_k, double threshold, std::vector<int64_t>& out) {
+  out.clear();
+  for (int64_t c = 0; c < C; ++c) {
+    if (c != blank && static_cast<double>(row[c]) >= threshold) out.push_back(c);
+  }
+  if (top_k > 0 && static_cast<int64_t>(out.size()) > top_k) {
+    std::partial_sort(out.begin(), out.begin() + top_k, out.end(),
+                      [row](int64_t a, int64_t b) { return row[a] > row[b]; });
+    out.resize(top_k);
+  }
+}
+
+template <typename T>
+std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t stride_t, int64_t C, int64_t blank,
+                                           int64_t beam_width, int64_t nbest, int64_t top_k, double threshold) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  Trie trie;
+  std::vector<Beam> beams{{0, -1, -1, 0.0, ninf}}, next;
+  std::unordered_map<uint64_t, int32_t> slot;  // prefix key -> index in `next`
+  std::vector<int64_t> labels;
+  // The entry of prefix `node` (existing) or of `parent` extended by `label` (maybe new).
+  auto entry = [&](int32_t node, int32_t parent, int64_t label) -> Beam& {
+    const uint64_t key = node >= 0 ? static_cast<uint64_t>(node) : (uint64_t(1) << 63) | Trie::key(parent, label);
+    auto [it, inserted] = slot.emplace(key, static_cast<int32_t>(next.size()));
+    if (inserted) next.push_back({node, parent, node >= 0 ? trie.token[node] : label, ninf, ninf});
+    return next[it->second];
+  };
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* row = lp + t * stride_t;
+    candidates(row, C, blank, top_k, threshold, labels);
+    next.clear();
+    slot.clear();
+    for (const Beam& b : beams) {
+      const double total = b.total();
+      Beam& same = entry(b.node, -1, -1);
+      same.blank = log_add_exp(same.blank, total + static_cast<double>(row[blank]));
+      for (int64_t c : labels) {
+        const double p = static_cast<double>(row[c]);
+        const int32_t child = trie.find(b.node, c);
+        if (c == b.last) {
+          Beam& stay = entry(b.node, -1, -1);  // the repeat collapses into the same prefix
+          stay.label = log_add_exp(stay.label, b.label + p);
+          Beam& grow = entry(child, b.node, c);  // a new copy of the label needs the blank before it
+          grow.label = log_add_exp(grow.label, b.blank + p);
+        } else {
+          Beam& grow = entry(child, b.node, c);
+          grow.label = log_add_exp(grow.label, total + p);
+        }
+      }
+    }
+    const int64_t keep = std::min<int64_t>(beam_width, static_cast<int64_t>(next.size()));
+    std::partial_sort(next.begin(), next.begin() + keep, next.end(),
+                      [](const Beam& a, const Beam& b) { return a.total() > b.total(); });
+    next.resize(keep);
+    for (Beam& b : next) {
+      if (b.node < 0) b.node = trie.insert(b.parent, b.last);
+    }
+    beams.swap(next);
+  }
+  std::sort(beams.begin(), beams.end(), [](const Beam& a, const Beam& b) { return a.total() > b.total(); });
+  std::vector<CtcHypothesis> out;
+  for (int64_t i = 0; i < std::min<int64_t>(nbest, static_cast<int64_t>(beams.size())); ++i) {
+    out.push_back({trie.tokens(beams[i].node), beams[i].total()});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<CtcHypothesis>> ctc_beam_search_cpu(const at::Tensor& log_probs,
+                                                           const at::Tensor& input_lengths, int64_t beam_width,
+                                                           int64_t blank, int64_t nbest, int64_t top_k,
+                                                           double threshold) {
+  check_dim(log_probs, "log_probs", 3, "(T, N, C)");
+  check_floating(log_probs, "log_probs");
+  TORCH_CHECK(log_probs.device().is_cpu(), "log_probs must be on the CPU, got ", log_probs.device());
+  const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
+  TORCH_CHECK_VALUE(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
+  TORCH_CHECK_VALUE(beam_width >= 1, "beam_width must be at least 1, got ", beam_width);
+  TORCH_CHECK_VALUE(nbest >= 1 && nbest <= beam_width, "nbest must be in [1, beam_width = ", beam_width, "], got ",
+                    nbest);
+  TORCH_CHECK_VALUE(top_k >= 0, "top_k must be non-negative (0: no limit), got ", top_k);
+  check_dim(input_lengths, "input_lengths", 1, "(N,)");
+  TORCH_CHECK_TYPE(input_lengths.scalar_type() == at::kLong, "input_lengths must be int64");
+  TORCH_CHECK(input_lengths.size(0) == N, "input_lengths must have one entry per sequence (N = ", N, "), got ",
+              input_lengths.size(0));
+  const at::Tensor lengths = input_lengths.contiguous();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n) {
+    TORCH_CHECK(len[n] >= 0 && len[n] <= T, "input_lengths must be in [0, ", T, "], got ", len[n],
+                " for sequence ", n);
+  }
+  const at::Tensor lp = log_probs.contiguous();
+  std::vector<std::vector<CtcHypothesis>> out(N);
+  AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_beam_search_cpu", [&] {
+    const scalar_t* p = lp.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        out[n] = search_sequence(p + n * C, len[n], N * C, C, blank, beam_width, nbest, top_k, threshold);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace pyseq
