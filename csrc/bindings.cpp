@@ -57,8 +57,17 @@ void register_ctc(py::module_& m) {
         "Best-path CTC decoding: a list of class ids per sequence. See csrc/ctc/ctc.h.");
   m.def("ctc_forced_align", &pyseq::ctc_forced_align_cpu, py::call_guard<py::gil_scoped_release>(),
         "Batched CTC forced alignment: (labels [N, T], scores [N, T]). See csrc/ctc/ctc.h.");
-  m.def("ctc_beam_search", &pyseq::ctc_beam_search_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
+  m.def(
+      "ctc_beam_search",
+      [](const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t beam_width, int64_t blank,
+         int64_t nbest, int64_t top_k, double threshold, pyseq::Ngrams lm_log_probs, pyseq::Ngrams lm_backoffs,
+         int64_t lm_order, double lm_unk, double lm_weight, double insertion_bonus) {
+        const pyseq::CtcLanguageModel lm{std::move(lm_log_probs), std::move(lm_backoffs), lm_order, lm_unk,
+                                         lm_weight, insertion_bonus};
+        return pyseq::ctc_beam_search_cpu(log_probs, input_lengths, beam_width, blank, nbest, top_k, threshold, lm);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
 }  // namespace

@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _C
 from .functional import _lengths
 
-__all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "TokenSpan"]
+__all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "NGramLM", "TokenSpan"]
 
 
 def _batched(log_probs: Tensor, input_lengths):
@@ -47,6 +47,38 @@ def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0) -> list
     return out[0] if unbatched else out
 
 
+@dataclasses.dataclass
+class NGramLM:
+    """A token-level n-gram language model for shallow fusion in :func:`beam_search` (applied inside the C++
+    search).
+
+    Args:
+        order: the longest n-gram (2 for bigrams).
+        log_probs: ``{(context..., token): log p}`` for n-grams of 1 to ``order`` tokens, context oldest first.
+        backoffs: ``{(context...): log backoff weight}`` (ARPA semantics: a missing n-gram backs off to the shorter
+            context and adds the weight of the context it left); missing contexts weigh 0.
+        unk: log-prob of a token that has no unigram.
+    """
+
+    order: int
+    log_probs: dict
+    backoffs: dict = dataclasses.field(default_factory=dict)
+    unk: float = float("-inf")
+
+    def score(self, context, token: int) -> float:
+        """log p(token | context) under the model (context: the preceding tokens, oldest first). The same
+        definition the C++ search applies; here for reference and tests."""
+        context = tuple(context)[-(self.order - 1) :] if self.order > 1 else ()
+        backoff = 0.0
+        for k in range(len(context), -1, -1):
+            ngram = context[len(context) - k :] + (token,)
+            if ngram in self.log_probs:
+                return backoff + self.log_probs[ngram]
+            if k > 0:
+                backoff += self.backoffs.get(context[len(context) - k :], 0.0)
+        return self.unk
+
+
 class Hypothesis(NamedTuple):
     """A beam-search result: class ids and log-probability (summed over all the alignments that collapse to it)."""
 
@@ -62,6 +94,9 @@ def beam_search(
     nbest: int = 1,
     top_k: int = 0,
     threshold: float | None = None,
+    lm: NGramLM | None = None,
+    lm_weight: float = 0.5,
+    insertion_bonus: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """CTC prefix beam search, batched in C++: the ``nbest`` most likely labelings found with a beam of
     ``beam_width`` prefixes, each prefix keeping the probabilities of its alignments that end in a blank and in its
@@ -75,14 +110,24 @@ def beam_search(
         nbest: hypotheses returned per sequence (at most ``beam_width``).
         top_k: per-frame pruning: extend prefixes only with the ``top_k`` most likely classes (0: all).
         threshold: per-frame pruning: extend only with classes whose log-prob is at least this (None: all).
+        lm, lm_weight, insertion_bonus: shallow fusion: each new token adds ``lm_weight * lm.score(prefix, token)
+            + insertion_bonus`` to its prefix's score.
 
     Returns:
-        For each sequence a list of :class:`Hypothesis` (tokens, log-prob), best first (unbatched: one list).
+        For each sequence a list of :class:`Hypothesis` (tokens, score), best first (unbatched: one list). The score
+        is the log-probability of the labeling plus, with a language model, its fusion terms.
     """
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     lp, lengths = _batched(log_probs, input_lengths)
+    if lm is None:
+        ngrams, backoffs, order, unk = [], [], 0, 0.0
+    else:
+        ngrams = [(list(k), float(v)) for k, v in lm.log_probs.items()]
+        backoffs = [(list(k), float(v)) for k, v in lm.backoffs.items()]
+        order, unk = lm.order, float(lm.unk)
     found = _C.ctc_beam_search(lp, lengths, beam_width, blank, nbest, top_k,
-                               float("-inf") if threshold is None else float(threshold))
+                               float("-inf") if threshold is None else float(threshold),
+                               ngrams, backoffs, order, unk, float(lm_weight), float(insertion_bonus))
     out = [[Hypothesis(tokens, score) for tokens, score in hyps] for hyps in found]
     return out[0] if unbatched else out
 

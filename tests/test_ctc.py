@@ -281,3 +281,26 @@ def test_beam_search_errors():
         pyseq.ctc.beam_search(lp, beam_width=4, nbest=5)
     with pytest.raises(ValueError, match="top_k must be non-negative"):
         pyseq.ctc.beam_search(lp, top_k=-1)
+
+
+def test_beam_search_with_ngram_lm_matches_reference():
+    logits, _, il, _ = random_batch(T=20, N=3, C=5)
+    lp = logits.log_softmax(2)
+    lm = pyseq.ctc.NGramLM(
+        order=2,
+        log_probs={(1,): -1.0, (2,): -1.5, (3,): -2.0, (4,): -0.7, (1, 2): -0.2, (2, 2): -3.0, (4, 1): -0.1},
+        backoffs={(1,): -0.5, (4,): -0.3},
+        unk=-5.0,
+    )
+    assert lm.score((3, 1), 2) == -0.2 and lm.score((1,), 3) == -0.5 - 2.0 and lm.score((), 0) == -5.0
+    found = pyseq.ctc.beam_search(lp, il, beam_width=6, nbest=3, lm=lm, lm_weight=0.7, insertion_bonus=0.4)
+    plain = pyseq.ctc.beam_search(lp, il, beam_width=6, nbest=3)
+    assert found != plain  # the model changes the search
+    for n in range(3):
+        expected = brute.prefix_beam_search(lp[: il[n], n], 6, nbest=3, lm=lm, lm_weight=0.7, insertion_bonus=0.4)
+        assert [h.tokens for h in found[n]] == [tokens for tokens, _ in expected]
+        for h, (_, score) in zip(found[n], expected):
+            assert abs(h.score - score) < 1e-9
+    # A weight of 0 switches the model off (also its -inf log-probs).
+    off = pyseq.ctc.beam_search(lp, il, beam_width=6, nbest=3, lm=pyseq.ctc.NGramLM(1, {(1,): -1.0}), lm_weight=0)
+    assert off == plain

@@ -46,6 +46,52 @@ struct Trie {
 
 // A prefix in the beam. New prefixes get a trie node only if they survive pruning (node = -1 until then, with
 // parent and last naming them), so the trie holds survivors, not every extension ever tried.
+struct TokensHash {
+  size_t operator()(const std::vector<int64_t>& v) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t x : v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+// The n-gram tables of a CtcLanguageModel in hash maps.
+class NgramScorer {
+ public:
+  explicit NgramScorer(const CtcLanguageModel& lm) : lm_(lm) {
+    for (const auto& [tokens, value] : lm.log_probs) log_probs_.emplace(tokens, value);
+    for (const auto& [tokens, value] : lm.backoffs) backoffs_.emplace(tokens, value);
+  }
+  bool enabled() const { return lm_.order > 0; }
+
+  // weight * log p(token | context) + insertion bonus; context: the prefix's last tokens, oldest first.
+  double score(const std::vector<int64_t>& context, int64_t token) const {
+    double backoff = 0;
+    std::vector<int64_t> key;
+    for (int64_t k = static_cast<int64_t>(context.size()); k >= 0; --k) {
+      key.assign(context.end() - k, context.end());
+      key.push_back(token);
+      auto it = log_probs_.find(key);
+      if (it != log_probs_.end()) return weighted(backoff + it->second);
+      if (k > 0) {
+        key.pop_back();
+        auto b = backoffs_.find(key);
+        if (b != backoffs_.end()) backoff += b->second;
+      }
+    }
+    return weighted(lm_.unk);
+  }
+  int64_t context_length() const { return std::max<int64_t>(0, lm_.order - 1); }
+
+ private:
+  // A weight of 0 switches the model off, also for log-probs of -inf (0 * -inf would be NaN).
+  double weighted(double log_prob) const {
+    return (lm_.weight == 0 ? 0.0 : lm_.weight * log_prob) + lm_.insertion_bonus;
+  }
+
+  const CtcLanguageModel& lm_;
+  std::unordered_map<std::vector<int64_t>, double, TokensHash> log_probs_, backoffs_;
+};
+
 struct Beam {
   int32_t node, parent;
   int64_t last;
@@ -70,12 +116,13 @@ void candidates(const T* row, int64_t C, int64_t blank, int64_t top_k, double th
 
 template <typename T>
 std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t stride_t, int64_t C, int64_t blank,
-                                           int64_t beam_width, int64_t nbest, int64_t top_k, double threshold) {
+                                           int64_t beam_width, int64_t nbest, int64_t top_k, double threshold,
+                                           const NgramScorer& lm) {
   const double ninf = -std::numeric_limits<double>::infinity();
   Trie trie;
   std::vector<Beam> beams{{0, -1, -1, 0.0, ninf}}, next;
   std::unordered_map<uint64_t, int32_t> slot;  // prefix key -> index in `next`
-  std::vector<int64_t> labels;
+  std::vector<int64_t> labels, context;
   // The entry of prefix `node` (existing) or of `parent` extended by `label` (maybe new).
   auto entry = [&](int32_t node, int32_t parent, int64_t label) -> Beam& {
     const uint64_t key = node >= 0 ? static_cast<uint64_t>(node) : (uint64_t(1) << 63) | Trie::key(parent, label);
@@ -90,19 +137,29 @@ std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t s
     slot.clear();
     for (const Beam& b : beams) {
       const double total = b.total();
+      if (lm.enabled()) {  // the prefix's last order - 1 tokens, oldest first
+        context.clear();
+        for (int32_t node = b.node; node > 0 && static_cast<int64_t>(context.size()) < lm.context_length();
+             node = trie.parent[node]) {
+          context.push_back(trie.token[node]);
+        }
+        std::reverse(context.begin(), context.end());
+      }
       Beam& same = entry(b.node, -1, -1);
       same.blank = log_add_exp(same.blank, total + static_cast<double>(row[blank]));
       for (int64_t c : labels) {
         const double p = static_cast<double>(row[c]);
+        // A new token's language-model term: the same for every alignment that grows this prefix by c.
+        const double fused = p + (lm.enabled() ? lm.score(context, c) : 0.0);
         const int32_t child = trie.find(b.node, c);
         if (c == b.last) {
           Beam& stay = entry(b.node, -1, -1);  // the repeat collapses into the same prefix
           stay.label = log_add_exp(stay.label, b.label + p);
           Beam& grow = entry(child, b.node, c);  // a new copy of the label needs the blank before it
-          grow.label = log_add_exp(grow.label, b.blank + p);
+          grow.label = log_add_exp(grow.label, b.blank + fused);
         } else {
           Beam& grow = entry(child, b.node, c);
-          grow.label = log_add_exp(grow.label, total + p);
+          grow.label = log_add_exp(grow.label, total + fused);
         }
       }
     }
@@ -128,7 +185,13 @@ std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t s
 std::vector<std::vector<CtcHypothesis>> ctc_beam_search_cpu(const at::Tensor& log_probs,
                                                            const at::Tensor& input_lengths, int64_t beam_width,
                                                            int64_t blank, int64_t nbest, int64_t top_k,
-                                                           double threshold) {
+                                                           double threshold, const CtcLanguageModel& lm) {
+  TORCH_CHECK_VALUE(lm.order >= 0, "the language model's order must be non-negative, got ", lm.order);
+  for (const auto& [tokens, value] : lm.log_probs) {
+    TORCH_CHECK_VALUE(!tokens.empty() && static_cast<int64_t>(tokens.size()) <= lm.order,
+                      "language-model n-grams must have 1 to order = ", lm.order, " tokens, got ", tokens.size());
+  }
+  const NgramScorer scorer(lm);
   check_dim(log_probs, "log_probs", 3, "(T, N, C)");
   check_floating(log_probs, "log_probs");
   TORCH_CHECK(log_probs.device().is_cpu(), "log_probs must be on the CPU, got ", log_probs.device());
@@ -154,7 +217,7 @@ std::vector<std::vector<CtcHypothesis>> ctc_beam_search_cpu(const at::Tensor& lo
     const scalar_t* p = lp.data_ptr<scalar_t>();
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
-        out[n] = search_sequence(p + n * C, len[n], N * C, C, blank, beam_width, nbest, top_k, threshold);
+        out[n] = search_sequence(p + n * C, len[n], N * C, C, blank, beam_width, nbest, top_k, threshold, scorer);
       }
     });
   });

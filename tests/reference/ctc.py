@@ -44,9 +44,11 @@ def greedy(log_probs, length, blank=0):
     return collapse(log_probs[:length].argmax(-1).tolist(), blank)
 
 
-def prefix_beam_search(log_probs, beam_width, blank=0, nbest=1, top_k=0, threshold=float("-inf")):
+def prefix_beam_search(log_probs, beam_width, blank=0, nbest=1, top_k=0, threshold=float("-inf"), lm=None,
+                       lm_weight=0.0, insertion_bonus=0.0):
     """CTC prefix beam search in plain Python (the same algorithm as pyseq.ctc.beam_search, written from its
-    definition): returns [(tokens, log_prob)] best first. log_probs: [T, C] (a tensor)."""
+    definition): returns [(tokens, score)] best first. log_probs: [T, C] (a tensor); lm: anything with
+    score(context, token), fused as lm_weight * score + insertion_bonus per new token."""
     neg_inf = float("-inf")
 
     def lae(a, b):
@@ -70,14 +72,18 @@ def prefix_beam_search(log_probs, beam_width, blank=0, nbest=1, top_k=0, thresho
             nxt[prefix] = (lae(b, total + row[blank]), l)
             for c in labels:
                 grown = prefix + (c,)
+                fused = row[c]
+                if lm is not None and lm_weight != 0:
+                    fused += lm_weight * lm.score(prefix, c)
+                fused += insertion_bonus if lm is not None else 0.0
                 if prefix and prefix[-1] == c:
                     b, l = nxt[prefix]
                     nxt[prefix] = (b, lae(l, pl + row[c]))
                     b, l = nxt.get(grown, (neg_inf, neg_inf))
-                    nxt[grown] = (b, lae(l, pb + row[c]))
+                    nxt[grown] = (b, lae(l, pb + fused))
                 else:
                     b, l = nxt.get(grown, (neg_inf, neg_inf))
-                    nxt[grown] = (b, lae(l, total + row[c]))
+                    nxt[grown] = (b, lae(l, total + fused))
         ranked = sorted(nxt.items(), key=lambda kv: -lae(*kv[1]))[:beam_width]
         beams = dict(ranked)
     ranked = sorted(beams.items(), key=lambda kv: -lae(*kv[1]))
