@@ -84,3 +84,87 @@ def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
 
 def all_cases():
     return [Case(*size) for size in SIZES]
+
+
+# Decoding: (T, N, C) for greedy and beam search; the Python reference search is slow, so the batch is small.
+DECODE_SIZE = (200, 4, 32)
+BEAM_WIDTHS = [8, 32]
+
+
+def _reference():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tests"))
+    from reference import ctc as reference
+
+    return reference
+
+
+def decode_inputs(seed: int = 0):
+    T, N, C = DECODE_SIZE
+    gen = torch.Generator().manual_seed(seed)
+    # Peaked frames, as a trained model gives: the beam then tracks a few competing prefixes.
+    log_probs = (3 * torch.randn(T, N, C, generator=gen, dtype=torch.float64)).log_softmax(2)
+    return log_probs, torch.full((N,), T, dtype=torch.int64)
+
+
+def measure_beam(beam_width: int, budget_s: float = 1.0) -> dict:
+    """pyseq.ctc.beam_search against the plain-Python prefix beam search of the tests (same algorithm), which must
+    return the same n-best hypotheses first."""
+    reference = _reference()
+    log_probs, lengths = decode_inputs()
+    N = log_probs.shape[1]
+
+    def ours():
+        return pyseq.ctc.beam_search(log_probs, lengths, beam_width=beam_width, nbest=4)
+
+    def ref():
+        return [reference.prefix_beam_search(log_probs[:, n], beam_width, nbest=4) for n in range(N)]
+
+    for hyps, expected in zip(ours(), ref()):
+        assert [h.tokens for h in hyps] == [tokens for tokens, _ in expected], "beam search differs from reference"
+    t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s, min_repeats=3)
+    T, N, C = DECODE_SIZE
+    return {"case": f"beam search width {beam_width} T={T} N={N} C={C} vs Python", "pass": "decode",
+            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+
+
+def measure_greedy(budget_s: float = 1.0) -> dict:
+    reference = _reference()
+    log_probs, lengths = decode_inputs()
+    N = log_probs.shape[1]
+    T = log_probs.shape[0]
+
+    def ours():
+        return pyseq.ctc.greedy_decode(log_probs, lengths)
+
+    def ref():
+        return [reference.greedy(log_probs[:, n], T) for n in range(N)]
+
+    assert ours() == ref()
+    t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s)
+    _, N, C = DECODE_SIZE
+    return {"case": f"greedy decode T={T} N={N} C={C} vs Python", "pass": "decode",
+            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+
+
+def measure_align(budget_s: float = 1.0) -> dict:
+    """Batched forced alignment against the same function called one sequence at a time."""
+    case = Case(*SIZES[0])
+    logits, targets, input_lengths, target_lengths = build(case)
+    log_probs = logits.log_softmax(2)
+
+    def batched():
+        return pyseq.ctc.forced_align(log_probs, targets, input_lengths, target_lengths)
+
+    def one_by_one():
+        return [pyseq.ctc.forced_align(log_probs[: input_lengths[n], n], targets[n, : target_lengths[n]])
+                for n in range(case.N)]
+
+    labels, _ = batched()
+    for n, (row, _) in enumerate(one_by_one()):
+        assert torch.equal(labels[n, : input_lengths[n]], row)
+    t_ours, t_ref = time_pair(batched, one_by_one, budget_s=budget_s)
+    return {"case": f"forced align T={case.T} N={case.N} C={case.C} S={case.S} vs per sequence", "pass": "align",
+            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}

@@ -121,20 +121,28 @@ std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t s
   const double ninf = -std::numeric_limits<double>::infinity();
   Trie trie;
   std::vector<Beam> beams{{0, -1, -1, 0.0, ninf}}, next;
-  std::unordered_map<uint64_t, int32_t> slot;  // prefix key -> index in `next`
+  // Index in `next` of each existing prefix's entry this frame (-1: none). A new prefix (not yet in the trie) can
+  // only come from one beam entry and one class, so it needs no lookup.
+  std::vector<int32_t> slot_of;
   std::vector<int64_t> labels, context;
-  // The entry of prefix `node` (existing) or of `parent` extended by `label` (maybe new).
+  auto existing = [&](int32_t node) -> Beam& {
+    if (static_cast<size_t>(node) >= slot_of.size()) slot_of.resize(trie.parent.size(), -1);
+    int32_t& slot = slot_of[node];
+    if (slot < 0) {
+      slot = static_cast<int32_t>(next.size());
+      next.push_back({node, -1, trie.token[node], ninf, ninf});
+    }
+    return next[slot];
+  };
   auto entry = [&](int32_t node, int32_t parent, int64_t label) -> Beam& {
-    const uint64_t key = node >= 0 ? static_cast<uint64_t>(node) : (uint64_t(1) << 63) | Trie::key(parent, label);
-    auto [it, inserted] = slot.emplace(key, static_cast<int32_t>(next.size()));
-    if (inserted) next.push_back({node, parent, node >= 0 ? trie.token[node] : label, ninf, ninf});
-    return next[it->second];
+    if (node >= 0) return existing(node);
+    next.push_back({-1, parent, label, ninf, ninf});
+    return next.back();
   };
   for (int64_t t = 0; t < steps; ++t) {
     const T* row = lp + t * stride_t;
     candidates(row, C, blank, top_k, threshold, labels);
     next.clear();
-    slot.clear();
     for (const Beam& b : beams) {
       const double total = b.total();
       if (lm.enabled()) {  // the prefix's last order - 1 tokens, oldest first
@@ -162,6 +170,9 @@ std::vector<CtcHypothesis> search_sequence(const T* lp, int64_t steps, int64_t s
           grow.label = log_add_exp(grow.label, total + fused);
         }
       }
+    }
+    for (const Beam& b : next) {
+      if (b.node >= 0) slot_of[b.node] = -1;
     }
     const int64_t keep = std::min<int64_t>(beam_width, static_cast<int64_t>(next.size()));
     std::partial_sort(next.begin(), next.begin() + keep, next.end(),
