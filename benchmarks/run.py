@@ -70,6 +70,11 @@ def main() -> int:
             row = ctc_cases.measure(case, backward, budget_s=budget)
             ctc_rows.append(row)
             print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS[:5]), flush=True)
+    decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
+    decode_rows += [ctc_cases.measure_beam(width, budget) for width in ctc_cases.BEAM_WIDTHS[: 1 if args.quick else 2]]
+    for row in decode_rows:
+        print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
+              f"{row['speedup']:.1f}x", flush=True)
 
     print()
     step_rows = []
@@ -94,6 +99,12 @@ def main() -> int:
             print("|" + "---|" * 5)
             for row in ctc_rows:
                 print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS[:5]) + " |")
+        if decode_rows:
+            print()
+            print("| decoding / alignment | pyseq ms | reference ms | reference/pyseq |")
+            print("|---|---|---|---|")
+            for row in decode_rows:
+                print(f"| {row['case']} | {row['pyseq_ms']:.2f} | {row['torch_ms']:.2f} | {row['speedup']:.1f}x |")
         if step_rows:
             print()
             print("| recurrent step | ms | GF/s | of GEMM 2048^3 |")
