@@ -10,8 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "../common/checks.h"
 #include "ctc.h"
+#include "ctc_args.h"
 #include "ctc_math.h"
 
 namespace pyseq {
@@ -203,25 +203,13 @@ std::vector<std::vector<CtcHypothesis>> ctc_beam_search_cpu(const at::Tensor& lo
                       "language-model n-grams must have 1 to order = ", lm.order, " tokens, got ", tokens.size());
   }
   const NgramScorer scorer(lm);
-  check_dim(log_probs, "log_probs", 3, "(T, N, C)");
-  check_floating(log_probs, "log_probs");
-  TORCH_CHECK(log_probs.device().is_cpu(), "log_probs must be on the CPU, got ", log_probs.device());
+  check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
-  TORCH_CHECK_VALUE(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
   TORCH_CHECK_VALUE(beam_width >= 1, "beam_width must be at least 1, got ", beam_width);
   TORCH_CHECK_VALUE(nbest >= 1 && nbest <= beam_width, "nbest must be in [1, beam_width = ", beam_width, "], got ",
                     nbest);
   TORCH_CHECK_VALUE(top_k >= 0, "top_k must be non-negative (0: no limit), got ", top_k);
-  check_dim(input_lengths, "input_lengths", 1, "(N,)");
-  TORCH_CHECK_TYPE(input_lengths.scalar_type() == at::kLong, "input_lengths must be int64");
-  TORCH_CHECK(input_lengths.size(0) == N, "input_lengths must have one entry per sequence (N = ", N, "), got ",
-              input_lengths.size(0));
-  const at::Tensor lengths = input_lengths.contiguous();
-  const int64_t* len = lengths.data_ptr<int64_t>();
-  for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(len[n] >= 0 && len[n] <= T, "input_lengths must be in [0, ", T, "], got ", len[n],
-                " for sequence ", n);
-  }
+  const std::vector<int64_t> len = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));
   const at::Tensor lp = log_probs.contiguous();
   std::vector<std::vector<CtcHypothesis>> out(N);
   AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_beam_search_cpu", [&] {

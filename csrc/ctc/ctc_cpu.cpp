@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "../common/checks.h"
 #include "../common/cpu_dispatch.h"
 #include "ctc.h"
+#include "ctc_args.h"
 #include "ctc_math.h"
 
 namespace pyseq {
@@ -20,33 +20,15 @@ struct Batch {
   at::Tensor targets;  // contiguous int64
 };
 
-std::vector<int64_t> read_lengths(const at::Tensor& lengths, const char* name, int64_t N) {
-  check_dim(lengths, name, 1, "(N,)");
-  TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong, name, " must be int64, got ", lengths.scalar_type());
-  TORCH_CHECK(lengths.device().is_cpu(), name, " must be on the CPU, got ", lengths.device());
-  TORCH_CHECK(lengths.size(0) == N, name, " must have one entry per sequence (N = ", N, "), got ", lengths.size(0));
-  const at::Tensor c = lengths.contiguous();
-  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + N);
-}
-
 Batch read_batch(const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
                  const at::Tensor& target_lengths, int64_t blank) {
-  check_dim(log_probs, "log_probs", 3, "(T, N, C)");
-  check_floating(log_probs, "log_probs");
-  TORCH_CHECK(log_probs.device().is_cpu(), "log_probs must be on the CPU, got ", log_probs.device());
+  check_log_probs(log_probs, blank);
   Batch b;
   b.T = log_probs.size(0);
   b.N = log_probs.size(1);
   b.C = log_probs.size(2);
-  TORCH_CHECK_VALUE(blank >= 0 && blank < b.C, "blank must be in [0, C) = [0, ", b.C, "), got ", blank);
-  b.input_lengths = read_lengths(input_lengths, "input_lengths", b.N);
-  b.target_lengths = read_lengths(target_lengths, "target_lengths", b.N);
-  for (int64_t n = 0; n < b.N; ++n) {
-    TORCH_CHECK(b.input_lengths[n] >= 0 && b.input_lengths[n] <= b.T, "input_lengths must be in [0, T = ", b.T,
-                "], got ", b.input_lengths[n], " for sequence ", n);
-    TORCH_CHECK(b.target_lengths[n] >= 0, "target_lengths must be non-negative, got ", b.target_lengths[n],
-                " for sequence ", n);
-  }
+  b.input_lengths = read_lengths(input_lengths, "input_lengths", b.N, b.T, "T = " + std::to_string(b.T));
+  b.target_lengths = read_lengths(target_lengths, "target_lengths", b.N, -1, "");
   TORCH_CHECK_TYPE(targets.scalar_type() == at::kLong || targets.scalar_type() == at::kInt,
                    "targets must be int32 or int64, got ", targets.scalar_type());
   TORCH_CHECK(targets.device().is_cpu(), "targets must be on the CPU, got ", targets.device());

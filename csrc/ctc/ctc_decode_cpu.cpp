@@ -5,30 +5,12 @@
 #include <algorithm>
 #include <vector>
 
-#include "../common/checks.h"
 #include "ctc.h"
+#include "ctc_args.h"
 #include "ctc_math.h"
 
 namespace pyseq {
 namespace {
-
-void check_log_probs(const at::Tensor& log_probs) {
-  check_dim(log_probs, "log_probs", 3, "(T, N, C)");
-  check_floating(log_probs, "log_probs");
-  TORCH_CHECK(log_probs.device().is_cpu(), "log_probs must be on the CPU, got ", log_probs.device());
-}
-
-std::vector<int64_t> lengths_of(const at::Tensor& lengths, const char* name, int64_t N, int64_t max) {
-  check_dim(lengths, name, 1, "(N,)");
-  TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong, name, " must be int64, got ", lengths.scalar_type());
-  TORCH_CHECK(lengths.size(0) == N, name, " must have one entry per sequence (N = ", N, "), got ", lengths.size(0));
-  const at::Tensor c = lengths.contiguous();
-  std::vector<int64_t> out(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + N);
-  for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(out[n] >= 0 && out[n] <= max, name, " must be in [0, ", max, "], got ", out[n], " for sequence ", n);
-  }
-  return out;
-}
 
 template <typename T>
 std::vector<int64_t> greedy_sequence(const T* lp, int64_t steps, int64_t stride_t, int64_t C, int64_t blank) {
@@ -47,10 +29,9 @@ std::vector<int64_t> greedy_sequence(const T* lp, int64_t steps, int64_t stride_
 
 std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
                                                         int64_t blank) {
-  check_log_probs(log_probs);
+  check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
-  TORCH_CHECK_VALUE(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
-  const std::vector<int64_t> lengths = lengths_of(input_lengths, "input_lengths", N, T);
+  const std::vector<int64_t> lengths = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));
   const at::Tensor lp = log_probs.contiguous();
   std::vector<std::vector<int64_t>> out(N);
   AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_greedy_decode_cpu", [&] {
@@ -65,15 +46,15 @@ std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_pr
 std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
                                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                              int64_t blank) {
-  check_log_probs(log_probs);
+  check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
-  TORCH_CHECK_VALUE(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
   check_dim(targets, "targets", 2, "(N, S)");
   TORCH_CHECK_TYPE(targets.scalar_type() == at::kLong, "targets must be int64, got ", targets.scalar_type());
   TORCH_CHECK(targets.size(0) == N, "targets must have one row per sequence (N = ", N, "), got ", targets.size(0));
   const int64_t S_max = targets.size(1);
-  const std::vector<int64_t> in_len = lengths_of(input_lengths, "input_lengths", N, T);
-  const std::vector<int64_t> tg_len = lengths_of(target_lengths, "target_lengths", N, S_max);
+  const std::vector<int64_t> in_len = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));
+  const std::vector<int64_t> tg_len =
+      read_lengths(target_lengths, "target_lengths", N, S_max, "S = " + std::to_string(S_max));
   const at::Tensor tg = targets.contiguous();
   const int64_t* tg_p = tg.data_ptr<int64_t>();
   for (int64_t n = 0; n < N; ++n) {
