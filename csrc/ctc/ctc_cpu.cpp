@@ -174,17 +174,18 @@ void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, 
   *nll = -ll;
 }
 
-// grad_row[label of s] -= grad_out * occupancy[s] over the band. Every even cell is the blank: summing those in
-// independent partial sums first avoids a chain of read-modify-writes on one address (half the cells).
+// grad_row[label of s] -= sign * occupancy[s] over the band (occupancy already scaled by |grad_out|). Every even
+// cell is the blank: summing those in independent partial sums first avoids a chain of read-modify-writes on one
+// address (half the cells).
 template <typename T>
-void accumulate_gradient(const Lattice& lat, const Band& bd, const T* occupancy, T grad_out, int64_t blank,
+void accumulate_gradient(const Lattice& lat, const Band& bd, const T* occupancy, T sign, int64_t blank,
                          T* grad_row) {
   T blank_sum[4] = {T(0), T(0), T(0), T(0)};
   const int64_t first_blank = bd.lo + (bd.lo & 1);
   int64_t s = first_blank, i = 0;
   for (; s < bd.hi; s += 2, ++i) blank_sum[i & 3] += occupancy[s];
-  grad_row[blank] -= grad_out * ((blank_sum[0] + blank_sum[1]) + (blank_sum[2] + blank_sum[3]));
-  for (s = bd.lo + 1 - (bd.lo & 1); s < bd.hi; s += 2) grad_row[lat.labels[s]] -= grad_out * occupancy[s];
+  grad_row[blank] -= sign * ((blank_sum[0] + blank_sum[1]) + (blank_sum[2] + blank_sum[3]));
+  for (s = bd.lo + 1 - (bd.lo & 1); s < bd.hi; s += 2) grad_row[lat.labels[s]] -= sign * occupancy[s];
 }
 
 template <typename T>
@@ -202,6 +203,10 @@ void backward_sequence(const Batch& b, int64_t n, const T* lp, const T* alpha, T
   const int64_t lp_t = b.N * b.C;
   rows.cur.assign(L + 2, neg_inf<T>());
   rows.next.assign(L + 2, neg_inf<T>());
+  // grad_out * posterior, computed as sign * exp(log posterior + log |grad_out|): the product is formed in log space,
+  // so small incoming gradients (1 / (N * S) under reduction='mean') cannot make it denormal.
+  const T sign = grad_out > 0 ? T(1) : T(-1);
+  const T shifted_nll = nll + std::log(std::abs(grad_out));
   rows.emit.resize(L);
   rows.occupancy.resize(L);
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -214,13 +219,13 @@ void backward_sequence(const Batch& b, int64_t n, const T* lp, const T* alpha, T
     if (t == steps - 1) {  // the band holds the two final cells, whose beta without emission is 0
       for (int64_t s = bd.lo; s < bd.hi; ++s) {
         rows.cur[s] = rows.emit[s];
-        rows.occupancy[s] = exp_or_zero(alpha_t[s] + nll);
+        rows.occupancy[s] = exp_or_zero(alpha_t[s] + shifted_nll);
       }
     } else {
-      beta_cells(bd.lo, bd.hi, rows.next.data(), rows.emit.data(), lat.skip.data(), alpha_t, nll, rows.cur.data(),
-                 rows.occupancy.data());
+      beta_cells(bd.lo, bd.hi, rows.next.data(), rows.emit.data(), lat.skip.data(), alpha_t, shifted_nll,
+                 rows.cur.data(), rows.occupancy.data());
     }
-    accumulate_gradient(lat, bd, rows.occupancy.data(), grad_out, blank, grad_row);
+    accumulate_gradient(lat, bd, rows.occupancy.data(), sign, blank, grad_row);
     std::swap(rows.cur, rows.next);
   }
 }

@@ -36,8 +36,10 @@ PYSEQ_HD double log_sum_exp3(double a, double b, double c) {
   return m + std::log(std::exp(a - m) + std::exp(b - m) + std::exp(c - m));
 }
 
-// exp(x), exactly 0 at x = -inf (exp_f32 clamps its input and would return ~1e-38 there).
-PYSEQ_HD float exp_or_zero(float x) { return x == neg_inf<float>() ? 0.0f : exp_f32(x); }
+// exp(x), and exactly 0 below the smallest normal float (exp_f32 clamps its input there and would return ~1e-38):
+// values that small are below any gradient's resolution, and a denormal result would make every later
+// multiply-add with it a slow microcode assist.
+PYSEQ_HD float exp_or_zero(float x) { return x < -87.0f ? 0.0f : exp_f32(x); }
 PYSEQ_HD double exp_or_zero(double x) { return std::exp(x); }
 
 // Extended label s of a target of length S (2S + 1 labels): blank at even s, target[(s - 1) / 2] at odd s.
