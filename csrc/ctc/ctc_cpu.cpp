@@ -148,7 +148,9 @@ void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, 
   const Lattice lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], S, blank);
   const int64_t L = lat.L;
   const int64_t lp_t = b.N * b.C;  // stride of t in log_probs
-  std::fill(alpha, alpha + b.T * Lmax, neg_inf<T>());
+  // Cells outside each row's band stay -inf (the recursion reads them from the row before); rows past the
+  // sequence's end are all -inf. Filling only those, not the whole table first, saves a pass over it.
+  std::fill(alpha + steps * Lmax, alpha + b.T * Lmax, neg_inf<T>());
   if (steps == 0) {
     *nll = S == 0 ? T(0) : std::numeric_limits<T>::infinity();
     return;
@@ -159,6 +161,8 @@ void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, 
     T* row = alpha + t * Lmax;
     const T* prev = row - Lmax;
     const Band bd = band(t, steps, L);
+    std::fill(row, row + bd.lo, neg_inf<T>());
+    std::fill(row + std::max(bd.lo, bd.hi), row + Lmax, neg_inf<T>());
     gather_emissions(lp_row, lat, bd, emit.data());
     if (t == 0) {
       for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
