@@ -168,3 +168,27 @@ def measure_align(budget_s: float = 1.0) -> dict:
     t_ours, t_ref = time_pair(batched, one_by_one, budget_s=budget_s)
     return {"case": f"forced align T={case.T} N={case.N} C={case.C} S={case.S} vs per sequence", "pass": "align",
             "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+
+
+def measure_pyctcdecode(beam_width: int, budget_s: float = 1.0):
+    """pyseq.ctc.beam_search against pyctcdecode's beam search on the same log-probs, for speed only: pyctcdecode
+    prunes by its own defaults (per-frame token and beam log-prob cut-offs) and works on text, so its hypotheses
+    are not compared. None when pyctcdecode is not installed."""
+    try:
+        from pyctcdecode import build_ctcdecoder
+    except ImportError:
+        return None
+    log_probs, lengths = decode_inputs()
+    T, N, C = DECODE_SIZE
+    decoder = build_ctcdecoder([""] + [chr(0x4E00 + i) for i in range(C - 1)])  # blank, then one character a class
+    frames = [log_probs[:, n].float().numpy() for n in range(N)]
+
+    def ours():
+        return pyseq.ctc.beam_search(log_probs, lengths, beam_width=beam_width)
+
+    def ref():
+        return [decoder.decode_beams(f, beam_width=beam_width) for f in frames]
+
+    t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s, min_repeats=3)
+    return {"case": f"beam search width {beam_width} T={T} N={N} C={C} vs pyctcdecode", "pass": "decode",
+            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}

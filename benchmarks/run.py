@@ -72,6 +72,8 @@ def main() -> int:
             print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS[:5]), flush=True)
     decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
     decode_rows += [ctc_cases.measure_beam(width, budget) for width in ctc_cases.BEAM_WIDTHS[: 1 if args.quick else 2]]
+    if not args.quick:
+        decode_rows += [row for row in (ctc_cases.measure_pyctcdecode(w, budget) for w in ctc_cases.BEAM_WIDTHS) if row]
     for row in decode_rows:
         print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
               f"{row['speedup']:.1f}x", flush=True)
