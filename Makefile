@@ -15,6 +15,7 @@ PYSEQ_CUDA_ARCHITECTURES ?= 90
 export PYSEQ_CUDA PYSEQ_CUDA_ARCHITECTURES
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pyseq-deps
+BENCH_STAMP := $(VENV)/.pyseq-bench-deps
 
 .PHONY: all build test test-slow bench bench-pytest gpu-check clean
 
@@ -26,6 +27,10 @@ $(STAMP): requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
 build: $(STAMP)
 	$(PY) -m pip install -q --no-build-isolation .
 
@@ -35,11 +40,11 @@ test: build
 test-slow: build
 	$(VENV)/bin/pytest -q -m slow
 
-bench: build
+bench: build $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
 
 # The same measurements through pytest-benchmark (statistics, JSON export).
-bench-pytest: build
+bench-pytest: build $(BENCH_STAMP)
 	$(VENV)/bin/pytest -q benchmarks -m "not slow" -p no:cacheprovider --benchmark-only
 
 # On a machine with a CUDA torch (the GPU machines: torch 2.11 + CUDA 13, no network): build with the CUDA sources
