@@ -26,8 +26,10 @@ PYSEQ_HD T log_add_exp(T a, T b) {
 // log_f32 is accurate on, and an all -inf input comes out as -inf.
 PYSEQ_HD float log_sum_exp3(float a, float b, float c) {
   const float m = a > b ? (a > c ? a : c) : (b > c ? b : c);
-  const float sum = exp_f32(a - m) + exp_f32(b - m) + exp_f32(c - m);
-  const float r = m + log_f32(sum);
+  // The two arguments other than the maximum (whose own term is exp(0) = 1): two exponentials, not three.
+  const float o1 = m == a ? b : a;
+  const float o2 = (m == a || m == b) ? c : b;
+  const float r = m + log_f32(1.0f + exp_f32(o1 - m) + exp_f32(o2 - m));
   return m == neg_inf<float>() ? m : r;
 }
 PYSEQ_HD double log_sum_exp3(double a, double b, double c) {
