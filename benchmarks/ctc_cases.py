@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import pyseq
 
-from harness import time_pair
+from harness import comparison, time_pair
 
 # (T, N, C, S): the standard sizes.
 SIZES = [(500, 32, 32, 100), (200, 16, 1000, 50), (1000, 8, 5000, 200)]
@@ -73,13 +73,7 @@ def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
     check(*data)
     t_ours, t_ref = time_pair(run_fn(pyseq.functional.ctc_loss, *data, backward),
                               run_fn(F.ctc_loss, *data, backward), budget_s=budget_s)
-    return {
-        "case": case.label,
-        "pass": "fwd+bwd" if backward else "fwd",
-        "pyseq_ms": t_ours * 1e3,
-        "torch_ms": t_ref * 1e3,
-        "speedup": t_ref / t_ours,
-    }
+    return comparison(case.label, "fwd+bwd" if backward else "fwd", t_ours, t_ref)
 
 
 def all_cases():
@@ -126,8 +120,7 @@ def measure_beam(beam_width: int, budget_s: float = 1.0) -> dict:
         assert [h.tokens for h in hyps] == [tokens for tokens, _ in expected], "beam search differs from reference"
     t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s, min_repeats=3)
     T, N, C = DECODE_SIZE
-    return {"case": f"beam search width {beam_width} T={T} N={N} C={C} vs Python", "pass": "decode",
-            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+    return comparison(f"beam search width {beam_width} T={T} N={N} C={C} vs Python", "decode", t_ours, t_ref)
 
 
 def measure_greedy(budget_s: float = 1.0) -> dict:
@@ -145,8 +138,7 @@ def measure_greedy(budget_s: float = 1.0) -> dict:
     assert ours() == ref()
     t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s)
     _, N, C = DECODE_SIZE
-    return {"case": f"greedy decode T={T} N={N} C={C} vs Python", "pass": "decode",
-            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+    return comparison(f"greedy decode T={T} N={N} C={C} vs Python", "decode", t_ours, t_ref)
 
 
 def measure_align(budget_s: float = 1.0) -> dict:
@@ -166,8 +158,8 @@ def measure_align(budget_s: float = 1.0) -> dict:
     for n, (row, _) in enumerate(one_by_one()):
         assert torch.equal(labels[n, : input_lengths[n]], row)
     t_ours, t_ref = time_pair(batched, one_by_one, budget_s=budget_s)
-    return {"case": f"forced align T={case.T} N={case.N} C={case.C} S={case.S} vs per sequence", "pass": "align",
-            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+    label = f"forced align T={case.T} N={case.N} C={case.C} S={case.S} vs per sequence"
+    return comparison(label, "align", t_ours, t_ref)
 
 
 def measure_pyctcdecode(beam_width: int, budget_s: float = 1.0):
@@ -190,5 +182,4 @@ def measure_pyctcdecode(beam_width: int, budget_s: float = 1.0):
         return [decoder.decode_beams(f, beam_width=beam_width) for f in frames]
 
     t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s, min_repeats=3)
-    return {"case": f"beam search width {beam_width} T={T} N={N} C={C} vs pyctcdecode", "pass": "decode",
-            "pyseq_ms": t_ours * 1e3, "torch_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
+    return comparison(f"beam search width {beam_width} T={T} N={N} C={C} vs pyctcdecode", "decode", t_ours, t_ref)

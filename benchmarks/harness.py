@@ -29,6 +29,17 @@ def time_pair(ours, ref, budget_s: float = 1.0, min_repeats: int = 5, max_repeat
     return statistics.median(times_ours), statistics.median(times_ref)
 
 
+def comparison(case: str, pass_name: str, t_ours: float, t_ref: float) -> dict:
+    """One table row: pyseq's and the reference's median seconds as milliseconds, and reference / pyseq."""
+    return {
+        "case": case,
+        "pass": pass_name,
+        "pyseq_ms": t_ours * 1e3,
+        "torch_ms": t_ref * 1e3,
+        "speedup": t_ref / t_ours,
+    }
+
+
 def time_one(fn, budget_s: float = 0.5, min_repeats: int = 5, max_repeats: int = 500) -> float:
     fn()
     fn()

@@ -9,7 +9,7 @@ import torch
 
 import pyseq
 
-from harness import time_one, time_pair
+from harness import comparison, time_one, time_pair
 
 # (T, B, I, H): the standard sizes, then one decoder step (a model that feeds one time step per call). Single
 # layer, unidirectional, float32.
@@ -116,11 +116,7 @@ def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
     floor = gemm_floor(case, backward)
     flops = case.flops(backward)
     return {
-        "case": case.label,
-        "pass": "fwd+bwd" if backward else "fwd",
-        "pyseq_ms": t_ours * 1e3,
-        "torch_ms": t_ref * 1e3,
-        "speedup": t_ref / t_ours,
+        **comparison(case.label, "fwd+bwd" if backward else "fwd", t_ours, t_ref),
         "pyseq_gflops": flops / t_ours / 1e9,
         "torch_gflops": flops / t_ref / 1e9,
         "gemm_gflops": flops / floor / 1e9,

@@ -22,6 +22,7 @@ from harness import cpu_model, sgemm_rate  # noqa: E402
 import ctc_cases  # noqa: E402
 import rnn_cases  # noqa: E402
 
+# (row key, header, format) of each table.
 COLUMNS = [
     ("case", "case", "{}"),
     ("pass", "pass", "{}"),
@@ -32,6 +33,48 @@ COLUMNS = [
     ("torch_gflops", "torch GF/s", "{:.0f}"),
     ("gemm_gflops", "GEMM-only GF/s", "{:.0f}"),
 ]
+CTC_COLUMNS = COLUMNS[:5]
+DECODE_COLUMNS = [
+    ("case", "decoding / alignment", "{}"),
+    ("pyseq_ms", "pyseq ms", "{:.2f}"),
+    ("torch_ms", "reference ms", "{:.2f}"),
+    ("speedup", "reference/pyseq", "{:.1f}x"),
+]
+STEP_COLUMNS = [
+    ("case", "recurrent step", "{}"),
+    ("ms", "ms", "{:.2f}"),
+    ("gflops", "GF/s", "{:.0f}"),
+    ("of_peak", "of GEMM 2048^3", "{:.0%}"),
+]
+
+
+def print_table(columns, rows, markdown: bool) -> None:
+    if not rows:
+        return
+    cells = [[fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
+    names = [name for _, name, _ in columns]
+    if markdown:
+        print("| " + " | ".join(names) + " |")
+        print("|" + "---|" * len(columns))
+        for line in cells:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(name), *(len(c[i]) for c in cells)) for i, name in enumerate(names)]
+        print("  ".join(name.ljust(w) for name, w in zip(names, widths)))
+        for line in cells:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print()
+
+
+def measure_all(measure, cases, columns, budget) -> list:
+    """Forward and forward+backward of each case, each row printed as soon as it is measured."""
+    rows = []
+    for case in cases:
+        for backward in (False, True):
+            row = measure(case, backward, budget_s=budget)
+            rows.append(row)
+            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in columns), flush=True)
+    return rows
 
 
 def main() -> int:
@@ -56,20 +99,9 @@ def main() -> int:
     if args.quick:
         cases = [c for c in cases if (c.T, c.B, c.I, c.H) == rnn_cases.SIZES[2]]
         budget = 0.1
-    rows = []
-    for case in cases:
-        for backward in (False, True):
-            row = rnn_cases.measure(case, backward, budget_s=budget)
-            rows.append(row)
-            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS), flush=True)
-
-    ctc_rows = []
+    rows = measure_all(rnn_cases.measure, cases, COLUMNS, budget)
     ctc_list = ctc_cases.all_cases()[:1] if args.quick else ctc_cases.all_cases()
-    for case in ctc_list:
-        for backward in (False, True):
-            row = ctc_cases.measure(case, backward, budget_s=budget)
-            ctc_rows.append(row)
-            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in COLUMNS[:5]), flush=True)
+    ctc_rows = measure_all(ctc_cases.measure, ctc_list, CTC_COLUMNS, budget)
     decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
     decode_rows += [ctc_cases.measure_beam(width, budget) for width in ctc_cases.BEAM_WIDTHS[: 1 if args.quick else 2]]
     if not args.quick:
@@ -90,36 +122,9 @@ def main() -> int:
                 print(f"  {row['case']}: {row['ms']:.2f} ms, {row['gflops']:.0f} GF/s = {100 * row['of_peak']:.0f}% "
                       f"of {peak:.0f}", flush=True)
         print()
-    if args.markdown:
-        print("| " + " | ".join(name for _, name, _ in COLUMNS) + " |")
-        print("|" + "---|" * len(COLUMNS))
-        for row in rows:
-            print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
-        if ctc_rows:
-            print()
-            print("| " + " | ".join(name for _, name, _ in COLUMNS[:5]) + " |")
-            print("|" + "---|" * 5)
-            for row in ctc_rows:
-                print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS[:5]) + " |")
-        if decode_rows:
-            print()
-            print("| decoding / alignment | pyseq ms | reference ms | reference/pyseq |")
-            print("|---|---|---|---|")
-            for row in decode_rows:
-                print(f"| {row['case']} | {row['pyseq_ms']:.2f} | {row['torch_ms']:.2f} | {row['speedup']:.1f}x |")
-        if step_rows:
-            print()
-            print("| recurrent step | ms | GF/s | of GEMM 2048^3 |")
-            print("|---|---|---|---|")
-            for row in step_rows:
-                print(f"| {row['case']} | {row['ms']:.2f} | {row['gflops']:.0f} | {100 * row['of_peak']:.0f}% |")
-    else:
-        widths = [max(len(name), *(len(fmt.format(r[key])) for r in rows)) for key, name, fmt in COLUMNS]
-        print("  ".join(name.ljust(w) for (_, name, _), w in zip(COLUMNS, widths)))
-        for row in rows:
-            print("  ".join(fmt.format(row[key]).ljust(w) for (key, _, fmt), w in zip(COLUMNS, widths)))
-        for row in ctc_rows:
-            print("  ".join(fmt.format(row[key]).ljust(w) for (key, _, fmt), w in zip(COLUMNS[:5], widths)))
+    for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
+                           (STEP_COLUMNS, step_rows)):
+        print_table(columns, table, args.markdown)
     return 0
 
 
