@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "common/cpu_dispatch.h"
+#include "crf/crf.h"
 #include "ctc/ctc.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
@@ -70,6 +71,22 @@ void register_ctc(py::module_& m) {
       "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
+void register_crf(py::module_& m) {
+  m.def("crf_log_partition", &pyseq::crf_log_partition_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CRF forward algorithm: (log_z [B], log_alpha [B, T, K]). See csrc/crf/crf.h.");
+  m.def("crf_log_partition_backward", &pyseq::crf_log_partition_backward_cpu,
+        py::call_guard<py::gil_scoped_release>(),
+        "Gradient of log Z by forward-backward: (emissions, start, end, transitions). See csrc/crf/crf.h.");
+  m.def("crf_marginals", &pyseq::crf_marginals_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CRF tag marginals P(y_t = k | x): [B, T, K]. See csrc/crf/crf.h.");
+  m.def("crf_path_score", &pyseq::crf_path_score_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Scores of given tag paths: [B]. See csrc/crf/crf.h.");
+  m.def("crf_path_score_backward", &pyseq::crf_path_score_backward_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Gradient of the path scores: (emissions, start, end, transitions). See csrc/crf/crf.h.");
+  m.def("crf_viterbi", &pyseq::crf_viterbi_cpu, py::call_guard<py::gil_scoped_release>(),
+        "Viterbi / k-best Viterbi: (paths [B, nbest, T], scores [B, nbest]). See csrc/crf/crf.h.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -77,4 +94,5 @@ PYBIND11_MODULE(_C, m) {
   register_build_info(m);
   register_rnn(m);
   register_ctc(m);
+  register_crf(m);
 }

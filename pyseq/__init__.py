@@ -8,7 +8,7 @@ import torch  # noqa: F401  (loads libtorch before the extension that links agai
 
 from . import _C
 from . import _ops  # noqa: F401  (registers the custom ops)
-from . import ctc, functional, nn
+from . import crf, ctc, functional, nn
 
 __version__ = "0.1.0"
 
@@ -37,4 +37,4 @@ def set_recurrent_kernel(name: str) -> None:
     _C.set_recurrent_kernel(name)
 
 
-__all__ = ["nn", "functional", "ctc", "build_info", "set_recurrent_kernel", "__version__"]
+__all__ = ["nn", "functional", "ctc", "crf", "build_info", "set_recurrent_kernel", "__version__"]

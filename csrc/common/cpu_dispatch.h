@@ -13,6 +13,9 @@
 #define PYSEQ_CPU_CLONES
 #endif
 
+// For the helpers of a PYSEQ_CPU_CLONES function: inlined into each clone, so they are compiled at its ISA.
+#define PYSEQ_ALWAYS_INLINE inline __attribute__((always_inline))
+
 namespace pyseq {
 
 // The clone PYSEQ_CPU_CLONES functions run on this CPU: "avx512", "avx2" or "baseline".

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #if defined(__CUDACC__)
 #define PYSEQ_HD __host__ __device__ __forceinline__
@@ -101,5 +102,24 @@ PYSEQ_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
 PYSEQ_HD double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 PYSEQ_HD double tanh(double x) { return std::tanh(x); }
 PYSEQ_HD double relu(double x) { return x > 0.0 ? x : 0.0; }
+
+template <typename T>
+PYSEQ_HD T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+// log(exp(a) + exp(b)), exact at -inf (both -inf gives -inf, not NaN).
+template <typename T>
+PYSEQ_HD T log_add_exp(T a, T b) {
+  const T hi = a > b ? a : b, lo = a > b ? b : a;
+  if (hi == neg_inf<T>()) return hi;
+  return hi + std::log1p(std::exp(lo - hi));
+}
+
+// exp(x), and exactly 0 below the smallest normal float (exp_f32 clamps its input there and would return ~1e-38):
+// values that small are below any gradient's resolution, and a denormal result would make every later
+// multiply-add with it a slow microcode assist.
+PYSEQ_HD float exp_or_zero(float x) { return x < -87.0f ? 0.0f : exp_f32(x); }
+PYSEQ_HD double exp_or_zero(double x) { return std::exp(x); }
 
 }  // namespace pyseq

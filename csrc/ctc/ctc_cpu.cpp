@@ -76,8 +76,6 @@ Band band(int64_t t, int64_t steps, int64_t L) {
   return {std::max<int64_t>(0, L - 2 * (steps - t)), std::min<int64_t>(L, 2 * t + 2)};
 }
 
-#define PYSEQ_ALWAYS_INLINE inline __attribute__((always_inline))
-
 // Row kernels over lattice cells [lo, hi) with lo >= 2 (the first two cells are done by the caller, so that every
 // load below is in bounds and the loops vectorize). emit: the row's log-probs gathered per cell; skip[s]: whether
 // s - 2 -> s is allowed.

@@ -8,19 +8,6 @@
 
 namespace pyseq {
 
-template <typename T>
-PYSEQ_HD T neg_inf() {
-  return -std::numeric_limits<T>::infinity();
-}
-
-// log(exp(a) + exp(b)), exact at -inf (both -inf gives -inf, not NaN).
-template <typename T>
-PYSEQ_HD T log_add_exp(T a, T b) {
-  const T hi = a > b ? a : b, lo = a > b ? b : a;
-  if (hi == neg_inf<T>()) return hi;
-  return hi + std::log1p(std::exp(lo - hi));
-}
-
 // log(exp(a) + exp(b) + exp(c)) for the CTC recursions, where every argument is finite or -inf. The float version is
 // branch-free (vectorizes): the sum of the three exponentials relative to the largest lies in [1, 3], the range
 // log_f32 is accurate on, and an all -inf input comes out as -inf.
@@ -37,12 +24,6 @@ PYSEQ_HD double log_sum_exp3(double a, double b, double c) {
   if (m == neg_inf<double>()) return m;
   return m + std::log(std::exp(a - m) + std::exp(b - m) + std::exp(c - m));
 }
-
-// exp(x), and exactly 0 below the smallest normal float (exp_f32 clamps its input there and would return ~1e-38):
-// values that small are below any gradient's resolution, and a denormal result would make every later
-// multiply-add with it a slow microcode assist.
-PYSEQ_HD float exp_or_zero(float x) { return x < -87.0f ? 0.0f : exp_f32(x); }
-PYSEQ_HD double exp_or_zero(double x) { return std::exp(x); }
 
 // Extended label s of a target of length S (2S + 1 labels): blank at even s, target[(s - 1) / 2] at odd s.
 template <typename Index>

@@ -11,8 +11,7 @@
 #include <cstdint>
 
 #include "cells.h"
-
-#define PYSEQ_ALWAYS_INLINE inline __attribute__((always_inline))
+#include "../common/cpu_dispatch.h"
 
 namespace pyseq {
 

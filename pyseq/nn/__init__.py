@@ -1,6 +1,7 @@
 """Modules (like ``torch.nn``), one file per kernel family."""
 
+from .crf import CRF
 from .ctc import CTCLoss
 from .rnn import GRU, LSTM, RNN, init_irnn_
 
-__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss"]
+__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF"]

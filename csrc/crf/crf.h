@@ -1,0 +1,58 @@
+// Linear-chain CRF over a batch: log partition (forward algorithm) and its gradient (forward-backward marginals),
+// the score of given tag paths, tag marginals, Viterbi and k-best Viterbi.
+//
+// Shared conventions of every function below:
+//   emissions:   [B, T, K] float32/float64 on the CPU, any strides with the tag dimension contiguous (a time-major
+//                tensor passed as .transpose(0, 1) is read in place, without a copy);
+//   lengths:     [B] int64, each in [0, T]; sequence b covers steps 0 .. lengths[b] - 1, the rest is padding;
+//   start, end:  [K] scores of the first and last tag; transitions: [K, K], transitions[i][j] scores i -> j.
+// The score of a path y of length L >= 1 is start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} transitions[y_{t-1},
+// y_t] + end[y_{L-1}]. A sequence of length 0 has exactly one path, the empty one, with score 0 (so log Z = 0).
+// -inf scores mark forbidden tags and transitions (constraints) and are honoured exactly: a sequence whose every path
+// is forbidden has log Z = -inf, no Viterbi path, and a zero gradient.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace pyseq {
+
+// Returns (log_z [B], log_alpha [B, T, K]): log_alpha[b, t, j] is the log of the summed scores of all prefixes of
+// length t + 1 ending in tag j (emissions of step t included); kept for the backward, -inf past each length.
+std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                              const at::Tensor& start, const at::Tensor& end,
+                                              const at::Tensor& transitions);
+
+// grad_log_z: [B]. Returns the gradients of sum_b grad_log_z[b] * log_z[b] with respect to (emissions [B, T, K] in the
+// strides of `emissions`, start [K], end [K], transitions [K, K]): the node and pairwise marginals, computed by the
+// backward recursion, not by differentiating through the forward loop.
+std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+                                                       const at::Tensor& lengths, const at::Tensor& start,
+                                                       const at::Tensor& end, const at::Tensor& transitions,
+                                                       const at::Tensor& log_z, const at::Tensor& log_alpha);
+
+// P(y_t = k | x): [B, T, K] in the strides of `emissions`, 0 past each length (and for a sequence with no valid path).
+at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                             const at::Tensor& end, const at::Tensor& transitions);
+
+// tags: [B, T] int64, each in [0, K) within its length (values past the length are ignored). Returns the path scores
+// [B] (-inf for a path through a forbidden tag or transition).
+at::Tensor crf_path_score_cpu(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                              const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions);
+
+// grad_score: [B]. Gradients of sum_b grad_score[b] * score[b] with respect to (emissions, start, end, transitions):
+// grad_score[b] at every (step, tag) and transition the path of b uses.
+std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions,
+                                                    const at::Tensor& tags, const at::Tensor& lengths,
+                                                    int64_t num_tags);
+
+// Viterbi (nbest = 1) and list Viterbi (nbest > 1). Returns (paths [B, nbest, T] int64, scores [B, nbest]): the
+// nbest highest-scoring distinct paths of each sequence, best first (ties: the lower tag, then the lower rank, at
+// the latest step that differs). Steps past a length, and ranks beyond the number of valid paths, hold tag -1 and
+// score -inf.
+std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                        const at::Tensor& start, const at::Tensor& end,
+                                        const at::Tensor& transitions, int64_t nbest);
+
+}  // namespace pyseq

@@ -1,0 +1,385 @@
+// Linear-chain CRF on the CPU: forward algorithm (log Z), forward-backward gradient and marginals, path scores.
+// Parallel over the batch; the recursions run in the mixed space described in crf_math.h.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../common/cpu_dispatch.h"
+#include "crf.h"
+#include "crf_args.h"
+#include "crf_math.h"
+
+namespace pyseq {
+namespace {
+
+// The exponentiated transition matrix in the three shifts the recursions use, built once per call.
+template <typename T>
+struct TransitionTables {
+  std::vector<T> col_exp;    // [K, K]: exp(transitions[i][j] - col_shift[j])      (forward:  u = p @ col_exp)
+  std::vector<T> col_shift;  // [K]
+  std::vector<T> row_exp_t;  // [K, K]: [j][i] = exp(transitions[i][j] - row_shift[i]) (backward: v = r @ row_exp_t)
+  std::vector<T> row_shift;  // [K]
+  std::vector<T> all_exp;    // [K, K]: exp(transitions[i][j] - all_shift)        (pairwise marginals)
+  T all_shift;
+
+  TransitionTables(const T* trans, int64_t K)
+      : col_exp(K * K), col_shift(K), row_exp_t(K * K), row_shift(K), all_exp(K * K) {
+    all_shift = finite_shift(max_of(trans, K * K));
+    for (int64_t i = 0; i < K; ++i) row_shift[i] = finite_shift(max_of(trans + i * K, K));
+    for (int64_t j = 0; j < K; ++j) {
+      T m = neg_inf<T>();
+      for (int64_t i = 0; i < K; ++i) m = std::max(m, trans[i * K + j]);
+      col_shift[j] = finite_shift(m);
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        const T x = trans[i * K + j];
+        col_exp[i * K + j] = std::exp(x - col_shift[j]);
+        row_exp_t[j * K + i] = std::exp(x - row_shift[i]);
+        all_exp[i * K + j] = std::exp(x - all_shift);
+      }
+    }
+  }
+};
+
+// Forward algorithm over one sequence of length L >= 1. em: step t at em + t * st. Writes alpha [L, K] and returns
+// log Z. p, u: [K] scratch.
+template <typename T>
+PYSEQ_ALWAYS_INLINE T forward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, const T* __restrict__ start,
+                                            const T* __restrict__ end, const T* __restrict__ trans,
+                                            const T* __restrict__ col_exp, const T* __restrict__ col_shift,
+                                            T* __restrict__ alpha, T* __restrict__ p, T* __restrict__ u) {
+  for (int64_t j = 0; j < K; ++j) alpha[j] = start[j] + em[j];
+  for (int64_t t = 1; t < L; ++t) {
+    const T* __restrict__ prev = alpha + (t - 1) * K;
+    const T* __restrict__ e = em + t * st;
+    T* __restrict__ cur = alpha + t * K;
+    const T m = max_of(prev, K);
+    if (m == neg_inf<T>()) {
+      std::fill(cur, cur + K, neg_inf<T>());
+      continue;
+    }
+    for (int64_t i = 0; i < K; ++i) p[i] = exp_or_zero(prev[i] - m);
+    std::fill(u, u + K, T(0));
+    for (int64_t i = 0; i < K; ++i) {
+      const T pi = p[i];
+      if (pi == T(0)) continue;
+      const T* __restrict__ row = col_exp + i * K;
+      for (int64_t j = 0; j < K; ++j) u[j] += pi * row[j];
+    }
+    for (int64_t j = 0; j < K; ++j) {
+      cur[j] = m + col_shift[j] + log_positive(u[j] > CrfLimits<T>::tiny ? u[j] : T(1)) + e[j];
+    }
+    for (int64_t j = 0; j < K; ++j) {
+      if (!(u[j] > CrfLimits<T>::tiny)) cur[j] = log_sum_exp_plus(prev, trans + j, K, K) + e[j];
+    }
+  }
+  return log_sum_exp_plus(alpha + (L - 1) * K, end, 1, K);
+}
+
+PYSEQ_CPU_CLONES float forward_sequence(const float* em, int64_t st, int64_t L, int64_t K, const float* start,
+                                        const float* end, const float* trans, const float* col_exp,
+                                        const float* col_shift, float* alpha, float* p, float* u) {
+  return forward_sequence_impl(em, st, L, K, start, end, trans, col_exp, col_shift, alpha, p, u);
+}
+double forward_sequence(const double* em, int64_t st, int64_t L, int64_t K, const double* start, const double* end,
+                        const double* trans, const double* col_exp, const double* col_shift, double* alpha, double* p,
+                        double* u) {
+  return forward_sequence_impl(em, st, L, K, start, end, trans, col_exp, col_shift, alpha, p, u);
+}
+
+// Accumulators of one chunk of the batch for the backward: transition, start and end gradients.
+template <typename T>
+struct GradientSums {
+  std::vector<T> pair_scaled;  // [K, K], to be multiplied by all_exp at the end
+  std::vector<T> pair_exact;   // [K, K], steps done exactly in log space
+  std::vector<T> start, end;   // [K]
+  explicit GradientSums(int64_t K) : pair_scaled(K * K), pair_exact(K * K), start(K), end(K) {}
+};
+
+// Scratch vectors of the backward recursion, [K] each.
+template <typename T>
+struct BackwardScratch {
+  std::vector<T> beta, beta_prev, w, r, p, v;
+  explicit BackwardScratch(int64_t K) : beta(K), beta_prev(K), w(K), r(K), p(K), v(K) {}
+};
+
+// Backward recursion over one sequence of length L >= 1 with log Z finite. Writes g * P(y_t = j) into node (step t
+// at node + t * st) and, when `sums.pair_*` are wanted (pairwise), adds g times the pairwise marginals summed over
+// steps into sums.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, T g, T log_z,
+                                                const T* __restrict__ end, const T* __restrict__ trans,
+                                                const TransitionTables<T>& tables, const T* __restrict__ alpha,
+                                                T* node, bool pairwise, GradientSums<T>& sums,
+                                                BackwardScratch<T>& scratch) {
+  T* __restrict__ beta = scratch.beta.data();
+  T* __restrict__ beta_prev = scratch.beta_prev.data();
+  T* __restrict__ w = scratch.w.data();
+  T* __restrict__ r = scratch.r.data();
+  T* __restrict__ p = scratch.p.data();
+  T* __restrict__ v = scratch.v.data();
+  const T* __restrict__ row_exp_t = tables.row_exp_t.data();
+  const T* __restrict__ row_shift = tables.row_shift.data();
+  T* __restrict__ pair = sums.pair_scaled.data();
+  std::copy(end, end + K, beta);
+  for (int64_t t = L - 1;; --t) {
+    const T* __restrict__ a = alpha + t * K;
+    T* __restrict__ out = node + t * st;
+    for (int64_t j = 0; j < K; ++j) out[j] = g * exp_or_zero(a[j] + beta[j] - log_z);
+    if (pairwise && t == L - 1) {
+      for (int64_t j = 0; j < K; ++j) sums.end[j] += out[j];
+    }
+    if (t == 0) {
+      if (pairwise) {
+        for (int64_t j = 0; j < K; ++j) sums.start[j] += out[j];
+      }
+      return;
+    }
+    const T* __restrict__ e = em + t * st;
+    for (int64_t j = 0; j < K; ++j) w[j] = e[j] + beta[j];
+    const T mw = max_of(w, K);
+    if (mw == neg_inf<T>()) {  // nothing after step t is reachable: no pairwise mass, beta of t - 1 is -inf
+      std::fill(beta, beta + K, neg_inf<T>());
+      continue;
+    }
+    for (int64_t j = 0; j < K; ++j) r[j] = exp_or_zero(w[j] - mw);
+    const T* __restrict__ prev = alpha + (t - 1) * K;
+    const T m = max_of(prev, K);
+    if (pairwise && m != neg_inf<T>()) {
+      // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] - log Z)
+      //                         = exp(shift) * p[i] * r[j] * all_exp[i][j]
+      const T shift = m + mw + tables.all_shift - log_z;
+      if (shift > CrfLimits<T>::big_shift) {
+        T* __restrict__ exact = sums.pair_exact.data();
+        for (int64_t i = 0; i < K; ++i) {
+          for (int64_t j = 0; j < K; ++j) exact[i * K + j] += g * exp_or_zero(prev[i] + trans[i * K + j] + w[j] - log_z);
+        }
+      } else {
+        const T s = g * exp_or_zero(shift);
+        for (int64_t i = 0; i < K; ++i) p[i] = s * exp_or_zero(prev[i] - m);
+        for (int64_t i = 0; i < K; ++i) {
+          const T pi = p[i];
+          if (pi == T(0)) continue;
+          T* __restrict__ row = pair + i * K;
+          for (int64_t j = 0; j < K; ++j) row[j] += pi * r[j];
+        }
+      }
+    }
+    // beta_{t-1}[i] = log sum_j exp(trans[i][j] + w[j])
+    std::fill(v, v + K, T(0));
+    for (int64_t j = 0; j < K; ++j) {
+      const T rj = r[j];
+      if (rj == T(0)) continue;
+      const T* __restrict__ col = row_exp_t + j * K;
+      for (int64_t i = 0; i < K; ++i) v[i] += rj * col[i];
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      beta_prev[i] = mw + row_shift[i] + log_positive(v[i] > CrfLimits<T>::tiny ? v[i] : T(1));
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      if (!(v[i] > CrfLimits<T>::tiny)) beta_prev[i] = log_sum_exp_plus(w, trans + i * K, 1, K);
+    }
+    std::swap(beta, beta_prev);
+  }
+}
+
+PYSEQ_CPU_CLONES void backward_sequence(const float* em, int64_t st, int64_t L, int64_t K, float g, float log_z,
+                                        const float* end, const float* trans, const TransitionTables<float>& tables,
+                                        const float* alpha, float* node, bool pairwise, GradientSums<float>& sums,
+                                        BackwardScratch<float>& scratch) {
+  backward_sequence_impl(em, st, L, K, g, log_z, end, trans, tables, alpha, node, pairwise, sums, scratch);
+}
+void backward_sequence(const double* em, int64_t st, int64_t L, int64_t K, double g, double log_z, const double* end,
+                       const double* trans, const TransitionTables<double>& tables, const double* alpha, double* node,
+                       bool pairwise, GradientSums<double>& sums, BackwardScratch<double>& scratch) {
+  backward_sequence_impl(em, st, L, K, g, log_z, end, trans, tables, alpha, node, pairwise, sums, scratch);
+}
+
+// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
+// order on every run (deterministic gradients).
+int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads())); }
+
+// Runs body(b0, b1, chunk) over the chunks of [0, B) in parallel.
+template <typename F>
+void for_each_chunk(int64_t B, const F& body) {
+  const int64_t chunks = chunk_count(B);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) body(c * B / chunks, (c + 1) * B / chunks, c);
+  });
+}
+
+// Forward recursion of every sequence, then (when `node` is given) the backward one; shared by the gradient of log Z
+// (pairwise on) and the marginals (pairwise off).
+template <typename T>
+void log_partition_backward(const CrfArgs& a, const T* em, const T* g, const T* log_z, const T* end, const T* trans,
+                            const TransitionTables<T>& tables, const T* alpha, T* node, bool pairwise,
+                            std::vector<GradientSums<T>>& sums) {
+  const int64_t K = a.K, T_max = a.T;
+  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t c) {
+    BackwardScratch<T> scratch(K);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = a.lengths[b];
+      if (L == 0 || log_z[b] == neg_inf<T>() || g[b] == T(0)) continue;
+      backward_sequence(em + b * a.stride_b, a.stride_t, L, K, g[b], log_z[b], end, trans, tables,
+                        alpha + b * T_max * K, node + b * a.stride_b, pairwise, sums[c], scratch);
+    }
+  });
+}
+
+template <typename T>
+void log_partition_forward(const CrfArgs& a, const T* em, const T* start, const T* end, const T* trans,
+                           const TransitionTables<T>& tables, T* alpha, T* log_z) {
+  const int64_t K = a.K, T_max = a.T;
+  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) {
+    std::vector<T> p(K), u(K);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = a.lengths[b];
+      T* alpha_b = alpha + b * T_max * K;
+      std::fill(alpha_b + L * K, alpha_b + T_max * K, neg_inf<T>());
+      log_z[b] = L == 0 ? T(0)
+                        : forward_sequence(em + b * a.stride_b, a.stride_t, L, K, start, end, trans,
+                                           tables.col_exp.data(), tables.col_shift.data(), alpha_b, p.data(),
+                                           u.data());
+    }
+  });
+}
+
+}  // namespace
+
+std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                              const at::Tensor& start, const at::Tensor& end,
+                                              const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  at::Tensor log_z = at::empty({a.B}, emissions.options());
+  at::Tensor alpha = at::empty({a.B, a.T, a.K}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_cpu", [&] {
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const TransitionTables<scalar_t> tables(tr.data_ptr<scalar_t>(), a.K);
+    log_partition_forward(a, a.emissions.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(),
+                          tr.data_ptr<scalar_t>(), tables, alpha.data_ptr<scalar_t>(), log_z.data_ptr<scalar_t>());
+  });
+  return {log_z, alpha};
+}
+
+std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+                                                       const at::Tensor& lengths, const at::Tensor& start,
+                                                       const at::Tensor& end, const at::Tensor& transitions,
+                                                       const at::Tensor& log_z, const at::Tensor& log_alpha) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  check_shape(grad_log_z, "grad_log_z", {a.B});
+  check_like(grad_log_z, "grad_log_z", emissions, "emissions");
+  check_shape(log_z, "log_z", {a.B});
+  check_shape(log_alpha, "log_alpha", {a.B, a.T, a.K});
+  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
+  at::Tensor grad_trans = at::empty({a.K, a.K}, transitions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_backward_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_log_z.contiguous();
+    const at::Tensor lz = log_z.contiguous(), al = log_alpha.contiguous();
+    const int64_t K = a.K;
+    const TransitionTables<T> tables(tr.data_ptr<T>(), K);
+    std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(K));
+    log_partition_backward(a, a.emissions.data_ptr<T>(), g.data_ptr<T>(), lz.data_ptr<T>(), e.data_ptr<T>(),
+                           tr.data_ptr<T>(), tables, al.data_ptr<T>(), grad_em.data_ptr<T>(), true, sums);
+    T* gs = grad_start.data_ptr<T>();
+    T* ge = grad_end.data_ptr<T>();
+    T* gt = grad_trans.data_ptr<T>();
+    std::fill(gt, gt + K * K, T(0));
+    for (const GradientSums<T>& s : sums) {
+      for (int64_t j = 0; j < K; ++j) {
+        gs[j] += s.start[j];
+        ge[j] += s.end[j];
+      }
+      for (int64_t i = 0; i < K * K; ++i) gt[i] += s.pair_scaled[i] * tables.all_exp[i] + s.pair_exact[i];
+    }
+  });
+  return {grad_em, grad_start, grad_end, grad_trans};
+}
+
+at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                             const at::Tensor& end, const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  at::Tensor marginals = at::zeros_like(a.emissions);
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    std::vector<T> alpha(a.B * a.T * a.K), log_z(a.B), ones(a.B, T(1));
+    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                          alpha.data(), log_z.data());
+    std::vector<GradientSums<T>> unused(chunk_count(a.B), GradientSums<T>(0));
+    log_partition_backward(a, a.emissions.data_ptr<T>(), ones.data(), log_z.data(), e.data_ptr<T>(),
+                           tr.data_ptr<T>(), tables, alpha.data(), marginals.data_ptr<T>(), false, unused);
+  });
+  return marginals;
+}
+
+at::Tensor crf_path_score_cpu(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                              const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  const at::Tensor y = check_tags(tags, a);
+  at::Tensor score = at::empty({a.B}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const T* em = a.emissions.data_ptr<T>();
+    const T *sp = s.data_ptr<T>(), *ep = e.data_ptr<T>(), *tp = tr.data_ptr<T>();
+    const int64_t* yp = y.data_ptr<int64_t>();
+    T* out = score.data_ptr<T>();
+    at::parallel_for(0, a.B, 64, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t L = a.lengths[b];
+        const int64_t* path = yp + b * a.T;
+        const T* em_b = em + b * a.stride_b;
+        if (L == 0) {
+          out[b] = 0;
+          continue;
+        }
+        T total = sp[path[0]] + em_b[path[0]];
+        for (int64_t t = 1; t < L; ++t) total += tp[path[t - 1] * a.K + path[t]] + em_b[t * a.stride_t + path[t]];
+        out[b] = total + ep[path[L - 1]];
+      }
+    });
+  });
+  return score;
+}
+
+std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions,
+                                                    const at::Tensor& tags, const at::Tensor& lengths,
+                                                    int64_t num_tags) {
+  const CrfArgs a = check_crf_emissions(emissions, lengths);
+  TORCH_CHECK_VALUE(a.K == num_tags, "emissions must have num_tags = ", num_tags, " tags, got ", a.K);
+  check_shape(grad_score, "grad_score", {a.B});
+  check_like(grad_score, "grad_score", emissions, "emissions");
+  const at::Tensor y = check_tags(tags, a);
+  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
+  at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_backward_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor g = grad_score.contiguous();
+    const T* gp = g.data_ptr<T>();
+    const int64_t* yp = y.data_ptr<int64_t>();
+    T *ge = grad_em.data_ptr<T>(), *gs = grad_start.data_ptr<T>(), *gn = grad_end.data_ptr<T>();
+    T* gt = grad_trans.data_ptr<T>();
+    for (int64_t b = 0; b < a.B; ++b) {
+      const int64_t L = a.lengths[b];
+      if (L == 0) continue;
+      const int64_t* path = yp + b * a.T;
+      T* ge_b = ge + b * a.stride_b;
+      gs[path[0]] += gp[b];
+      ge_b[path[0]] = gp[b];
+      for (int64_t t = 1; t < L; ++t) {
+        gt[path[t - 1] * a.K + path[t]] += gp[b];
+        ge_b[t * a.stride_t + path[t]] = gp[b];
+      }
+      gn[path[L - 1]] += gp[b];
+    }
+  });
+  return {grad_em, grad_start, grad_end, grad_trans};
+}
+
+}  // namespace pyseq

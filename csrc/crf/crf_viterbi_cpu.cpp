@@ -1,0 +1,182 @@
+// CRF decoding on the CPU: Viterbi (a max-plus product per step, vectorized over the target tag) and list Viterbi for
+// the k best paths; backpointers and traceback per sequence, parallel over the batch.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../common/cpu_dispatch.h"
+#include "crf.h"
+#include "crf_args.h"
+#include "crf_math.h"
+
+namespace pyseq {
+namespace {
+
+// Best path of one sequence of length L >= 1: writes path [L] and returns its score (-inf, path untouched, when
+// every path is forbidden). backpointers: [L, K]; delta, best: [K] scratch.
+template <typename T>
+PYSEQ_ALWAYS_INLINE T viterbi_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, const T* __restrict__ start,
+                                            const T* __restrict__ end, const T* __restrict__ trans,
+                                            int32_t* __restrict__ backpointers, T* __restrict__ delta,
+                                            T* __restrict__ best, int64_t* path) {
+  for (int64_t j = 0; j < K; ++j) delta[j] = start[j] + em[j];
+  for (int64_t t = 1; t < L; ++t) {
+    int32_t* __restrict__ arg = backpointers + t * K;
+    for (int64_t j = 0; j < K; ++j) {
+      best[j] = neg_inf<T>();
+      arg[j] = 0;
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      const T di = delta[i];
+      const T* __restrict__ row = trans + i * K;
+      for (int64_t j = 0; j < K; ++j) {
+        const T v = di + row[j];
+        const bool better = v > best[j];  // strict: the lowest previous tag wins a tie
+        best[j] = better ? v : best[j];
+        arg[j] = better ? static_cast<int32_t>(i) : arg[j];
+      }
+    }
+    const T* __restrict__ e = em + t * st;
+    for (int64_t j = 0; j < K; ++j) delta[j] = best[j] + e[j];
+  }
+  int64_t last = 0;
+  T score = neg_inf<T>();
+  for (int64_t j = 0; j < K; ++j) {
+    const T v = delta[j] + end[j];
+    if (v > score) {
+      score = v;
+      last = j;
+    }
+  }
+  if (!(score > neg_inf<T>())) return score;
+  path[L - 1] = last;
+  for (int64_t t = L - 1; t > 0; --t) path[t - 1] = backpointers[t * K + path[t]];
+  return score;
+}
+
+PYSEQ_CPU_CLONES float viterbi_sequence(const float* em, int64_t st, int64_t L, int64_t K, const float* start,
+                                        const float* end, const float* trans, int32_t* backpointers, float* delta,
+                                        float* best, int64_t* path) {
+  return viterbi_sequence_impl(em, st, L, K, start, end, trans, backpointers, delta, best, path);
+}
+double viterbi_sequence(const double* em, int64_t st, int64_t L, int64_t K, const double* start, const double* end,
+                        const double* trans, int32_t* backpointers, double* delta, double* best, int64_t* path) {
+  return viterbi_sequence_impl(em, st, L, K, start, end, trans, backpointers, delta, best, path);
+}
+
+// A partial path in list Viterbi: its score and where it came from (tag and rank at the previous step).
+template <typename T>
+struct Candidate {
+  T score;
+  int32_t tag, rank;
+};
+
+// Best first; ties go to the lower previous tag, then the lower rank.
+template <typename T>
+bool ranks_before(const Candidate<T>& a, const Candidate<T>& b) {
+  if (a.score != b.score) return a.score > b.score;
+  return a.tag != b.tag ? a.tag < b.tag : a.rank < b.rank;
+}
+
+// Keeps the `keep` best of `pool` (sorted) and drops the rest.
+template <typename T>
+void keep_best(std::vector<Candidate<T>>& pool, int64_t keep) {
+  const auto middle = pool.begin() + std::min<int64_t>(keep, pool.size());
+  std::partial_sort(pool.begin(), middle, pool.end(), ranks_before<T>);
+  pool.erase(middle, pool.end());
+}
+
+// The k best distinct paths of one sequence of length L >= 1 (list Viterbi): every (step, tag) keeps its k best
+// partial paths with backpointers (previous tag, previous rank). Only paths with a score above -inf are kept. Writes
+// paths [k, T_max] and scores [k] for the ranks found.
+template <typename T>
+void kbest_sequence(const T* em, int64_t st, int64_t L, int64_t K, int64_t k, int64_t T_max, const T* start,
+                    const T* end, const T* trans, int64_t* paths, T* scores) {
+  std::vector<Candidate<T>> table(L * K * k);  // [L, K, k]: score at (t, j, rank) and its backpointer
+  std::vector<int64_t> count(L * K, 0);        // [L, K]: ranks kept at (t, j)
+  std::vector<Candidate<T>> pool;
+  pool.reserve(K * k);
+  for (int64_t j = 0; j < K; ++j) {
+    const T v = start[j] + em[j];
+    if (v > neg_inf<T>()) {
+      table[j * k] = {v, -1, -1};
+      count[j] = 1;
+    }
+  }
+  for (int64_t t = 1; t < L; ++t) {
+    const T* e = em + t * st;
+    for (int64_t j = 0; j < K; ++j) {
+      pool.clear();
+      for (int64_t i = 0; i < K; ++i) {
+        const Candidate<T>* from = &table[((t - 1) * K + i) * k];
+        for (int64_t r = 0; r < count[(t - 1) * K + i]; ++r) {
+          const T v = from[r].score + trans[i * K + j] + e[j];
+          if (v > neg_inf<T>()) pool.push_back({v, static_cast<int32_t>(i), static_cast<int32_t>(r)});
+        }
+      }
+      keep_best(pool, k);
+      std::copy(pool.begin(), pool.end(), &table[(t * K + j) * k]);
+      count[t * K + j] = pool.size();
+    }
+  }
+  pool.clear();
+  for (int64_t j = 0; j < K; ++j) {
+    const Candidate<T>* from = &table[((L - 1) * K + j) * k];
+    for (int64_t r = 0; r < count[(L - 1) * K + j]; ++r) {
+      const T v = from[r].score + end[j];
+      if (v > neg_inf<T>()) pool.push_back({v, static_cast<int32_t>(j), static_cast<int32_t>(r)});
+    }
+  }
+  keep_best(pool, k);
+  for (size_t n = 0; n < pool.size(); ++n) {
+    scores[n] = pool[n].score;
+    int64_t* path = paths + n * T_max;
+    int64_t tag = pool[n].tag, rank = pool[n].rank;
+    for (int64_t t = L - 1; t >= 0; --t) {
+      path[t] = tag;
+      const Candidate<T>& c = table[(t * K + tag) * k + rank];
+      tag = c.tag;
+      rank = c.rank;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                        const at::Tensor& start, const at::Tensor& end,
+                                        const at::Tensor& transitions, int64_t nbest) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
+  at::Tensor paths = at::full({a.B, nbest, a.T}, -1, at::kLong);
+  at::Tensor scores = at::full({a.B, nbest}, -std::numeric_limits<double>::infinity(), emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_viterbi_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const T* em = a.emissions.data_ptr<T>();
+    const T *sp = s.data_ptr<T>(), *ep = e.data_ptr<T>(), *tp = tr.data_ptr<T>();
+    int64_t* path_p = paths.data_ptr<int64_t>();
+    T* score_p = scores.data_ptr<T>();
+    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<int32_t> backpointers(nbest == 1 ? a.T * a.K : 0);
+      std::vector<T> delta(a.K), best(a.K);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t L = a.lengths[b];
+        int64_t* path_b = path_p + b * nbest * a.T;
+        T* score_b = score_p + b * nbest;
+        if (L == 0) {
+          score_b[0] = 0;  // the one empty path
+        } else if (nbest == 1) {
+          score_b[0] = viterbi_sequence(em + b * a.stride_b, a.stride_t, L, a.K, sp, ep, tp, backpointers.data(),
+                                        delta.data(), best.data(), path_b);
+        } else {
+          kbest_sequence(em + b * a.stride_b, a.stride_t, L, a.K, nbest, a.T, sp, ep, tp, path_b, score_b);
+        }
+      }
+    });
+  });
+  return {paths, scores};
+}
+
+}  // namespace pyseq

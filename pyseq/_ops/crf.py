@@ -1,0 +1,143 @@
+"""Custom ops around the CRF kernels (csrc/crf).
+
+Every op takes emissions ``[B, T, K]`` (batch-major; a time-major tensor may be passed as ``.transpose(0, 1)``, the
+kernels read it in place), ``lengths [B]`` int64 and the transition scores ``start [K]``, ``end [K]``,
+``transitions [K, K]``. ``pyseq::crf_log_partition`` and ``pyseq::crf_path_score`` have autograd (the gradient of
+log Z is the marginals, computed by the backward recursion); ``pyseq::crf_marginals`` and ``pyseq::crf_viterbi`` have
+none (decoding and posteriors are not differentiable here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _C
+
+
+@torch.library.custom_op("pyseq::crf_log_partition", mutates_args=(), device_types="cpu")
+def crf_log_partition(
+    emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Returns (log_z [B], log_alpha [B, T, K]), the forward variables kept for the backward."""
+    log_z, log_alpha = _C.crf_log_partition(emissions, lengths, start, end, transitions)
+    return log_z, log_alpha
+
+
+@crf_log_partition.register_fake
+def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
+    B, T, K = emissions.shape
+    return emissions.new_empty(B), emissions.new_empty(B, T, K)
+
+
+@torch.library.custom_op("pyseq::crf_log_partition_backward", mutates_args=(), device_types="cpu")
+def crf_log_partition_backward(
+    grad_log_z: Tensor,
+    emissions: Tensor,
+    lengths: Tensor,
+    start: Tensor,
+    end: Tensor,
+    transitions: Tensor,
+    log_z: Tensor,
+    log_alpha: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of sum(grad_log_z * log_z) for (emissions, start, end, transitions)."""
+    g = _C.crf_log_partition_backward(grad_log_z, emissions, lengths, start, end, transitions, log_z, log_alpha)
+    return g[0], g[1], g[2], g[3]
+
+
+@crf_log_partition_backward.register_fake
+def _crf_log_partition_backward_fake(grad_log_z, emissions, lengths, start, end, transitions, log_z, log_alpha):
+    return torch.empty_like(emissions), torch.empty_like(start), torch.empty_like(end), torch.empty_like(transitions)
+
+
+def _log_partition_setup(ctx, inputs, output):
+    emissions, lengths, start, end, transitions = inputs
+    log_z, log_alpha = output
+    ctx.save_for_backward(emissions, lengths, start, end, transitions, log_z, log_alpha)
+    ctx.mark_non_differentiable(log_alpha)
+    ctx.set_materialize_grads(False)
+
+
+def _log_partition_backward(ctx, grad_log_z, _grad_log_alpha):
+    if grad_log_z is None:
+        return None, None, None, None, None
+    emissions, lengths, start, end, transitions, log_z, log_alpha = ctx.saved_tensors
+    g_em, g_start, g_end, g_trans = crf_log_partition_backward(
+        grad_log_z.contiguous(), emissions, lengths, start, end, transitions, log_z, log_alpha
+    )
+    return g_em, None, g_start, g_end, g_trans
+
+
+crf_log_partition.register_autograd(_log_partition_backward, setup_context=_log_partition_setup)
+
+
+@torch.library.custom_op("pyseq::crf_path_score", mutates_args=(), device_types="cpu")
+def crf_path_score(
+    emissions: Tensor, tags: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
+) -> Tensor:
+    """tags [B, T] int64. Returns the score of each sequence's tag path: [B]."""
+    return _C.crf_path_score(emissions, tags, lengths, start, end, transitions)
+
+
+@crf_path_score.register_fake
+def _crf_path_score_fake(emissions, tags, lengths, start, end, transitions):
+    return emissions.new_empty(emissions.shape[0])
+
+
+@torch.library.custom_op("pyseq::crf_path_score_backward", mutates_args=(), device_types="cpu")
+def crf_path_score_backward(
+    grad_score: Tensor, emissions: Tensor, tags: Tensor, lengths: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of sum(grad_score * score) for (emissions, start, end, transitions)."""
+    g = _C.crf_path_score_backward(grad_score, emissions, tags, lengths, emissions.shape[2])
+    return g[0], g[1], g[2], g[3]
+
+
+@crf_path_score_backward.register_fake
+def _crf_path_score_backward_fake(grad_score, emissions, tags, lengths):
+    K = emissions.shape[2]
+    return torch.empty_like(emissions), emissions.new_empty(K), emissions.new_empty(K), emissions.new_empty(K, K)
+
+
+def _path_score_setup(ctx, inputs, output):
+    emissions, tags, lengths, _start, _end, _transitions = inputs
+    ctx.save_for_backward(emissions, tags, lengths)
+    ctx.set_materialize_grads(False)
+
+
+def _path_score_backward(ctx, grad_score):
+    if grad_score is None:
+        return None, None, None, None, None, None
+    emissions, tags, lengths = ctx.saved_tensors
+    g_em, g_start, g_end, g_trans = crf_path_score_backward(grad_score.contiguous(), emissions, tags, lengths)
+    return g_em, None, None, g_start, g_end, g_trans
+
+
+crf_path_score.register_autograd(_path_score_backward, setup_context=_path_score_setup)
+
+
+@torch.library.custom_op("pyseq::crf_marginals", mutates_args=(), device_types="cpu")
+def crf_marginals(emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor) -> Tensor:
+    """P(y_t = k | x): [B, T, K], 0 past each length."""
+    return _C.crf_marginals(emissions, lengths, start, end, transitions)
+
+
+@crf_marginals.register_fake
+def _crf_marginals_fake(emissions, lengths, start, end, transitions):
+    return torch.empty_like(emissions)
+
+
+@torch.library.custom_op("pyseq::crf_viterbi", mutates_args=(), device_types="cpu")
+def crf_viterbi(
+    emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor, nbest: int
+) -> tuple[Tensor, Tensor]:
+    """Returns (paths [B, nbest, T] int64, -1 past each length; scores [B, nbest], -inf for missing ranks)."""
+    paths, scores = _C.crf_viterbi(emissions, lengths, start, end, transitions, nbest)
+    return paths, scores
+
+
+@crf_viterbi.register_fake
+def _crf_viterbi_fake(emissions, lengths, start, end, transitions, nbest):
+    B, T, _ = emissions.shape
+    return emissions.new_empty(B, nbest, T, dtype=torch.long), emissions.new_empty(B, nbest)
