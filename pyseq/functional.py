@@ -389,7 +389,7 @@ def crf_log_partition(
     Differentiable: the gradient is the tag and transition marginals, computed by the backward recursion in C++.
     """
     emissions, lengths = _crf_inputs(emissions, transitions, start_transitions, end_transitions, lengths)
-    log_z, _ = _crf_ops.crf_log_partition(emissions, lengths, start_transitions, end_transitions, transitions)
+    log_z = _crf_ops.crf_log_partition(emissions, lengths, start_transitions, end_transitions, transitions)[0]
     return log_z
 
 
@@ -421,7 +421,7 @@ def crf_log_likelihood(
     tags = _crf_tags(tags, emissions)
     args = (lengths, start_transitions, end_transitions, transitions)
     score = _crf_ops.crf_path_score(emissions, tags, *args)
-    log_z, _ = _crf_ops.crf_log_partition(emissions, *args)
+    log_z = _crf_ops.crf_log_partition(emissions, *args)[0]
     # score - log Z would be NaN for a forbidden path in a sequence with no allowed path at all (-inf - -inf).
     return torch.where(score == float("-inf"), score, score - log_z)
 

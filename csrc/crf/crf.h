@@ -18,8 +18,14 @@
 
 namespace pyseq {
 
-// Returns (log_z [B], log_alpha [B, T, K]): log_alpha[b, t, j] is the log of the summed scores of all prefixes of
-// length t + 1 ending in tag j (emissions of step t included); kept for the backward, -inf past each length.
+// mask: [B, T] bool or uint8, any strides, ones then zeros in each row. Returns the lengths [B] int64; raises
+// ValueError for a mask that is not a prefix in some row.
+at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask);
+
+// Returns (log_z [B], log_alpha [B, T, K], alpha_shift [B, T] float64): log_alpha[b, t, j] + alpha_shift[b, t] is the
+// log of the summed scores of all prefixes of length t + 1 ending in tag j (emissions of step t included). The
+// shift, summed in double, carries the part that grows with t, so that log_alpha keeps float32 precision. Both are
+// kept for the backward; log_alpha is -inf past each length.
 std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
                                               const at::Tensor& start, const at::Tensor& end,
                                               const at::Tensor& transitions);
@@ -30,7 +36,7 @@ std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const
 std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
                                                        const at::Tensor& lengths, const at::Tensor& start,
                                                        const at::Tensor& end, const at::Tensor& transitions,
-                                                       const at::Tensor& log_z, const at::Tensor& log_alpha);
+                                                       const at::Tensor& log_alpha, const at::Tensor& alpha_shift);
 
 // P(y_t = k | x): [B, T, K] in the strides of `emissions`, 0 past each length (and for a sequence with no valid path).
 at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,

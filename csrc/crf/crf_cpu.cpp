@@ -43,14 +43,20 @@ struct TransitionTables {
   }
 };
 
-// Forward algorithm over one sequence of length L >= 1. em: step t at em + t * st. Writes alpha [L, K] and returns
-// log Z. p, u: [K] scratch.
+// Forward algorithm over one sequence of length L >= 1. em: step t at em + t * st.
+//
+// The log forward variables are kept relative to a running shift: alpha[t][j] + shift[t] is log of the summed scores
+// of the prefixes of length t + 1 ending in tag j. alpha stays within the range of one step's scores, and the shift
+// (which grows with t, to thousands for long sequences) is summed in double, so that float32 keeps its precision for
+// the differences that matter (marginals are exp(alpha + beta - log Z)). p, u: [K] scratch.
 template <typename T>
-PYSEQ_ALWAYS_INLINE T forward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, const T* __restrict__ start,
-                                            const T* __restrict__ end, const T* __restrict__ trans,
-                                            const T* __restrict__ col_exp, const T* __restrict__ col_shift,
-                                            T* __restrict__ alpha, T* __restrict__ p, T* __restrict__ u) {
+PYSEQ_ALWAYS_INLINE void forward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K,
+                                               const T* __restrict__ start, const T* __restrict__ trans,
+                                               const T* __restrict__ col_exp, const T* __restrict__ col_shift,
+                                               T* __restrict__ alpha, double* __restrict__ shift, T* __restrict__ p,
+                                               T* __restrict__ u) {
   for (int64_t j = 0; j < K; ++j) alpha[j] = start[j] + em[j];
+  shift[0] = 0;
   for (int64_t t = 1; t < L; ++t) {
     const T* __restrict__ prev = alpha + (t - 1) * K;
     const T* __restrict__ e = em + t * st;
@@ -58,8 +64,10 @@ PYSEQ_ALWAYS_INLINE T forward_sequence_impl(const T* em, int64_t st, int64_t L, 
     const T m = max_of(prev, K);
     if (m == neg_inf<T>()) {
       std::fill(cur, cur + K, neg_inf<T>());
+      shift[t] = shift[t - 1];
       continue;
     }
+    shift[t] = shift[t - 1] + m;
     for (int64_t i = 0; i < K; ++i) p[i] = exp_or_zero(prev[i] - m);
     std::fill(u, u + K, T(0));
     for (int64_t i = 0; i < K; ++i) {
@@ -69,24 +77,23 @@ PYSEQ_ALWAYS_INLINE T forward_sequence_impl(const T* em, int64_t st, int64_t L, 
       for (int64_t j = 0; j < K; ++j) u[j] += pi * row[j];
     }
     for (int64_t j = 0; j < K; ++j) {
-      cur[j] = m + col_shift[j] + log_positive(u[j] > CrfLimits<T>::tiny ? u[j] : T(1)) + e[j];
+      cur[j] = col_shift[j] + log_positive(u[j] > CrfLimits<T>::tiny ? u[j] : T(1)) + e[j];
     }
     for (int64_t j = 0; j < K; ++j) {
-      if (!(u[j] > CrfLimits<T>::tiny)) cur[j] = log_sum_exp_plus(prev, trans + j, K, K) + e[j];
+      if (!(u[j] > CrfLimits<T>::tiny)) cur[j] = log_sum_exp_plus(prev, trans + j, K, K) - m + e[j];
     }
   }
-  return log_sum_exp_plus(alpha + (L - 1) * K, end, 1, K);
 }
 
-PYSEQ_CPU_CLONES float forward_sequence(const float* em, int64_t st, int64_t L, int64_t K, const float* start,
-                                        const float* end, const float* trans, const float* col_exp,
-                                        const float* col_shift, float* alpha, float* p, float* u) {
-  return forward_sequence_impl(em, st, L, K, start, end, trans, col_exp, col_shift, alpha, p, u);
+PYSEQ_CPU_CLONES void forward_sequence(const float* em, int64_t st, int64_t L, int64_t K, const float* start,
+                                       const float* trans, const float* col_exp, const float* col_shift, float* alpha,
+                                       double* shift, float* p, float* u) {
+  forward_sequence_impl(em, st, L, K, start, trans, col_exp, col_shift, alpha, shift, p, u);
 }
-double forward_sequence(const double* em, int64_t st, int64_t L, int64_t K, const double* start, const double* end,
-                        const double* trans, const double* col_exp, const double* col_shift, double* alpha, double* p,
-                        double* u) {
-  return forward_sequence_impl(em, st, L, K, start, end, trans, col_exp, col_shift, alpha, p, u);
+void forward_sequence(const double* em, int64_t st, int64_t L, int64_t K, const double* start, const double* trans,
+                      const double* col_exp, const double* col_shift, double* alpha, double* shift, double* p,
+                      double* u) {
+  forward_sequence_impl(em, st, L, K, start, trans, col_exp, col_shift, alpha, shift, p, u);
 }
 
 // Accumulators of one chunk of the batch for the backward: transition, start and end gradients.
@@ -105,15 +112,16 @@ struct BackwardScratch {
   explicit BackwardScratch(int64_t K) : beta(K), beta_prev(K), w(K), r(K), p(K), v(K) {}
 };
 
-// Backward recursion over one sequence of length L >= 1 with log Z finite. Writes g * P(y_t = j) into node (step t
-// at node + t * st) and, when `sums.pair_*` are wanted (pairwise), adds g times the pairwise marginals summed over
-// steps into sums.
+// Backward recursion over one sequence of length L >= 1 with an allowed path (log_z_rel finite), from the forward
+// variables (alpha, shift) of forward_sequence; log Z = shift[L - 1] + log_z_rel. Beta is kept relative to its own
+// running shift in double, like alpha. Writes g * P(y_t = j) into node (step t at node + t * st) and, when
+// `pairwise`, adds g times the pairwise marginals summed over steps, and the first and last node marginals, to sums.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, T g, T log_z,
+PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, T g, T log_z_rel,
                                                 const T* __restrict__ end, const T* __restrict__ trans,
                                                 const TransitionTables<T>& tables, const T* __restrict__ alpha,
-                                                T* node, bool pairwise, GradientSums<T>& sums,
-                                                BackwardScratch<T>& scratch) {
+                                                const double* __restrict__ shift, T* node, bool pairwise,
+                                                GradientSums<T>& sums, BackwardScratch<T>& scratch) {
   T* __restrict__ beta = scratch.beta.data();
   T* __restrict__ beta_prev = scratch.beta_prev.data();
   T* __restrict__ w = scratch.w.data();
@@ -123,11 +131,14 @@ PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t
   const T* __restrict__ row_exp_t = tables.row_exp_t.data();
   const T* __restrict__ row_shift = tables.row_shift.data();
   T* __restrict__ pair = sums.pair_scaled.data();
+  const double log_z = shift[L - 1] + static_cast<double>(log_z_rel);
+  double beta_shift = 0;  // beta[j] + beta_shift is the log backward variable of step t
   std::copy(end, end + K, beta);
   for (int64_t t = L - 1;; --t) {
     const T* __restrict__ a = alpha + t * K;
     T* __restrict__ out = node + t * st;
-    for (int64_t j = 0; j < K; ++j) out[j] = g * exp_or_zero(a[j] + beta[j] - log_z);
+    const T node_offset = static_cast<T>(shift[t] + beta_shift - log_z);
+    for (int64_t j = 0; j < K; ++j) out[j] = g * exp_or_zero(a[j] + beta[j] + node_offset);
     if (pairwise && t == L - 1) {
       for (int64_t j = 0; j < K; ++j) sums.end[j] += out[j];
     }
@@ -148,17 +159,20 @@ PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t
     const T* __restrict__ prev = alpha + (t - 1) * K;
     const T m = max_of(prev, K);
     if (pairwise && m != neg_inf<T>()) {
-      // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] - log Z)
-      //                         = exp(shift) * p[i] * r[j] * all_exp[i][j]
-      const T shift = m + mw + tables.all_shift - log_z;
-      if (shift > CrfLimits<T>::big_shift) {
+      // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] + pair_offset)
+      //                         = exp(m + mw + all_shift + pair_offset) * p[i] * r[j] * all_exp[i][j]
+      const T pair_offset = static_cast<T>(shift[t - 1] + beta_shift - log_z);
+      const T scale_log = m + mw + tables.all_shift + pair_offset;
+      if (scale_log > CrfLimits<T>::big_shift) {
         T* __restrict__ exact = sums.pair_exact.data();
         for (int64_t i = 0; i < K; ++i) {
-          for (int64_t j = 0; j < K; ++j) exact[i * K + j] += g * exp_or_zero(prev[i] + trans[i * K + j] + w[j] - log_z);
+          for (int64_t j = 0; j < K; ++j) {
+            exact[i * K + j] += g * exp_or_zero(prev[i] + trans[i * K + j] + w[j] + pair_offset);
+          }
         }
       } else {
-        const T s = g * exp_or_zero(shift);
-        for (int64_t i = 0; i < K; ++i) p[i] = s * exp_or_zero(prev[i] - m);
+        const T scale = g * exp_or_zero(scale_log);
+        for (int64_t i = 0; i < K; ++i) p[i] = scale * exp_or_zero(prev[i] - m);
         for (int64_t i = 0; i < K; ++i) {
           const T pi = p[i];
           if (pi == T(0)) continue;
@@ -167,7 +181,7 @@ PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t
         }
       }
     }
-    // beta_{t-1}[i] = log sum_j exp(trans[i][j] + w[j])
+    // beta_{t-1}[i] = log sum_j exp(trans[i][j] + w[j]), relative to beta_shift + mw
     std::fill(v, v + K, T(0));
     for (int64_t j = 0; j < K; ++j) {
       const T rj = r[j];
@@ -176,25 +190,27 @@ PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t
       for (int64_t i = 0; i < K; ++i) v[i] += rj * col[i];
     }
     for (int64_t i = 0; i < K; ++i) {
-      beta_prev[i] = mw + row_shift[i] + log_positive(v[i] > CrfLimits<T>::tiny ? v[i] : T(1));
+      beta_prev[i] = row_shift[i] + log_positive(v[i] > CrfLimits<T>::tiny ? v[i] : T(1));
     }
     for (int64_t i = 0; i < K; ++i) {
-      if (!(v[i] > CrfLimits<T>::tiny)) beta_prev[i] = log_sum_exp_plus(w, trans + i * K, 1, K);
+      if (!(v[i] > CrfLimits<T>::tiny)) beta_prev[i] = log_sum_exp_plus(w, trans + i * K, 1, K) - mw;
     }
+    beta_shift += mw;
     std::swap(beta, beta_prev);
   }
 }
 
-PYSEQ_CPU_CLONES void backward_sequence(const float* em, int64_t st, int64_t L, int64_t K, float g, float log_z,
+PYSEQ_CPU_CLONES void backward_sequence(const float* em, int64_t st, int64_t L, int64_t K, float g, float log_z_rel,
                                         const float* end, const float* trans, const TransitionTables<float>& tables,
-                                        const float* alpha, float* node, bool pairwise, GradientSums<float>& sums,
-                                        BackwardScratch<float>& scratch) {
-  backward_sequence_impl(em, st, L, K, g, log_z, end, trans, tables, alpha, node, pairwise, sums, scratch);
+                                        const float* alpha, const double* shift, float* node, bool pairwise,
+                                        GradientSums<float>& sums, BackwardScratch<float>& scratch) {
+  backward_sequence_impl(em, st, L, K, g, log_z_rel, end, trans, tables, alpha, shift, node, pairwise, sums, scratch);
 }
-void backward_sequence(const double* em, int64_t st, int64_t L, int64_t K, double g, double log_z, const double* end,
-                       const double* trans, const TransitionTables<double>& tables, const double* alpha, double* node,
-                       bool pairwise, GradientSums<double>& sums, BackwardScratch<double>& scratch) {
-  backward_sequence_impl(em, st, L, K, g, log_z, end, trans, tables, alpha, node, pairwise, sums, scratch);
+void backward_sequence(const double* em, int64_t st, int64_t L, int64_t K, double g, double log_z_rel,
+                       const double* end, const double* trans, const TransitionTables<double>& tables,
+                       const double* alpha, const double* shift, double* node, bool pairwise,
+                       GradientSums<double>& sums, BackwardScratch<double>& scratch) {
+  backward_sequence_impl(em, st, L, K, g, log_z_rel, end, trans, tables, alpha, shift, node, pairwise, sums, scratch);
 }
 
 // The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
@@ -210,43 +226,75 @@ void for_each_chunk(int64_t B, const F& body) {
   });
 }
 
-// Forward recursion of every sequence, then (when `node` is given) the backward one; shared by the gradient of log Z
-// (pairwise on) and the marginals (pairwise off).
+// Backward recursion of every sequence with an allowed path and a nonzero gradient; shared by the gradient of log Z
+// (pairwise on) and the marginals (g = 1, pairwise off). alpha: [B, T, K], shift: [B, T] from log_partition_forward.
 template <typename T>
-void log_partition_backward(const CrfArgs& a, const T* em, const T* g, const T* log_z, const T* end, const T* trans,
-                            const TransitionTables<T>& tables, const T* alpha, T* node, bool pairwise,
-                            std::vector<GradientSums<T>>& sums) {
+void log_partition_backward(const CrfArgs& a, const T* em, const T* g, const T* end, const T* trans,
+                            const TransitionTables<T>& tables, const T* alpha, const double* shift, T* node,
+                            bool pairwise, std::vector<GradientSums<T>>& sums) {
   const int64_t K = a.K, T_max = a.T;
   for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t c) {
     BackwardScratch<T> scratch(K);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t L = a.lengths[b];
-      if (L == 0 || log_z[b] == neg_inf<T>() || g[b] == T(0)) continue;
-      backward_sequence(em + b * a.stride_b, a.stride_t, L, K, g[b], log_z[b], end, trans, tables,
-                        alpha + b * T_max * K, node + b * a.stride_b, pairwise, sums[c], scratch);
+      if (L == 0 || g[b] == T(0)) continue;
+      const T* alpha_b = alpha + b * T_max * K;
+      const T log_z_rel = log_sum_exp_plus(alpha_b + (L - 1) * K, end, 1, K);
+      if (log_z_rel == neg_inf<T>()) continue;
+      backward_sequence(em + b * a.stride_b, a.stride_t, L, K, g[b], log_z_rel, end, trans, tables, alpha_b,
+                        shift + b * T_max, node + b * a.stride_b, pairwise, sums[c], scratch);
     }
   });
 }
 
+// Forward recursion of every sequence: alpha [B, T, K] (relative, -inf past each length), shift [B, T] (0 past each
+// length) and log Z [B].
 template <typename T>
 void log_partition_forward(const CrfArgs& a, const T* em, const T* start, const T* end, const T* trans,
-                           const TransitionTables<T>& tables, T* alpha, T* log_z) {
+                           const TransitionTables<T>& tables, T* alpha, double* shift, T* log_z) {
   const int64_t K = a.K, T_max = a.T;
   for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) {
     std::vector<T> p(K), u(K);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t L = a.lengths[b];
       T* alpha_b = alpha + b * T_max * K;
+      double* shift_b = shift + b * T_max;
       std::fill(alpha_b + L * K, alpha_b + T_max * K, neg_inf<T>());
-      log_z[b] = L == 0 ? T(0)
-                        : forward_sequence(em + b * a.stride_b, a.stride_t, L, K, start, end, trans,
-                                           tables.col_exp.data(), tables.col_shift.data(), alpha_b, p.data(),
-                                           u.data());
+      std::fill(shift_b + L, shift_b + T_max, 0.0);
+      if (L == 0) {
+        log_z[b] = 0;
+        continue;
+      }
+      forward_sequence(em + b * a.stride_b, a.stride_t, L, K, start, trans, tables.col_exp.data(),
+                       tables.col_shift.data(), alpha_b, shift_b, p.data(), u.data());
+      log_z[b] = static_cast<T>(shift_b[L - 1] + log_sum_exp_plus(alpha_b + (L - 1) * K, end, 1, K));
     }
   });
 }
 
 }  // namespace
+
+at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask) {
+  check_dim(mask, "mask", 2, "(batch, seq_length)");
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte,
+                   "mask must be bool or uint8, got ", mask.scalar_type());
+  TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
+  const int64_t B = mask.size(0), T = mask.size(1);
+  const at::Tensor m = mask.to(at::kByte);
+  const auto acc = m.accessor<uint8_t, 2>();
+  at::Tensor lengths = at::empty({B}, at::kLong);
+  int64_t* out = lengths.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t L = 0;
+    while (L < T && acc[b][L]) ++L;
+    for (int64_t t = L; t < T; ++t) {
+      TORCH_CHECK_VALUE(!acc[b][t], "mask must be a prefix in each sequence (ones for the steps that exist, then "
+                        "zeros for padding), but sequence ", b, " has a one at step ", t, " after a zero at step ", L);
+    }
+    out[b] = L;
+  }
+  return lengths;
+}
 
 std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
                                               const at::Tensor& start, const at::Tensor& end,
@@ -254,36 +302,41 @@ std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   at::Tensor log_z = at::empty({a.B}, emissions.options());
   at::Tensor alpha = at::empty({a.B, a.T, a.K}, emissions.options());
+  at::Tensor shift = at::empty({a.B, a.T}, emissions.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_cpu", [&] {
+    using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
-    const TransitionTables<scalar_t> tables(tr.data_ptr<scalar_t>(), a.K);
-    log_partition_forward(a, a.emissions.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(),
-                          tr.data_ptr<scalar_t>(), tables, alpha.data_ptr<scalar_t>(), log_z.data_ptr<scalar_t>());
+    const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                          alpha.data_ptr<T>(), shift.data_ptr<double>(), log_z.data_ptr<T>());
   });
-  return {log_z, alpha};
+  return {log_z, alpha, shift};
 }
 
 std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
                                                        const at::Tensor& lengths, const at::Tensor& start,
                                                        const at::Tensor& end, const at::Tensor& transitions,
-                                                       const at::Tensor& log_z, const at::Tensor& log_alpha) {
+                                                       const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   check_shape(grad_log_z, "grad_log_z", {a.B});
   check_like(grad_log_z, "grad_log_z", emissions, "emissions");
-  check_shape(log_z, "log_z", {a.B});
   check_shape(log_alpha, "log_alpha", {a.B, a.T, a.K});
+  check_like(log_alpha, "log_alpha", emissions, "emissions");
+  check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
+  TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
+                   alpha_shift.scalar_type());
   at::Tensor grad_em = at::zeros_like(a.emissions);
   at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
   at::Tensor grad_trans = at::empty({a.K, a.K}, transitions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_backward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_log_z.contiguous();
-    const at::Tensor lz = log_z.contiguous(), al = log_alpha.contiguous();
+    const at::Tensor al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
     const int64_t K = a.K;
     const TransitionTables<T> tables(tr.data_ptr<T>(), K);
     std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(K));
-    log_partition_backward(a, a.emissions.data_ptr<T>(), g.data_ptr<T>(), lz.data_ptr<T>(), e.data_ptr<T>(),
-                           tr.data_ptr<T>(), tables, al.data_ptr<T>(), grad_em.data_ptr<T>(), true, sums);
+    log_partition_backward(a, a.emissions.data_ptr<T>(), g.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(),
+                           tables, al.data_ptr<T>(), sh.data_ptr<double>(), grad_em.data_ptr<T>(), true, sums);
     T* gs = grad_start.data_ptr<T>();
     T* ge = grad_end.data_ptr<T>();
     T* gt = grad_trans.data_ptr<T>();
@@ -308,11 +361,12 @@ at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& leng
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
     const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
     std::vector<T> alpha(a.B * a.T * a.K), log_z(a.B), ones(a.B, T(1));
+    std::vector<double> shift(a.B * a.T);
     log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
-                          alpha.data(), log_z.data());
+                          alpha.data(), shift.data(), log_z.data());
     std::vector<GradientSums<T>> unused(chunk_count(a.B), GradientSums<T>(0));
-    log_partition_backward(a, a.emissions.data_ptr<T>(), ones.data(), log_z.data(), e.data_ptr<T>(),
-                           tr.data_ptr<T>(), tables, alpha.data(), marginals.data_ptr<T>(), false, unused);
+    log_partition_backward(a, a.emissions.data_ptr<T>(), ones.data(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                           alpha.data(), shift.data(), marginals.data_ptr<T>(), false, unused);
   });
   return marginals;
 }

@@ -15,19 +15,31 @@ from torch import Tensor
 from .. import _C
 
 
+@torch.library.custom_op("pyseq::crf_mask_lengths", mutates_args=(), device_types="cpu")
+def crf_mask_lengths(mask: Tensor) -> Tensor:
+    """mask [B, T] bool/uint8, ones then zeros per row. Returns lengths [B] int64 (ValueError for another mask)."""
+    return _C.crf_mask_lengths(mask)
+
+
+@crf_mask_lengths.register_fake
+def _crf_mask_lengths_fake(mask):
+    return mask.new_empty(mask.shape[0], dtype=torch.long)
+
+
 @torch.library.custom_op("pyseq::crf_log_partition", mutates_args=(), device_types="cpu")
 def crf_log_partition(
     emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Returns (log_z [B], log_alpha [B, T, K]), the forward variables kept for the backward."""
-    log_z, log_alpha = _C.crf_log_partition(emissions, lengths, start, end, transitions)
-    return log_z, log_alpha
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (log_z [B], log_alpha [B, T, K], alpha_shift [B, T] float64): the forward variables (log_alpha +
+    alpha_shift), kept for the backward."""
+    log_z, log_alpha, alpha_shift = _C.crf_log_partition(emissions, lengths, start, end, transitions)
+    return log_z, log_alpha, alpha_shift
 
 
 @crf_log_partition.register_fake
 def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
     B, T, K = emissions.shape
-    return emissions.new_empty(B), emissions.new_empty(B, T, K)
+    return emissions.new_empty(B), emissions.new_empty(B, T, K), emissions.new_empty(B, T, dtype=torch.float64)
 
 
 @torch.library.custom_op("pyseq::crf_log_partition_backward", mutates_args=(), device_types="cpu")
@@ -38,33 +50,33 @@ def crf_log_partition_backward(
     start: Tensor,
     end: Tensor,
     transitions: Tensor,
-    log_z: Tensor,
     log_alpha: Tensor,
+    alpha_shift: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients of sum(grad_log_z * log_z) for (emissions, start, end, transitions)."""
-    g = _C.crf_log_partition_backward(grad_log_z, emissions, lengths, start, end, transitions, log_z, log_alpha)
+    g = _C.crf_log_partition_backward(grad_log_z, emissions, lengths, start, end, transitions, log_alpha, alpha_shift)
     return g[0], g[1], g[2], g[3]
 
 
 @crf_log_partition_backward.register_fake
-def _crf_log_partition_backward_fake(grad_log_z, emissions, lengths, start, end, transitions, log_z, log_alpha):
+def _crf_log_partition_backward_fake(grad_log_z, emissions, lengths, start, end, transitions, log_alpha, alpha_shift):
     return torch.empty_like(emissions), torch.empty_like(start), torch.empty_like(end), torch.empty_like(transitions)
 
 
 def _log_partition_setup(ctx, inputs, output):
     emissions, lengths, start, end, transitions = inputs
-    log_z, log_alpha = output
-    ctx.save_for_backward(emissions, lengths, start, end, transitions, log_z, log_alpha)
-    ctx.mark_non_differentiable(log_alpha)
+    _log_z, log_alpha, alpha_shift = output
+    ctx.save_for_backward(emissions, lengths, start, end, transitions, log_alpha, alpha_shift)
+    ctx.mark_non_differentiable(log_alpha, alpha_shift)
     ctx.set_materialize_grads(False)
 
 
-def _log_partition_backward(ctx, grad_log_z, _grad_log_alpha):
+def _log_partition_backward(ctx, grad_log_z, _grad_log_alpha, _grad_alpha_shift):
     if grad_log_z is None:
         return None, None, None, None, None
-    emissions, lengths, start, end, transitions, log_z, log_alpha = ctx.saved_tensors
+    emissions, lengths, start, end, transitions, log_alpha, alpha_shift = ctx.saved_tensors
     g_em, g_start, g_end, g_trans = crf_log_partition_backward(
-        grad_log_z.contiguous(), emissions, lengths, start, end, transitions, log_z, log_alpha
+        grad_log_z.contiguous(), emissions, lengths, start, end, transitions, log_alpha, alpha_shift
     )
     return g_em, None, g_start, g_end, g_trans
 

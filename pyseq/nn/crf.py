@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from .._ops import crf as _crf_ops
 from ..crf import TransitionConstraints, apply_constraints
 
 
@@ -82,20 +83,13 @@ class CRF(nn.Module):
                     "the first two dimensions of emissions and mask must match, "
                     f"got {tuple(emissions.shape[:2])} and {shape}"
                 )
-            if mask.dtype not in (torch.bool, torch.uint8):
-                raise TypeError(f"mask must be bool or uint8, got {mask.dtype}")
         if not self.batch_first:
             emissions = emissions.transpose(0, 1)
             tags = None if tags is None else tags.transpose(0, 1)
             mask = None if mask is None else mask.transpose(0, 1)
         if mask is None:
             return emissions, tags, None
-        mask = mask.bool()
-        lengths = mask.sum(1)
-        steps = torch.arange(mask.shape[1], device=mask.device)
-        if not torch.equal(mask, steps.unsqueeze(0) < lengths.unsqueeze(1)):
-            raise ValueError("mask must be a prefix in each sequence: ones (steps that exist), then zeros (padding)")
-        return emissions, tags, lengths
+        return emissions, tags, _crf_ops.crf_mask_lengths(mask)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None, reduction: str = "sum") -> Tensor:
         """Log-likelihood of ``tags`` given ``emissions`` (not its negative; minimize ``-crf(...)``).
