@@ -22,7 +22,8 @@ namespace pyseq {
 // ValueError for a mask that is not a prefix in some row.
 at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask);
 
-// Returns (log_z [B], log_alpha [B, T, K], alpha_shift [B, T] float64): log_alpha[b, t, j] + alpha_shift[b, t] is the
+// Returns (log_z [B], log_alpha [B, T, Kp], alpha_shift [B, T] float64), Kp = K rounded up to whole 64-byte vectors
+// (padded_tags in crf_math.h): log_alpha[b, t, j] + alpha_shift[b, t] (j < K) is the
 // log of the summed scores of all prefixes of length t + 1 ending in tag j (emissions of step t included). The
 // shift, summed in double, carries the part that grows with t, so that log_alpha keeps float32 precision. Both are
 // kept for the backward; log_alpha is -inf past each length.

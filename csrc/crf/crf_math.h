@@ -48,12 +48,38 @@ PYSEQ_HD T log_sum_exp_plus(const T* a, const T* w, int64_t stride, int64_t n) {
   return m + std::log(s);
 }
 
-// Maximum of n values (-inf for none).
+// Maximum of n values (-inf for none; NaN values are skipped), over 8 independent lanes so that it vectorizes
+// instead of running one dependent compare per value.
 template <typename T>
 PYSEQ_HD T max_of(const T* a, int64_t n) {
-  T m = neg_inf<T>();
-  for (int64_t i = 0; i < n; ++i) m = a[i] > m ? a[i] : m;
+  T lane[8];
+  for (int l = 0; l < 8; ++l) lane[l] = neg_inf<T>();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) lane[l] = a[i + l] > lane[l] ? a[i + l] : lane[l];
+  }
+  for (; i < n; ++i) lane[0] = a[i] > lane[0] ? a[i] : lane[0];
+  T m = lane[0];
+  for (int l = 1; l < 8; ++l) m = lane[l] > m ? lane[l] : m;
   return m;
+}
+
+// Emission rows are read one step at a time at a stride of B * K elements (time-major input) or K (batch-major);
+// fetching a few steps ahead hides the cache misses of the first pass over a batch the caches have not seen.
+constexpr int64_t kPrefetchSteps = 4;
+template <typename T>
+inline void prefetch_row(const T* row) {
+#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
+  __builtin_prefetch(row);
+#endif
+}
+
+// The tag count rounded up to whole 64-byte vectors: the K x K loops run over padded rows (zero or -inf padding) so
+// that every iteration is a full vector, with no scalar remainder per row.
+template <typename T>
+PYSEQ_HD int64_t padded_tags(int64_t K) {
+  constexpr int64_t lanes = 64 / sizeof(T);
+  return (K + lanes - 1) / lanes * lanes;
 }
 
 // A shift that is safe to subtract: -inf (an all-forbidden row or column) becomes 0, so that exp(x - shift) gives 0

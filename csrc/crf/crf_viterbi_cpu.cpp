@@ -9,34 +9,23 @@
 #include "crf.h"
 #include "crf_args.h"
 #include "crf_math.h"
+#include "crf_rows.h"
 
 namespace pyseq {
 namespace {
 
 // Best path of one sequence of length L >= 1: writes path [L] and returns its score (-inf, path untouched, when
-// every path is forbidden). backpointers: [L, K]; delta, best: [K] scratch.
+// every path is forbidden). trans_padded: [K, Kp] with -inf padding; backpointers: [L, Kp]; delta: [K], best: [Kp]
+// scratch.
 template <typename T>
-PYSEQ_ALWAYS_INLINE T viterbi_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, const T* __restrict__ start,
-                                            const T* __restrict__ end, const T* __restrict__ trans,
-                                            int32_t* __restrict__ backpointers, T* __restrict__ delta,
-                                            T* __restrict__ best, int64_t* path) {
+PYSEQ_ALWAYS_INLINE T viterbi_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
+                                            const T* __restrict__ start, const T* __restrict__ end,
+                                            const T* __restrict__ trans_padded, int32_t* __restrict__ backpointers,
+                                            T* __restrict__ delta, T* __restrict__ best, int64_t* path) {
   for (int64_t j = 0; j < K; ++j) delta[j] = start[j] + em[j];
   for (int64_t t = 1; t < L; ++t) {
-    int32_t* __restrict__ arg = backpointers + t * K;
-    for (int64_t j = 0; j < K; ++j) {
-      best[j] = neg_inf<T>();
-      arg[j] = 0;
-    }
-    for (int64_t i = 0; i < K; ++i) {
-      const T di = delta[i];
-      const T* __restrict__ row = trans + i * K;
-      for (int64_t j = 0; j < K; ++j) {
-        const T v = di + row[j];
-        const bool better = v > best[j];  // strict: the lowest previous tag wins a tie
-        best[j] = better ? v : best[j];
-        arg[j] = better ? static_cast<int32_t>(i) : arg[j];
-      }
-    }
+    if (t + kPrefetchSteps < L) prefetch_row(em + (t + kPrefetchSteps) * st);
+    max_plus_product(delta, trans_padded, K, Kp, best, backpointers + t * Kp);
     const T* __restrict__ e = em + t * st;
     for (int64_t j = 0; j < K; ++j) delta[j] = best[j] + e[j];
   }
@@ -51,18 +40,19 @@ PYSEQ_ALWAYS_INLINE T viterbi_sequence_impl(const T* em, int64_t st, int64_t L, 
   }
   if (!(score > neg_inf<T>())) return score;
   path[L - 1] = last;
-  for (int64_t t = L - 1; t > 0; --t) path[t - 1] = backpointers[t * K + path[t]];
+  for (int64_t t = L - 1; t > 0; --t) path[t - 1] = backpointers[t * Kp + path[t]];
   return score;
 }
 
-PYSEQ_CPU_CLONES float viterbi_sequence(const float* em, int64_t st, int64_t L, int64_t K, const float* start,
-                                        const float* end, const float* trans, int32_t* backpointers, float* delta,
-                                        float* best, int64_t* path) {
-  return viterbi_sequence_impl(em, st, L, K, start, end, trans, backpointers, delta, best, path);
+PYSEQ_CPU_CLONES float viterbi_sequence(const float* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
+                                        const float* start, const float* end, const float* trans_padded,
+                                        int32_t* backpointers, float* delta, float* best, int64_t* path) {
+  return viterbi_sequence_impl(em, st, L, K, Kp, start, end, trans_padded, backpointers, delta, best, path);
 }
-double viterbi_sequence(const double* em, int64_t st, int64_t L, int64_t K, const double* start, const double* end,
-                        const double* trans, int32_t* backpointers, double* delta, double* best, int64_t* path) {
-  return viterbi_sequence_impl(em, st, L, K, start, end, trans, backpointers, delta, best, path);
+double viterbi_sequence(const double* em, int64_t st, int64_t L, int64_t K, int64_t Kp, const double* start,
+                        const double* end, const double* trans_padded, int32_t* backpointers, double* delta,
+                        double* best, int64_t* path) {
+  return viterbi_sequence_impl(em, st, L, K, Kp, start, end, trans_padded, backpointers, delta, best, path);
 }
 
 // A partial path in list Viterbi: its score and where it came from (tag and rank at the previous step).
@@ -158,9 +148,12 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
     const T *sp = s.data_ptr<T>(), *ep = e.data_ptr<T>(), *tp = tr.data_ptr<T>();
     int64_t* path_p = paths.data_ptr<int64_t>();
     T* score_p = scores.data_ptr<T>();
+    const int64_t Kp = padded_tags<T>(a.K);
+    std::vector<T> trans_padded(a.K * Kp, neg_inf<T>());
+    for (int64_t i = 0; i < a.K; ++i) std::copy(tp + i * a.K, tp + (i + 1) * a.K, trans_padded.data() + i * Kp);
     at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<int32_t> backpointers(nbest == 1 ? a.T * a.K : 0);
-      std::vector<T> delta(a.K), best(a.K);
+      std::vector<int32_t> backpointers(nbest == 1 ? a.T * Kp : 0);
+      std::vector<T> delta(a.K), best(Kp);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t L = a.lengths[b];
         int64_t* path_b = path_p + b * nbest * a.T;
@@ -168,8 +161,8 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
         if (L == 0) {
           score_b[0] = 0;  // the one empty path
         } else if (nbest == 1) {
-          score_b[0] = viterbi_sequence(em + b * a.stride_b, a.stride_t, L, a.K, sp, ep, tp, backpointers.data(),
-                                        delta.data(), best.data(), path_b);
+          score_b[0] = viterbi_sequence(em + b * a.stride_b, a.stride_t, L, a.K, Kp, sp, ep, trans_padded.data(),
+                                        backpointers.data(), delta.data(), best.data(), path_b);
         } else {
           kbest_sequence(em + b * a.stride_b, a.stride_t, L, a.K, nbest, a.T, sp, ep, tp, path_b, score_b);
         }

@@ -30,8 +30,8 @@ def _crf_mask_lengths_fake(mask):
 def crf_log_partition(
     emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (log_z [B], log_alpha [B, T, K], alpha_shift [B, T] float64): the forward variables (log_alpha +
-    alpha_shift), kept for the backward."""
+    """Returns (log_z [B], log_alpha [B, T, Kp], alpha_shift [B, T] float64): the forward variables (log_alpha +
+    alpha_shift; Kp is K rounded up to whole 64-byte vectors), kept for the backward."""
     log_z, log_alpha, alpha_shift = _C.crf_log_partition(emissions, lengths, start, end, transitions)
     return log_z, log_alpha, alpha_shift
 
@@ -39,7 +39,9 @@ def crf_log_partition(
 @crf_log_partition.register_fake
 def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
     B, T, K = emissions.shape
-    return emissions.new_empty(B), emissions.new_empty(B, T, K), emissions.new_empty(B, T, dtype=torch.float64)
+    lanes = 64 // emissions.element_size()
+    padded = (K + lanes - 1) // lanes * lanes
+    return emissions.new_empty(B), emissions.new_empty(B, T, padded), emissions.new_empty(B, T, dtype=torch.float64)
 
 
 @torch.library.custom_op("pyseq::crf_log_partition_backward", mutates_args=(), device_types="cpu")
