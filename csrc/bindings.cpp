@@ -85,6 +85,11 @@ void register_crf(py::module_& m) {
         "Scores of given tag paths: [B]. See csrc/crf/crf.h.");
   m.def("crf_path_score_backward", &pyseq::crf_path_score_backward_cpu, py::call_guard<py::gil_scoped_release>(),
         "Gradient of the path scores: (emissions, start, end, transitions). See csrc/crf/crf.h.");
+  m.def("crf_log_likelihood", &pyseq::crf_log_likelihood_cpu, py::call_guard<py::gil_scoped_release>(),
+        "CRF log-likelihood of tag paths: (llh [B], log_alpha, alpha_shift). See csrc/crf/crf.h.");
+  m.def("crf_log_likelihood_backward", &pyseq::crf_log_likelihood_backward_cpu,
+        py::call_guard<py::gil_scoped_release>(),
+        "Gradient of the log-likelihood: (emissions, start, end, transitions). See csrc/crf/crf.h.");
   m.def("crf_viterbi", &pyseq::crf_viterbi_cpu, py::call_guard<py::gil_scoped_release>(),
         "Viterbi / k-best Viterbi: (paths [B, nbest, T], scores [B, nbest]). See csrc/crf/crf.h.");
 }

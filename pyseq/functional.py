@@ -416,14 +416,14 @@ def crf_log_likelihood(
     end_transitions: Tensor,
     lengths=None,
 ) -> Tensor:
-    """log P(tags | emissions) = score(tags) - log Z, ``[B]`` (differentiable). A forbidden tag path gets -inf."""
+    """log P(tags | emissions) = score(tags) - log Z, ``[B]``, in one op whose backward writes the path indicators
+    minus the marginals in one pass. A forbidden tag path gets -inf (and no gradient)."""
     emissions, lengths = _crf_inputs(emissions, transitions, start_transitions, end_transitions, lengths)
     tags = _crf_tags(tags, emissions)
-    args = (lengths, start_transitions, end_transitions, transitions)
-    score = _crf_ops.crf_path_score(emissions, tags, *args)
-    log_z = _crf_ops.crf_log_partition(emissions, *args)[0]
-    # score - log Z would be NaN for a forbidden path in a sequence with no allowed path at all (-inf - -inf).
-    return torch.where(score == float("-inf"), score, score - log_z)
+    llh, _, _ = _crf_ops.crf_log_likelihood(
+        emissions, tags, lengths, start_transitions, end_transitions, transitions
+    )
+    return llh
 
 
 def crf_marginals(

@@ -399,6 +399,12 @@ def test_opcheck():
     em_g = em.clone().requires_grad_()
     torch.library.opcheck(ops.crf_log_partition.default, (em_g, lengths, start, end, trans))
     torch.library.opcheck(ops.crf_path_score.default, (em_g, tags, lengths, start, end, trans))
+    torch.library.opcheck(ops.crf_log_likelihood.default, (em_g, tags, lengths, start, end, trans))
+    llh, alpha, shift = ops.crf_log_likelihood(em, tags, lengths, start, end, trans)
+    torch.library.opcheck(
+        ops.crf_log_likelihood_backward.default,
+        (torch.ones(3, dtype=em.dtype), em, tags, lengths, start, end, trans, llh, alpha, shift),
+    )
     _, alpha, shift = ops.crf_log_partition(em, lengths, start, end, trans)
     torch.library.opcheck(
         ops.crf_log_partition_backward.default, (torch.ones(3, dtype=em.dtype), em, lengths, start, end, trans, alpha, shift)

@@ -54,6 +54,20 @@ std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score
                                                     const at::Tensor& tags, const at::Tensor& lengths,
                                                     int64_t num_tags);
 
+// log P(tags | emissions) = path score - log Z in one pass: returns (llh [B], log_alpha, alpha_shift) as in
+// crf_log_partition_cpu. A forbidden tag path has llh = -inf.
+std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, const at::Tensor& tags,
+                                               const at::Tensor& lengths, const at::Tensor& start,
+                                               const at::Tensor& end, const at::Tensor& transitions);
+
+// grad_llh: [B]. Gradients of sum_b grad_llh[b] * llh[b] for (emissions, start, end, transitions): the path's
+// indicators minus the marginals, written in one pass; zero for sequences with llh = -inf.
+std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tensor& emissions,
+                                                        const at::Tensor& tags, const at::Tensor& lengths,
+                                                        const at::Tensor& start, const at::Tensor& end,
+                                                        const at::Tensor& transitions, const at::Tensor& llh,
+                                                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift);
+
 // Viterbi (nbest = 1) and list Viterbi (nbest > 1). Returns (paths [B, nbest, T] int64, scores [B, nbest]): the
 // nbest highest-scoring distinct paths of each sequence, best first (ties: the lower tag, then the lower rank, at
 // the latest step that differs). Steps past a length, and ranks beyond the number of valid paths, hold tag -1 and

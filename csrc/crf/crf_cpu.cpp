@@ -296,6 +296,63 @@ void log_partition_forward(const CrfArgs& a, const T* em, const T* start, const 
   });
 }
 
+// Adds the chunk sums of log_partition_backward to the start, end and transition gradients [K], [K], [K, K].
+template <typename T>
+void add_partition_sums(const std::vector<GradientSums<T>>& sums, const TransitionTables<T>& tables, int64_t K,
+                        T* grad_start, T* grad_end, T* grad_trans) {
+  for (const GradientSums<T>& s : sums) {
+    for (int64_t j = 0; j < K; ++j) {
+      grad_start[j] += s.start[j];
+      grad_end[j] += s.end[j];
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t ij = i * tables.Kp + j;
+        grad_trans[i * K + j] += s.pair_scaled[ij] * tables.all_exp[ij] + s.pair_exact[i * K + j];
+      }
+    }
+  }
+}
+
+// Scores of the tag paths y [B, T] into out [B].
+template <typename T>
+void path_scores(const CrfArgs& a, const T* em, const int64_t* y, const T* start, const T* end, const T* trans,
+                 T* out) {
+  at::parallel_for(0, a.B, 64, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = a.lengths[b];
+      const int64_t* path = y + b * a.T;
+      const T* em_b = em + b * a.stride_b;
+      if (L == 0) {
+        out[b] = 0;
+        continue;
+      }
+      T total = start[path[0]] + em_b[path[0]];
+      for (int64_t t = 1; t < L; ++t) total += trans[path[t - 1] * a.K + path[t]] + em_b[t * a.stride_t + path[t]];
+      out[b] = total + end[path[L - 1]];
+    }
+  });
+}
+
+// Adds g[b] at every (step, tag), start, end and transition the path of sequence b uses.
+template <typename T>
+void add_path_gradients(const CrfArgs& a, const T* g, const int64_t* y, T* grad_em, T* grad_start, T* grad_end,
+                        T* grad_trans) {
+  for (int64_t b = 0; b < a.B; ++b) {
+    const int64_t L = a.lengths[b];
+    if (L == 0 || g[b] == T(0)) continue;
+    const int64_t* path = y + b * a.T;
+    T* ge = grad_em + b * a.stride_b;
+    grad_start[path[0]] += g[b];
+    ge[path[0]] += g[b];
+    for (int64_t t = 1; t < L; ++t) {
+      grad_trans[path[t - 1] * a.K + path[t]] += g[b];
+      ge[t * a.stride_t + path[t]] += g[b];
+    }
+    grad_end[path[L - 1]] += g[b];
+  }
+}
+
 }  // namespace
 
 at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask) {
@@ -351,7 +408,7 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
                    alpha_shift.scalar_type());
   at::Tensor grad_em = at::zeros_like(a.emissions);
   at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
-  at::Tensor grad_trans = at::empty({a.K, a.K}, transitions.options());
+  at::Tensor grad_trans = at::zeros_like(transitions);
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_backward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_log_z.contiguous();
@@ -361,22 +418,7 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
     std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(0));
     log_partition_backward(a, a.emissions.data_ptr<T>(), g.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(),
                            tables, al.data_ptr<T>(), sh.data_ptr<double>(), grad_em.data_ptr<T>(), true, sums);
-    T* gs = grad_start.data_ptr<T>();
-    T* ge = grad_end.data_ptr<T>();
-    T* gt = grad_trans.data_ptr<T>();
-    std::fill(gt, gt + K * K, T(0));
-    for (const GradientSums<T>& s : sums) {
-      for (int64_t j = 0; j < K; ++j) {
-        gs[j] += s.start[j];
-        ge[j] += s.end[j];
-      }
-      for (int64_t i = 0; i < K; ++i) {
-        for (int64_t j = 0; j < K; ++j) {
-          const int64_t ij = i * tables.Kp + j;
-          gt[i * K + j] += s.pair_scaled[ij] * tables.all_exp[ij] + s.pair_exact[i * K + j];
-        }
-      }
-    }
+    add_partition_sums(sums, tables, K, grad_start.data_ptr<T>(), grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
   });
   return {grad_em, grad_start, grad_end, grad_trans};
 }
@@ -408,24 +450,8 @@ at::Tensor crf_path_score_cpu(const at::Tensor& emissions, const at::Tensor& tag
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
-    const T* em = a.emissions.data_ptr<T>();
-    const T *sp = s.data_ptr<T>(), *ep = e.data_ptr<T>(), *tp = tr.data_ptr<T>();
-    const int64_t* yp = y.data_ptr<int64_t>();
-    T* out = score.data_ptr<T>();
-    at::parallel_for(0, a.B, 64, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t L = a.lengths[b];
-        const int64_t* path = yp + b * a.T;
-        const T* em_b = em + b * a.stride_b;
-        if (L == 0) {
-          out[b] = 0;
-          continue;
-        }
-        T total = sp[path[0]] + em_b[path[0]];
-        for (int64_t t = 1; t < L; ++t) total += tp[path[t - 1] * a.K + path[t]] + em_b[t * a.stride_t + path[t]];
-        out[b] = total + ep[path[L - 1]];
-      }
-    });
+    path_scores(a, a.emissions.data_ptr<T>(), y.data_ptr<int64_t>(), s.data_ptr<T>(), e.data_ptr<T>(),
+                tr.data_ptr<T>(), score.data_ptr<T>());
   });
   return score;
 }
@@ -444,23 +470,69 @@ std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_backward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor g = grad_score.contiguous();
-    const T* gp = g.data_ptr<T>();
-    const int64_t* yp = y.data_ptr<int64_t>();
-    T *ge = grad_em.data_ptr<T>(), *gs = grad_start.data_ptr<T>(), *gn = grad_end.data_ptr<T>();
-    T* gt = grad_trans.data_ptr<T>();
+    add_path_gradients(a, g.data_ptr<T>(), y.data_ptr<int64_t>(), grad_em.data_ptr<T>(), grad_start.data_ptr<T>(),
+                       grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
+  });
+  return {grad_em, grad_start, grad_end, grad_trans};
+}
+
+std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, const at::Tensor& tags,
+                                               const at::Tensor& lengths, const at::Tensor& start,
+                                               const at::Tensor& end, const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  const at::Tensor y = check_tags(tags, a);
+  at::Tensor llh = at::empty({a.B}, emissions.options());
+  at::Tensor alpha = at::empty({a.B, a.T, padded_tags_of(emissions, a.K)}, emissions.options());
+  at::Tensor shift = at::empty({a.B, a.T}, emissions.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_likelihood_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    std::vector<T> log_z(a.B);
+    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                          alpha.data_ptr<T>(), shift.data_ptr<double>(), log_z.data());
+    T* out = llh.data_ptr<T>();
+    path_scores(a, a.emissions.data_ptr<T>(), y.data_ptr<int64_t>(), s.data_ptr<T>(), e.data_ptr<T>(),
+                tr.data_ptr<T>(), out);
+    // A forbidden path has score -inf (and log Z may be -inf too): its log-likelihood is -inf, not NaN.
+    for (int64_t b = 0; b < a.B; ++b) out[b] = out[b] == neg_inf<T>() ? out[b] : out[b] - log_z[b];
+  });
+  return {llh, alpha, shift};
+}
+
+std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tensor& emissions,
+                                                        const at::Tensor& tags, const at::Tensor& lengths,
+                                                        const at::Tensor& start, const at::Tensor& end,
+                                                        const at::Tensor& transitions, const at::Tensor& llh,
+                                                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+  const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
+  const at::Tensor y = check_tags(tags, a);
+  check_shape(grad_llh, "grad_llh", {a.B});
+  check_like(grad_llh, "grad_llh", emissions, "emissions");
+  check_shape(llh, "llh", {a.B});
+  check_shape(log_alpha, "log_alpha", {a.B, a.T, padded_tags_of(emissions, a.K)});
+  check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
+  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
+  at::Tensor grad_trans = at::zeros_like(transitions);
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_likelihood_backward_cpu", [&] {
+    using T = scalar_t;
+    const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_llh.contiguous();
+    const at::Tensor ll = llh.contiguous(), al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
+    const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    // d llh = d score - d log Z; a sequence whose log-likelihood is -inf (forbidden path) gets no gradient.
+    std::vector<T> g_path(a.B), g_partition(a.B);
     for (int64_t b = 0; b < a.B; ++b) {
-      const int64_t L = a.lengths[b];
-      if (L == 0) continue;
-      const int64_t* path = yp + b * a.T;
-      T* ge_b = ge + b * a.stride_b;
-      gs[path[0]] += gp[b];
-      ge_b[path[0]] = gp[b];
-      for (int64_t t = 1; t < L; ++t) {
-        gt[path[t - 1] * a.K + path[t]] += gp[b];
-        ge_b[t * a.stride_t + path[t]] = gp[b];
-      }
-      gn[path[L - 1]] += gp[b];
+      const bool forbidden = ll.data_ptr<T>()[b] == neg_inf<T>();
+      g_path[b] = forbidden ? T(0) : g.data_ptr<T>()[b];
+      g_partition[b] = -g_path[b];
     }
+    std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(0));
+    log_partition_backward(a, a.emissions.data_ptr<T>(), g_partition.data(), e.data_ptr<T>(), tr.data_ptr<T>(),
+                           tables, al.data_ptr<T>(), sh.data_ptr<double>(), grad_em.data_ptr<T>(), true, sums);
+    add_partition_sums(sums, tables, a.K, grad_start.data_ptr<T>(), grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
+    add_path_gradients(a, g_path.data(), y.data_ptr<int64_t>(), grad_em.data_ptr<T>(), grad_start.data_ptr<T>(),
+                       grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
   });
   return {grad_em, grad_start, grad_end, grad_trans};
 }
