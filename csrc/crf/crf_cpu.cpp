@@ -17,7 +17,8 @@ namespace {
 // The exponentiated transition matrix in the three shifts the recursions use, built once per call.
 template <typename T>
 struct TransitionTables {
-  // Rows are padded to Kp = padded_tags(K) columns of zeros.
+  // Rows are padded to Kp = padded_tags(K) columns: ones in col_exp and row_exp_t (so that the padding of a product
+  // is never below CrfLimits::tiny and the exact-recompute check runs over whole vectors), zeros in all_exp.
   int64_t Kp;
   std::vector<T> col_exp;    // [K, Kp]: exp(transitions[i][j] - col_shift[j])      (forward:  u = p @ col_exp)
   std::vector<T> col_shift;  // [Kp], padding 0
@@ -40,6 +41,8 @@ struct TransitionTables {
       for (int64_t i = 0; i < K; ++i) m = std::max(m, trans[i * K + j]);
       col_shift[j] = finite_shift(m);
     }
+    std::fill(col_exp.begin(), col_exp.end(), T(1));
+    std::fill(row_exp_t.begin(), row_exp_t.end(), T(1));
     for (int64_t i = 0; i < K; ++i) {
       for (int64_t j = 0; j < K; ++j) {
         const T x = trans[i * K + j];
@@ -51,56 +54,12 @@ struct TransitionTables {
   }
 };
 
-// Forward algorithm over one sequence of length L >= 1. em: step t at em + t * st.
-//
-// The log forward variables are kept relative to a running shift: alpha[t][j] + shift[t] is log of the summed scores
-// of the prefixes of length t + 1 ending in tag j. alpha stays within the range of one step's scores, and the shift
-// (which grows with t, to thousands for long sequences) is summed in double, so that float32 keeps its precision for
-// the differences that matter (marginals are exp(alpha + beta - log Z)).
-//
-// Every per-step vector has Kp = padded_tags(K) entries, the padding being -inf in log space and 0 in probability
-// space, so that each loop runs over whole vectors. alpha: [L, Kp]; e_pad, p, u: [Kp] scratch (e_pad's padding -inf).
+// Whether any of x[0, n) is at or below CrfLimits::tiny (or NaN): a branch-free reduction that vectorizes.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void forward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
-                                               const T* __restrict__ start, const T* __restrict__ trans,
-                                               const T* __restrict__ col_exp, const T* __restrict__ col_shift,
-                                               T* __restrict__ alpha, double* __restrict__ shift,
-                                               T* __restrict__ e_pad, T* __restrict__ p, T* __restrict__ u) {
-  for (int64_t j = 0; j < Kp; ++j) alpha[j] = j < K ? start[j] + em[j] : neg_inf<T>();
-  shift[0] = 0;
-  for (int64_t t = 1; t < L; ++t) {
-    const T* __restrict__ prev = alpha + (t - 1) * Kp;
-    T* __restrict__ cur = alpha + t * Kp;
-    const T m = max_of(prev, Kp);
-    if (m == neg_inf<T>()) {
-      std::fill(cur, cur + Kp, neg_inf<T>());
-      shift[t] = shift[t - 1];
-      continue;
-    }
-    shift[t] = shift[t - 1] + m;
-    if (t + kPrefetchSteps < L) prefetch_row(em + (t + kPrefetchSteps) * st);
-    std::copy(em + t * st, em + t * st + K, e_pad);
-    for (int64_t i = 0; i < Kp; ++i) p[i] = exp_or_zero(prev[i] - m);
-    vector_matrix_product(p, col_exp, K, Kp, u);
-    for (int64_t j = 0; j < Kp; ++j) {
-      cur[j] = col_shift[j] + log_positive(u[j] > CrfLimits<T>::tiny ? u[j] : T(1)) + e_pad[j];
-    }
-    for (int64_t j = 0; j < K; ++j) {
-      if (!(u[j] > CrfLimits<T>::tiny)) cur[j] = log_sum_exp_plus(prev, trans + j, K, K) - m + e_pad[j];
-    }
-  }
-}
-
-PYSEQ_CPU_CLONES void forward_sequence(const float* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
-                                       const float* start, const float* trans, const float* col_exp,
-                                       const float* col_shift, float* alpha, double* shift, float* e_pad, float* p,
-                                       float* u) {
-  forward_sequence_impl(em, st, L, K, Kp, start, trans, col_exp, col_shift, alpha, shift, e_pad, p, u);
-}
-void forward_sequence(const double* em, int64_t st, int64_t L, int64_t K, int64_t Kp, const double* start,
-                      const double* trans, const double* col_exp, const double* col_shift, double* alpha,
-                      double* shift, double* e_pad, double* p, double* u) {
-  forward_sequence_impl(em, st, L, K, Kp, start, trans, col_exp, col_shift, alpha, shift, e_pad, p, u);
+PYSEQ_ALWAYS_INLINE bool any_tiny(const T* __restrict__ x, int64_t n) {
+  int32_t found = 0;
+  for (int64_t j = 0; j < n; ++j) found |= x[j] > CrfLimits<T>::tiny ? 0 : 1;
+  return found != 0;
 }
 
 // Accumulators of one chunk of the batch for the backward: transition, start and end gradients.
@@ -112,129 +71,265 @@ struct GradientSums {
   explicit GradientSums(int64_t K) : pair_scaled(K * padded_tags<T>(K)), pair_exact(K * K), start(K), end(K) {}
 };
 
-// Scratch vectors of the backward recursion, [Kp] each; e_pad's padding is -inf.
+// What the recursions of one call read and write.
+//
+// The log forward variables are kept relative to a running shift: alpha[b][t][j] + shift[b][t] is the log of the
+// summed scores of the prefixes of length t + 1 of sequence b ending in tag j. alpha stays within the range of one
+// step's scores, and the shift (which grows with t, to thousands for long sequences) is summed in double, so that
+// float32 keeps its precision for the differences that matter (marginals are exp(alpha + beta - log Z)).
+//
+// Every per-step vector has Kp = padded_tags(K) entries, the padding being -inf in log space and 0 in probability
+// space, so that each loop runs over whole vectors.
 template <typename T>
-struct BackwardScratch {
-  std::vector<T> beta, beta_prev, e_pad, w, r, p, v, node;
-  explicit BackwardScratch(int64_t K)
-      : beta(padded_tags<T>(K)),
-        beta_prev(padded_tags<T>(K)),
-        e_pad(padded_tags<T>(K), neg_inf<T>()),
-        w(padded_tags<T>(K)),
-        r(padded_tags<T>(K)),
-        p(padded_tags<T>(K)),
-        v(padded_tags<T>(K)),
-        node(padded_tags<T>(K)) {}
+struct Problem {
+  const T* em;  // step t of sequence b at em + b * stride_b + t * stride_t
+  int64_t stride_b, stride_t;
+  const int64_t* lengths;
+  int64_t K, Kp, T_max;
+  const T *start, *end, *trans;
+  const TransitionTables<T>* tables;
+  T* alpha;       // [B, T_max, Kp]
+  double* shift;  // [B, T_max]
 };
 
-// Backward recursion over one sequence of length L >= 1 with an allowed path (log_z_rel finite), from the forward
-// variables (alpha [L, Kp], shift) of forward_sequence; log Z = shift[L - 1] + log_z_rel. Beta is kept relative to
-// its own running shift in double, like alpha, and padded like it (the padding of beta itself never matters: it
-// only meets -inf emissions). Writes g * P(y_t = j) into out (step t at out + t * st) and, when `pairwise`, adds g
-// times the pairwise marginals summed over steps, and the first and last node marginals, to sums.
+// Per-step scratch vectors, [Kp] each.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void backward_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, T g, T log_z_rel,
-                                                const T* __restrict__ end, const T* __restrict__ trans,
-                                                const TransitionTables<T>& tables, const T* __restrict__ alpha,
-                                                const double* __restrict__ shift, T* out, bool pairwise,
-                                                GradientSums<T>& sums, BackwardScratch<T>& scratch) {
-  T* __restrict__ beta = scratch.beta.data();
-  T* __restrict__ beta_prev = scratch.beta_prev.data();
-  T* __restrict__ e_pad = scratch.e_pad.data();
-  T* __restrict__ w = scratch.w.data();
-  T* __restrict__ r = scratch.r.data();
-  T* __restrict__ p = scratch.p.data();
-  T* __restrict__ v = scratch.v.data();
-  T* __restrict__ node = scratch.node.data();
-  const T* __restrict__ row_exp_t = tables.row_exp_t.data();
-  const T* __restrict__ row_shift = tables.row_shift.data();
-  T* __restrict__ pair = sums.pair_scaled.data();
-  const int64_t Kp = tables.Kp;
-  const double log_z = shift[L - 1] + static_cast<double>(log_z_rel);
-  double beta_shift = 0;  // beta[j] + beta_shift is the log backward variable of step t
-  std::copy(end, end + K, beta);
-  std::fill(beta + K, beta + Kp, neg_inf<T>());
-  for (int64_t t = L - 1;; --t) {
-    const T* __restrict__ a = alpha + t * Kp;
-    const T node_offset = static_cast<T>(shift[t] + beta_shift - log_z);
-    for (int64_t j = 0; j < Kp; ++j) node[j] = g * exp_or_zero(a[j] + beta[j] + node_offset);
-    std::copy(node, node + K, out + t * st);
-    if (pairwise && t == L - 1) {
-      for (int64_t j = 0; j < K; ++j) sums.end[j] += node[j];
+struct StepScratch {
+  std::vector<T> p, u, w, r, node;
+  explicit StepScratch(int64_t Kp) : p(Kp), u(Kp), w(Kp), r(Kp), node(Kp) {}
+};
+
+// The emissions of the next step of each sequence of a chunk, [sequences, Kp] with -inf padding. A row is staged
+// right after a sequence's step, a whole round of the other sequences' steps before it is read: read right after
+// the copy, the full-vector loads would wait on the copy's narrower stores (a store-forwarding stall per step).
+template <typename T>
+struct StagedEmissions {
+  const Problem<T>& P;
+  int64_t b0;
+  std::vector<T> rows;
+  StagedEmissions(const Problem<T>& problem, int64_t first, int64_t count)
+      : P(problem), b0(first), rows(count * problem.Kp, neg_inf<T>()) {}
+  void stage(int64_t b, int64_t t) {
+    const T* e = P.em + b * P.stride_b + t * P.stride_t;
+    T* row = rows.data() + (b - b0) * P.Kp;
+    for (int64_t j = 0; j < P.K; ++j) row[j] = e[j];
+  }
+  const T* row(int64_t b) const { return rows.data() + (b - b0) * P.Kp; }
+};
+
+// One step of the forward recursion: cur from prev (rows [Kp] of alpha) and the step's emissions e_pad [Kp]. Returns
+// the shift of cur given the shift of prev.
+template <typename T>
+PYSEQ_ALWAYS_INLINE double forward_step(const Problem<T>& P, const T* __restrict__ e_pad, const T* __restrict__ prev,
+                                        T* __restrict__ cur, double prev_shift, StepScratch<T>& s) {
+  const int64_t K = P.K, Kp = P.Kp;
+  const T m = max_of(prev, Kp);
+  if (m == neg_inf<T>()) {
+    std::fill(cur, cur + Kp, neg_inf<T>());
+    return prev_shift;
+  }
+  T* __restrict__ p = s.p.data();
+  T* __restrict__ u = s.u.data();
+  const T* __restrict__ col_shift = P.tables->col_shift.data();
+  for (int64_t i = 0; i < Kp; ++i) p[i] = exp_or_zero(prev[i] - m);
+  vector_matrix_product(p, P.tables->col_exp.data(), K, Kp, u);
+  for (int64_t j = 0; j < Kp; ++j) {
+    cur[j] = col_shift[j] + log_positive(u[j] > CrfLimits<T>::tiny ? u[j] : T(1)) + e_pad[j];
+  }
+  if (any_tiny(u, Kp)) {
+    for (int64_t j = 0; j < K; ++j) {
+      if (!(u[j] > CrfLimits<T>::tiny)) cur[j] = log_sum_exp_plus(prev, P.trans + j, K, K) - m + e_pad[j];
     }
-    if (t == 0) {
-      if (pairwise) {
-        for (int64_t j = 0; j < K; ++j) sums.start[j] += node[j];
-      }
-      return;
+  }
+  return prev_shift + m;
+}
+
+// Forward recursion of sequences [b0, b1): fills their alpha and shift rows (-inf and 0 past each length) and
+// log_z. The sequences advance together, one step of each in turn: their independent dependency chains overlap in
+// the core, and a time-major batch is read in memory order.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void forward_chunk_impl(const Problem<T>& P, int64_t b0, int64_t b1, T* log_z) {
+  const int64_t K = P.K, Kp = P.Kp;
+  StepScratch<T> scratch(Kp);
+  StagedEmissions<T> staged(P, b0, b1 - b0);
+  int64_t steps = 0;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t L = P.lengths[b];
+    if (L > 1) staged.stage(b, 1);
+    T* alpha_b = P.alpha + b * P.T_max * Kp;
+    double* shift_b = P.shift + b * P.T_max;
+    std::fill(alpha_b + L * Kp, alpha_b + P.T_max * Kp, neg_inf<T>());
+    std::fill(shift_b + L, shift_b + P.T_max, 0.0);
+    if (L == 0) continue;
+    const T* e = P.em + b * P.stride_b;
+    for (int64_t j = 0; j < Kp; ++j) alpha_b[j] = j < K ? P.start[j] + e[j] : neg_inf<T>();
+    shift_b[0] = 0;
+    steps = std::max(steps, L);
+  }
+  for (int64_t t = 1; t < steps; ++t) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = P.lengths[b];
+      if (t >= L) continue;
+      T* row = P.alpha + (b * P.T_max + t) * Kp;
+      double* shift = P.shift + b * P.T_max + t;
+      *shift = forward_step(P, staged.row(b), row - Kp, row, shift[-1], scratch);
+      if (t + 1 < L) staged.stage(b, t + 1);
     }
-    if (t >= kPrefetchSteps) prefetch_row(em + (t - kPrefetchSteps) * st);
-    std::copy(em + t * st, em + t * st + K, e_pad);
-    for (int64_t j = 0; j < Kp; ++j) w[j] = e_pad[j] + beta[j];
-    const T mw = max_of(w, Kp);
-    if (mw == neg_inf<T>()) {  // nothing after step t is reachable: no pairwise mass, beta of t - 1 is -inf
-      std::fill(beta, beta + Kp, neg_inf<T>());
-      continue;
-    }
-    for (int64_t j = 0; j < Kp; ++j) r[j] = exp_or_zero(w[j] - mw);
-    const T* __restrict__ prev = alpha + (t - 1) * Kp;
-    const T m = max_of(prev, Kp);
-    if (pairwise && m != neg_inf<T>()) {
-      // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] + pair_offset)
-      //                         = exp(m + mw + all_shift + pair_offset) * p[i] * r[j] * all_exp[i][j]
-      const T pair_offset = static_cast<T>(shift[t - 1] + beta_shift - log_z);
-      const T scale_log = m + mw + tables.all_shift + pair_offset;
-      if (scale_log > CrfLimits<T>::big_shift) {
-        T* __restrict__ exact = sums.pair_exact.data();
-        for (int64_t i = 0; i < K; ++i) {
-          for (int64_t j = 0; j < K; ++j) {
-            exact[i * K + j] += g * exp_or_zero(prev[i] + trans[i * K + j] + w[j] + pair_offset);
-          }
-        }
-      } else {
-        const T scale = g * exp_or_zero(scale_log);
-        for (int64_t i = 0; i < Kp; ++i) p[i] = scale * exp_or_zero(prev[i] - m);
-        for (int64_t i = 0; i < K; ++i) {
-          const T pi = p[i];
-          if (pi == T(0)) continue;
-          T* __restrict__ row = pair + i * Kp;
-          for (int64_t j = 0; j < Kp; ++j) row[j] += pi * r[j];
-        }
-      }
-    }
-    // beta_{t-1}[i] = log sum_j exp(trans[i][j] + w[j]), relative to beta_shift + mw
-    vector_matrix_product(r, row_exp_t, K, Kp, v);
-    for (int64_t i = 0; i < Kp; ++i) {
-      beta_prev[i] = row_shift[i] + log_positive(v[i] > CrfLimits<T>::tiny ? v[i] : T(1));
-    }
-    for (int64_t i = 0; i < K; ++i) {
-      if (!(v[i] > CrfLimits<T>::tiny)) beta_prev[i] = log_sum_exp_plus(w, trans + i * K, 1, K) - mw;
-    }
-    beta_shift += mw;
-    std::swap(beta, beta_prev);
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t L = P.lengths[b];
+    const T* last = P.alpha + (b * P.T_max + L - 1) * Kp;
+    log_z[b] = L == 0 ? T(0) : static_cast<T>(P.shift[b * P.T_max + L - 1] + log_sum_exp_plus(last, P.end, 1, K));
   }
 }
 
-PYSEQ_CPU_CLONES void backward_sequence(const float* em, int64_t st, int64_t L, int64_t K, float g, float log_z_rel,
-                                        const float* end, const float* trans, const TransitionTables<float>& tables,
-                                        const float* alpha, const double* shift, float* node, bool pairwise,
-                                        GradientSums<float>& sums, BackwardScratch<float>& scratch) {
-  backward_sequence_impl(em, st, L, K, g, log_z_rel, end, trans, tables, alpha, shift, node, pairwise, sums, scratch);
+PYSEQ_CPU_CLONES void forward_chunk(const Problem<float>& P, int64_t b0, int64_t b1, float* log_z) {
+  forward_chunk_impl(P, b0, b1, log_z);
 }
-void backward_sequence(const double* em, int64_t st, int64_t L, int64_t K, double g, double log_z_rel,
-                       const double* end, const double* trans, const TransitionTables<double>& tables,
-                       const double* alpha, const double* shift, double* node, bool pairwise,
-                       GradientSums<double>& sums, BackwardScratch<double>& scratch) {
-  backward_sequence_impl(em, st, L, K, g, log_z_rel, end, trans, tables, alpha, shift, node, pairwise, sums, scratch);
+void forward_chunk(const Problem<double>& P, int64_t b0, int64_t b1, double* log_z) {
+  forward_chunk_impl(P, b0, b1, log_z);
 }
 
-// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
-// order on every run (deterministic gradients).
+// State of one sequence in the backward recursion: beta [Kp] (relative to beta_shift, padded like alpha; its padding
+// never matters, it only meets -inf emissions), log Z and the gradient scale g.
+template <typename T>
+struct BackwardState {
+  T* beta;
+  double beta_shift, log_z;
+  T g;
+};
+
+// One step t of the backward recursion of one sequence, with the step's emissions e_pad [Kp]: writes g * P(y_t = j)
+// into out [K]; with `pairwise`, adds g times the pairwise marginals of (t - 1, t), and at the ends the node
+// marginals, to sums; then (t > 0) turns beta of step t into beta of step t - 1.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void backward_step(const Problem<T>& P, int64_t b, int64_t t, int64_t L, const T* __restrict__ e_pad,
+                                       BackwardState<T>& st, T* out, bool pairwise, GradientSums<T>& sums,
+                                       StepScratch<T>& s) {
+  const int64_t K = P.K, Kp = P.Kp;
+  const TransitionTables<T>& tables = *P.tables;
+  T* __restrict__ beta = st.beta;
+  T* __restrict__ node = s.node.data();
+  const T* __restrict__ a = P.alpha + (b * P.T_max + t) * Kp;
+  const double* shift = P.shift + b * P.T_max;
+  const T node_offset = static_cast<T>(shift[t] + st.beta_shift - st.log_z);
+  for (int64_t j = 0; j < Kp; ++j) node[j] = st.g * exp_or_zero(a[j] + beta[j] + node_offset);
+  for (int64_t j = 0; j < K; ++j) out[j] = node[j];
+  if (pairwise && t == L - 1) {
+    for (int64_t j = 0; j < K; ++j) sums.end[j] += node[j];
+  }
+  if (t == 0) {
+    if (pairwise) {
+      for (int64_t j = 0; j < K; ++j) sums.start[j] += node[j];
+    }
+    return;
+  }
+  T* __restrict__ w = s.w.data();
+  T* __restrict__ r = s.r.data();
+  T* __restrict__ p = s.p.data();
+  T* __restrict__ v = s.u.data();
+  for (int64_t j = 0; j < Kp; ++j) w[j] = e_pad[j] + beta[j];
+  const T mw = max_of(w, Kp);
+  if (mw == neg_inf<T>()) {  // nothing after step t is reachable: no pairwise mass, beta of t - 1 is -inf
+    std::fill(beta, beta + Kp, neg_inf<T>());
+    return;
+  }
+  for (int64_t j = 0; j < Kp; ++j) r[j] = exp_or_zero(w[j] - mw);
+  const T* __restrict__ prev = a - Kp;
+  const T m = max_of(prev, Kp);
+  if (pairwise && m != neg_inf<T>()) {
+    // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] + pair_offset)
+    //                         = exp(m + mw + all_shift + pair_offset) * p[i] * r[j] * all_exp[i][j]
+    const T pair_offset = static_cast<T>(shift[t - 1] + st.beta_shift - st.log_z);
+    const T scale_log = m + mw + tables.all_shift + pair_offset;
+    if (scale_log > CrfLimits<T>::big_shift) {
+      T* __restrict__ exact = sums.pair_exact.data();
+      for (int64_t i = 0; i < K; ++i) {
+        for (int64_t j = 0; j < K; ++j) {
+          exact[i * K + j] += st.g * exp_or_zero(prev[i] + P.trans[i * K + j] + w[j] + pair_offset);
+        }
+      }
+    } else {
+      const T scale = st.g * exp_or_zero(scale_log);
+      T* __restrict__ pair = sums.pair_scaled.data();
+      for (int64_t i = 0; i < Kp; ++i) p[i] = scale * exp_or_zero(prev[i] - m);
+      for (int64_t i = 0; i < K; ++i) {
+        const T pi = p[i];
+        if (pi == T(0)) continue;
+        T* __restrict__ row = pair + i * Kp;
+        for (int64_t j = 0; j < Kp; ++j) row[j] += pi * r[j];
+      }
+    }
+  }
+  // beta_{t-1}[i] = log sum_j exp(trans[i][j] + w[j]), relative to beta_shift + mw
+  vector_matrix_product(r, tables.row_exp_t.data(), K, Kp, v);
+  const T* __restrict__ row_shift = tables.row_shift.data();
+  for (int64_t i = 0; i < Kp; ++i) beta[i] = row_shift[i] + log_positive(v[i] > CrfLimits<T>::tiny ? v[i] : T(1));
+  if (any_tiny(v, Kp)) {
+    for (int64_t i = 0; i < K; ++i) {
+      if (!(v[i] > CrfLimits<T>::tiny)) beta[i] = log_sum_exp_plus(w, P.trans + i * K, 1, K) - mw;
+    }
+  }
+  st.beta_shift += mw;
+}
+
+// Backward recursion of the sequences [b0, b1) that have an allowed path and a nonzero g, advancing together like
+// forward_chunk. node: [B, T, K] output in the strides of the emissions, every element written (0 where the
+// recursion does not reach).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, int64_t b1, const T* g, T* node,
+                                             bool pairwise, GradientSums<T>& sums) {
+  const int64_t K = P.K, Kp = P.Kp;
+  StepScratch<T> scratch(Kp);
+  StagedEmissions<T> staged(P, b0, b1 - b0);
+  std::vector<T> betas((b1 - b0) * Kp);
+  std::vector<BackwardState<T>> states(b1 - b0);
+  std::vector<int64_t> active;  // sequences with something to do, and their lengths
+  int64_t steps = 0;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t L = P.lengths[b];
+    const T log_z_rel = L == 0 ? T(0) : log_sum_exp_plus(P.alpha + (b * P.T_max + L - 1) * Kp, P.end, 1, K);
+    const bool skip = L == 0 || g[b] == T(0) || log_z_rel == neg_inf<T>();
+    // node is not zero-initialized: the steps this recursion does not reach are zeroed here.
+    for (int64_t t = skip ? 0 : L; t < P.T_max; ++t) {
+      T* out = node + b * P.stride_b + t * P.stride_t;
+      std::fill(out, out + K, T(0));
+    }
+    if (skip) continue;
+    BackwardState<T>& st = states[b - b0];
+    st = {betas.data() + (b - b0) * Kp, 0.0, P.shift[b * P.T_max + L - 1] + static_cast<double>(log_z_rel), g[b]};
+    for (int64_t j = 0; j < Kp; ++j) st.beta[j] = j < K ? P.end[j] : neg_inf<T>();
+    staged.stage(b, L - 1);
+    active.push_back(b);
+    steps = std::max(steps, L);
+  }
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    for (const int64_t b : active) {
+      const int64_t L = P.lengths[b];
+      if (t >= L) continue;
+      backward_step(P, b, t, L, staged.row(b), states[b - b0], node + b * P.stride_b + t * P.stride_t, pairwise, sums,
+                    scratch);
+      if (t > 0) staged.stage(b, t - 1);
+    }
+  }
+}
+
+PYSEQ_CPU_CLONES void backward_chunk(const Problem<float>& P, int64_t b0, int64_t b1, const float* g, float* node,
+                                     bool pairwise, GradientSums<float>& sums) {
+  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums);
+}
+void backward_chunk(const Problem<double>& P, int64_t b0, int64_t b1, const double* g, double* node, bool pairwise,
+                    GradientSums<double>& sums) {
+  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums);
+}
+
 // padded_tags for the dtype of emissions.
 int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
   return emissions.scalar_type() == at::kDouble ? padded_tags<double>(K) : padded_tags<float>(K);
 }
 
+// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
+// order on every run (deterministic gradients).
 int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads())); }
 
 // Runs body(b0, b1, chunk) over the chunks of [0, B) in parallel.
@@ -246,53 +341,30 @@ void for_each_chunk(int64_t B, const F& body) {
   });
 }
 
-// Backward recursion of every sequence with an allowed path and a nonzero gradient; shared by the gradient of log Z
-// (pairwise on) and the marginals (g = 1, pairwise off). alpha: [B, T, Kp], shift: [B, T] from log_partition_forward.
-// Each chunk accumulates into sums allocated by its own thread (sums written by two threads side by side in memory
-// cost more than a third of the backward in false sharing), then hands them over in sums[chunk].
 template <typename T>
-void log_partition_backward(const CrfArgs& a, const T* em, const T* g, const T* end, const T* trans,
-                            const TransitionTables<T>& tables, const T* alpha, const double* shift, T* node,
-                            bool pairwise, std::vector<GradientSums<T>>& sums) {
-  const int64_t K = a.K, T_max = a.T;
-  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t c) {
-    BackwardScratch<T> scratch(K);
-    GradientSums<T> local(pairwise ? K : 0);
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t L = a.lengths[b];
-      if (L == 0 || g[b] == T(0)) continue;
-      const T* alpha_b = alpha + b * T_max * tables.Kp;
-      const T log_z_rel = log_sum_exp_plus(alpha_b + (L - 1) * tables.Kp, end, 1, K);
-      if (log_z_rel == neg_inf<T>()) continue;
-      backward_sequence(em + b * a.stride_b, a.stride_t, L, K, g[b], log_z_rel, end, trans, tables, alpha_b,
-                        shift + b * T_max, node + b * a.stride_b, pairwise, local, scratch);
-    }
-    sums[c] = std::move(local);
-  });
+Problem<T> make_problem(const CrfArgs& a, const T* start, const T* end, const T* trans,
+                        const TransitionTables<T>& tables, T* alpha, double* shift) {
+  return {a.emissions.data_ptr<T>(), a.stride_b, a.stride_t, a.lengths.data(), a.K, tables.Kp, a.T, start, end,
+          trans, &tables, alpha, shift};
 }
 
-// Forward recursion of every sequence: alpha [B, T, Kp] (relative, -inf past each length and in the padding), shift
-// [B, T] (0 past each length) and log Z [B].
+// Forward recursion of every sequence: P.alpha, P.shift and log_z [B].
 template <typename T>
-void log_partition_forward(const CrfArgs& a, const T* em, const T* start, const T* end, const T* trans,
-                           const TransitionTables<T>& tables, T* alpha, double* shift, T* log_z) {
-  const int64_t K = a.K, Kp = tables.Kp, T_max = a.T;
-  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) {
-    std::vector<T> e_pad(Kp, neg_inf<T>()), p(Kp), u(Kp);
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t L = a.lengths[b];
-      T* alpha_b = alpha + b * T_max * Kp;
-      double* shift_b = shift + b * T_max;
-      std::fill(alpha_b + L * Kp, alpha_b + T_max * Kp, neg_inf<T>());
-      std::fill(shift_b + L, shift_b + T_max, 0.0);
-      if (L == 0) {
-        log_z[b] = 0;
-        continue;
-      }
-      forward_sequence(em + b * a.stride_b, a.stride_t, L, K, Kp, start, trans, tables.col_exp.data(),
-                       tables.col_shift.data(), alpha_b, shift_b, e_pad.data(), p.data(), u.data());
-      log_z[b] = static_cast<T>(shift_b[L - 1] + log_sum_exp_plus(alpha_b + (L - 1) * Kp, end, 1, K));
-    }
+void log_partition_forward(const CrfArgs& a, const Problem<T>& P, T* log_z) {
+  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) { forward_chunk(P, b0, b1, log_z); });
+}
+
+// Backward recursion of every sequence with an allowed path and a nonzero gradient g [B]; shared by the gradient of
+// log Z (pairwise on) and the marginals (g = 1, pairwise off). Each chunk accumulates into sums allocated by its own
+// thread (sums written by two threads side by side in memory cost more than a third of the backward in false
+// sharing), then hands them over in sums[chunk].
+template <typename T>
+void log_partition_backward(const CrfArgs& a, const Problem<T>& P, const T* g, T* node, bool pairwise,
+                            std::vector<GradientSums<T>>& sums) {
+  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t c) {
+    GradientSums<T> local(pairwise ? a.K : 0);
+    backward_chunk(P, b0, b1, g, node, pairwise, local);
+    sums[c] = std::move(local);
   });
 }
 
@@ -388,8 +460,9 @@ std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
     const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
-    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
-                          alpha.data_ptr<T>(), shift.data_ptr<double>(), log_z.data_ptr<T>());
+    const Problem<T> P = make_problem(a, s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                                      alpha.data_ptr<T>(), shift.data_ptr<double>());
+    log_partition_forward(a, P, log_z.data_ptr<T>());
   });
   return {log_z, alpha, shift};
 }
@@ -406,19 +479,19 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
   check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
   TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
                    alpha_shift.scalar_type());
-  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_em = at::empty_like(a.emissions);
   at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
   at::Tensor grad_trans = at::zeros_like(transitions);
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_backward_cpu", [&] {
     using T = scalar_t;
-    const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_log_z.contiguous();
-    const at::Tensor al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
-    const int64_t K = a.K;
-    const TransitionTables<T> tables(tr.data_ptr<T>(), K);
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const at::Tensor g = grad_log_z.contiguous(), al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
+    const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    const Problem<T> P = make_problem(a, s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                                      al.data_ptr<T>(), sh.data_ptr<double>());
     std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(0));
-    log_partition_backward(a, a.emissions.data_ptr<T>(), g.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(),
-                           tables, al.data_ptr<T>(), sh.data_ptr<double>(), grad_em.data_ptr<T>(), true, sums);
-    add_partition_sums(sums, tables, K, grad_start.data_ptr<T>(), grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
+    log_partition_backward(a, P, g.data_ptr<T>(), grad_em.data_ptr<T>(), true, sums);
+    add_partition_sums(sums, tables, a.K, grad_start.data_ptr<T>(), grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
   });
   return {grad_em, grad_start, grad_end, grad_trans};
 }
@@ -426,18 +499,18 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
 at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                              const at::Tensor& end, const at::Tensor& transitions) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
-  at::Tensor marginals = at::zeros_like(a.emissions);
+  at::Tensor marginals = at::empty_like(a.emissions);
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
     const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
     std::vector<T> alpha(a.B * a.T * tables.Kp), log_z(a.B), ones(a.B, T(1));
     std::vector<double> shift(a.B * a.T);
-    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
-                          alpha.data(), shift.data(), log_z.data());
+    const Problem<T> P =
+        make_problem(a, s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables, alpha.data(), shift.data());
+    log_partition_forward(a, P, log_z.data());
     std::vector<GradientSums<T>> unused(chunk_count(a.B), GradientSums<T>(0));
-    log_partition_backward(a, a.emissions.data_ptr<T>(), ones.data(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
-                           alpha.data(), shift.data(), marginals.data_ptr<T>(), false, unused);
+    log_partition_backward(a, P, ones.data(), marginals.data_ptr<T>(), false, unused);
   });
   return marginals;
 }
@@ -489,8 +562,9 @@ std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, cons
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
     const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
     std::vector<T> log_z(a.B);
-    log_partition_forward(a, a.emissions.data_ptr<T>(), s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
-                          alpha.data_ptr<T>(), shift.data_ptr<double>(), log_z.data());
+    const Problem<T> P = make_problem(a, s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                                      alpha.data_ptr<T>(), shift.data_ptr<double>());
+    log_partition_forward(a, P, log_z.data());
     T* out = llh.data_ptr<T>();
     path_scores(a, a.emissions.data_ptr<T>(), y.data_ptr<int64_t>(), s.data_ptr<T>(), e.data_ptr<T>(),
                 tr.data_ptr<T>(), out);
@@ -512,14 +586,17 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
   check_shape(llh, "llh", {a.B});
   check_shape(log_alpha, "log_alpha", {a.B, a.T, padded_tags_of(emissions, a.K)});
   check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
-  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_em = at::empty_like(a.emissions);
   at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
   at::Tensor grad_trans = at::zeros_like(transitions);
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_likelihood_backward_cpu", [&] {
     using T = scalar_t;
-    const at::Tensor e = end.contiguous(), tr = transitions.contiguous(), g = grad_llh.contiguous();
-    const at::Tensor ll = llh.contiguous(), al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
+    const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+    const at::Tensor g = grad_llh.contiguous(), ll = llh.contiguous();
+    const at::Tensor al = log_alpha.contiguous(), sh = alpha_shift.contiguous();
     const TransitionTables<T> tables(tr.data_ptr<T>(), a.K);
+    const Problem<T> P = make_problem(a, s.data_ptr<T>(), e.data_ptr<T>(), tr.data_ptr<T>(), tables,
+                                      al.data_ptr<T>(), sh.data_ptr<double>());
     // d llh = d score - d log Z; a sequence whose log-likelihood is -inf (forbidden path) gets no gradient.
     std::vector<T> g_path(a.B), g_partition(a.B);
     for (int64_t b = 0; b < a.B; ++b) {
@@ -528,8 +605,7 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
       g_partition[b] = -g_path[b];
     }
     std::vector<GradientSums<T>> sums(chunk_count(a.B), GradientSums<T>(0));
-    log_partition_backward(a, a.emissions.data_ptr<T>(), g_partition.data(), e.data_ptr<T>(), tr.data_ptr<T>(),
-                           tables, al.data_ptr<T>(), sh.data_ptr<double>(), grad_em.data_ptr<T>(), true, sums);
+    log_partition_backward(a, P, g_partition.data(), grad_em.data_ptr<T>(), true, sums);
     add_partition_sums(sums, tables, a.K, grad_start.data_ptr<T>(), grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
     add_path_gradients(a, g_path.data(), y.data_ptr<int64_t>(), grad_em.data_ptr<T>(), grad_start.data_ptr<T>(),
                        grad_end.data_ptr<T>(), grad_trans.data_ptr<T>());
