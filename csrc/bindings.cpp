@@ -72,8 +72,6 @@ void register_ctc(py::module_& m) {
 }
 
 void register_crf(py::module_& m) {
-  m.def("crf_mask_lengths", &pyseq::crf_mask_lengths_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Lengths [B] of a prefix mask [B, T]; ValueError if a row is not ones then zeros.");
   m.def("crf_log_partition", &pyseq::crf_log_partition_cpu, py::call_guard<py::gil_scoped_release>(),
         "CRF forward algorithm: (log_z [B], log_alpha [B, T, K]). See csrc/crf/crf.h.");
   m.def("crf_log_partition_backward", &pyseq::crf_log_partition_backward_cpu,

@@ -339,7 +339,8 @@ def ctc_loss(
 # ---- linear-chain CRF ----------------------------------------------------------------------------------------------
 #
 # Shapes: emissions [B, T, K] (batch-major; a time-major tensor may be passed as .transpose(0, 1) and is read in
-# place), tags [B, T] int64, lengths [B] (each sequence covers steps 0 .. lengths[b] - 1; all T when omitted),
+# place), tags [B, T] int64, lengths [B] (each sequence covers steps 0 .. lengths[b] - 1; all T when omitted) or,
+# in its place, a mask [B, T] (bool or uint8) that is a prefix in each row: ones, then zeros,
 # transitions [K, K] (transitions[i, j] scores tag i followed by tag j), start_transitions and end_transitions [K].
 # The score of a path y of length L >= 1 is start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} transitions[y_{t-1},
 # y_t] + end[y_{L-1}]; a sequence of length 0 has one path, the empty one, with score 0. A score of -inf forbids a
@@ -363,7 +364,7 @@ def _crf_inputs(emissions: Tensor, transitions: Tensor, start: Tensor, end: Tens
         emissions = emissions.contiguous()
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64)
-    else:
+    elif not (isinstance(lengths, Tensor) and lengths.dim() == 2):  # a [B, T] prefix mask goes to the kernels as is
         lengths = _lengths(lengths, "lengths")
     return emissions, lengths
 
@@ -480,7 +481,7 @@ def crf_hinge_loss(
     emissions, lengths = _crf_inputs(emissions, transitions, start_transitions, end_transitions, lengths)
     tags = _crf_tags(tags, emissions)
     B, T, K = emissions.shape
-    valid = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
+    valid = lengths.bool() if lengths.dim() == 2 else torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
     gold = tags.masked_fill(~valid, 0)
     with torch.no_grad():
         wrong_tag = torch.ones_like(emissions, dtype=torch.bool).scatter_(2, gold.unsqueeze(2), False)

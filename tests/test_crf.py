@@ -412,7 +412,8 @@ def test_opcheck():
     torch.library.opcheck(ops.crf_path_score_backward.default, (torch.ones(3, dtype=em.dtype), em, tags, lengths))
     torch.library.opcheck(ops.crf_marginals.default, (em, lengths, start, end, trans))
     torch.library.opcheck(ops.crf_viterbi.default, (em, lengths, start, end, trans, 3))
-    torch.library.opcheck(ops.crf_mask_lengths.default, (torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool),))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    torch.library.opcheck(ops.crf_log_likelihood.default, (em_g, tags, mask, start, end, trans))
 
 
 def test_compile_fullgraph():

@@ -4,7 +4,8 @@
 // Shared conventions of every function below:
 //   emissions:   [B, T, K] float32/float64 on the CPU, any strides with the tag dimension contiguous (a time-major
 //                tensor passed as .transpose(0, 1) is read in place, without a copy);
-//   lengths:     [B] int64, each in [0, T]; sequence b covers steps 0 .. lengths[b] - 1, the rest is padding;
+//   lengths:     [B] int64, each in [0, T]; sequence b covers steps 0 .. lengths[b] - 1, the rest is padding. Or a
+//                mask [B, T] (bool or uint8, any strides) that is a prefix in each row: ones, then zeros;
 //   start, end:  [K] scores of the first and last tag; transitions: [K, K], transitions[i][j] scores i -> j.
 // The score of a path y of length L >= 1 is start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} transitions[y_{t-1},
 // y_t] + end[y_{L-1}]. A sequence of length 0 has exactly one path, the empty one, with score 0 (so log Z = 0).
@@ -18,12 +19,8 @@
 
 namespace pyseq {
 
-// mask: [B, T] bool or uint8, any strides, ones then zeros in each row. Returns the lengths [B] int64; raises
-// ValueError for a mask that is not a prefix in some row.
-at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask);
-
-// Returns (log_z [B], log_alpha [B, T, Kp], alpha_shift [B, T] float64), Kp = K rounded up to whole 64-byte vectors
-// (padded_tags in crf_math.h): log_alpha[b, t, j] + alpha_shift[b, t] (j < K) is the
+// Returns (log_z [B], log_alpha [T, B, Kp], alpha_shift [T, B] float64), Kp = K rounded up to whole 64-byte vectors
+// (padded_tags in crf_math.h): log_alpha[t, b, j] + alpha_shift[t, b] (j < K) is the
 // log of the summed scores of all prefixes of length t + 1 ending in tag j (emissions of step t included). The
 // shift, summed in double, carries the part that grows with t, so that log_alpha keeps float32 precision. Both are
 // kept for the backward; log_alpha is -inf past each length.

@@ -16,7 +16,29 @@ struct CrfArgs {
   int64_t stride_b, stride_t;    // element strides of emissions over batch and time
 };
 
-// emissions: [B, T, K] float32/float64 on the CPU; lengths: [B] int64 in [0, T].
+// The lengths of a prefix mask [B, T] (bool or uint8, any strides): ValueError for a row that is not ones, then zeros.
+inline std::vector<int64_t> mask_lengths(const at::Tensor& mask, int64_t B, int64_t T) {
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte,
+                   "mask must be bool or uint8, got ", mask.scalar_type());
+  check_shape(mask, "mask", {B, T});
+  TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
+  const uint8_t* m = static_cast<const uint8_t*>(mask.data_ptr());  // bool is stored as one byte, 0 or 1
+  const int64_t sb = mask.stride(0), st = mask.stride(1);
+  std::vector<int64_t> lengths(B);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t L = 0;
+    while (L < T && m[b * sb + L * st]) ++L;
+    for (int64_t t = L; t < T; ++t) {
+      TORCH_CHECK_VALUE(!m[b * sb + t * st], "mask must be a prefix in each sequence (ones for the steps that exist, "
+                        "then zeros for padding), but sequence ", b, " has a one at step ", t, " after a zero at step ",
+                        L);
+    }
+    lengths[b] = L;
+  }
+  return lengths;
+}
+
+// emissions: [B, T, K] float32/float64 on the CPU; lengths: [B] int64 in [0, T], or a prefix mask [B, T].
 inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor& lengths) {
   check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
   check_floating(emissions, "emissions");
@@ -26,7 +48,8 @@ inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor
   a.T = emissions.size(1);
   a.K = emissions.size(2);
   TORCH_CHECK_VALUE(a.K >= 1, "emissions must have at least one tag, got num_tags = 0");
-  a.lengths = read_lengths(lengths, "lengths", a.B, a.T, "seq_length = " + std::to_string(a.T));
+  a.lengths = lengths.dim() == 2 ? mask_lengths(lengths, a.B, a.T)
+                                 : read_lengths(lengths, "lengths", a.B, a.T, "seq_length = " + std::to_string(a.T));
   a.emissions = emissions.stride(2) == 1 ? emissions : emissions.contiguous();
   a.stride_b = a.emissions.stride(0);
   a.stride_t = a.emissions.stride(1);

@@ -85,11 +85,15 @@ struct Problem {
   const T* em;  // step t of sequence b at em + b * stride_b + t * stride_t
   int64_t stride_b, stride_t;
   const int64_t* lengths;
-  int64_t K, Kp, T_max;
+  int64_t B, K, Kp, T_max;
   const T *start, *end, *trans;
   const TransitionTables<T>* tables;
-  T* alpha;       // [B, T_max, Kp]
-  double* shift;  // [B, T_max]
+  // Time-major, so that the sequences of a chunk, which advance together, read and write adjacent rows.
+  T* alpha;       // [T_max, B, Kp]
+  double* shift;  // [T_max, B]
+
+  T* alpha_row(int64_t b, int64_t t) const { return alpha + (t * B + b) * Kp; }
+  double& shift_at(int64_t b, int64_t t) const { return shift[t * B + b]; }
 };
 
 // Per-step scratch vectors, [Kp] each.
@@ -97,24 +101,6 @@ template <typename T>
 struct StepScratch {
   std::vector<T> p, u, w, r, node;
   explicit StepScratch(int64_t Kp) : p(Kp), u(Kp), w(Kp), r(Kp), node(Kp) {}
-};
-
-// The emissions of the next step of each sequence of a chunk, [sequences, Kp] with -inf padding. A row is staged
-// right after a sequence's step, a whole round of the other sequences' steps before it is read: read right after
-// the copy, the full-vector loads would wait on the copy's narrower stores (a store-forwarding stall per step).
-template <typename T>
-struct StagedEmissions {
-  const Problem<T>& P;
-  int64_t b0;
-  std::vector<T> rows;
-  StagedEmissions(const Problem<T>& problem, int64_t first, int64_t count)
-      : P(problem), b0(first), rows(count * problem.Kp, neg_inf<T>()) {}
-  void stage(int64_t b, int64_t t) {
-    const T* e = P.em + b * P.stride_b + t * P.stride_t;
-    T* row = rows.data() + (b - b0) * P.Kp;
-    for (int64_t j = 0; j < P.K; ++j) row[j] = e[j];
-  }
-  const T* row(int64_t b) const { return rows.data() + (b - b0) * P.Kp; }
 };
 
 // One step of the forward recursion: cur from prev (rows [Kp] of alpha) and the step's emissions e_pad [Kp]. Returns
@@ -151,35 +137,35 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void forward_chunk_impl(const Problem<T>& P, int64_t b0, int64_t b1, T* log_z) {
   const int64_t K = P.K, Kp = P.Kp;
   StepScratch<T> scratch(Kp);
-  StagedEmissions<T> staged(P, b0, b1 - b0);
+  StagedEmissions<T> staged(P.em, P.stride_b, P.stride_t, P.K, P.Kp, b0, b1 - b0);
   int64_t steps = 0;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = P.lengths[b];
     if (L > 1) staged.stage(b, 1);
-    T* alpha_b = P.alpha + b * P.T_max * Kp;
-    double* shift_b = P.shift + b * P.T_max;
-    std::fill(alpha_b + L * Kp, alpha_b + P.T_max * Kp, neg_inf<T>());
-    std::fill(shift_b + L, shift_b + P.T_max, 0.0);
+    for (int64_t t = L; t < P.T_max; ++t) {
+      std::fill(P.alpha_row(b, t), P.alpha_row(b, t) + Kp, neg_inf<T>());
+      P.shift_at(b, t) = 0;
+    }
     if (L == 0) continue;
     const T* e = P.em + b * P.stride_b;
-    for (int64_t j = 0; j < Kp; ++j) alpha_b[j] = j < K ? P.start[j] + e[j] : neg_inf<T>();
-    shift_b[0] = 0;
+    T* first = P.alpha_row(b, 0);
+    for (int64_t j = 0; j < Kp; ++j) first[j] = j < K ? P.start[j] + e[j] : neg_inf<T>();
+    P.shift_at(b, 0) = 0;
     steps = std::max(steps, L);
   }
   for (int64_t t = 1; t < steps; ++t) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t L = P.lengths[b];
       if (t >= L) continue;
-      T* row = P.alpha + (b * P.T_max + t) * Kp;
-      double* shift = P.shift + b * P.T_max + t;
-      *shift = forward_step(P, staged.row(b), row - Kp, row, shift[-1], scratch);
+      P.shift_at(b, t) = forward_step(P, staged.row(b), P.alpha_row(b, t - 1), P.alpha_row(b, t),
+                                      P.shift_at(b, t - 1), scratch);
       if (t + 1 < L) staged.stage(b, t + 1);
     }
   }
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = P.lengths[b];
-    const T* last = P.alpha + (b * P.T_max + L - 1) * Kp;
-    log_z[b] = L == 0 ? T(0) : static_cast<T>(P.shift[b * P.T_max + L - 1] + log_sum_exp_plus(last, P.end, 1, K));
+    log_z[b] = L == 0 ? T(0)
+                      : static_cast<T>(P.shift_at(b, L - 1) + log_sum_exp_plus(P.alpha_row(b, L - 1), P.end, 1, K));
   }
 }
 
@@ -210,9 +196,8 @@ PYSEQ_ALWAYS_INLINE void backward_step(const Problem<T>& P, int64_t b, int64_t t
   const TransitionTables<T>& tables = *P.tables;
   T* __restrict__ beta = st.beta;
   T* __restrict__ node = s.node.data();
-  const T* __restrict__ a = P.alpha + (b * P.T_max + t) * Kp;
-  const double* shift = P.shift + b * P.T_max;
-  const T node_offset = static_cast<T>(shift[t] + st.beta_shift - st.log_z);
+  const T* __restrict__ a = P.alpha_row(b, t);
+  const T node_offset = static_cast<T>(P.shift_at(b, t) + st.beta_shift - st.log_z);
   for (int64_t j = 0; j < Kp; ++j) node[j] = st.g * exp_or_zero(a[j] + beta[j] + node_offset);
   for (int64_t j = 0; j < K; ++j) out[j] = node[j];
   if (pairwise && t == L - 1) {
@@ -235,12 +220,12 @@ PYSEQ_ALWAYS_INLINE void backward_step(const Problem<T>& P, int64_t b, int64_t t
     return;
   }
   for (int64_t j = 0; j < Kp; ++j) r[j] = exp_or_zero(w[j] - mw);
-  const T* __restrict__ prev = a - Kp;
+  const T* __restrict__ prev = P.alpha_row(b, t - 1);
   const T m = max_of(prev, Kp);
   if (pairwise && m != neg_inf<T>()) {
     // P(y_{t-1} = i, y_t = j) = exp(prev[i] + trans[i][j] + w[j] + pair_offset)
     //                         = exp(m + mw + all_shift + pair_offset) * p[i] * r[j] * all_exp[i][j]
-    const T pair_offset = static_cast<T>(shift[t - 1] + st.beta_shift - st.log_z);
+    const T pair_offset = static_cast<T>(P.shift_at(b, t - 1) + st.beta_shift - st.log_z);
     const T scale_log = m + mw + tables.all_shift + pair_offset;
     if (scale_log > CrfLimits<T>::big_shift) {
       T* __restrict__ exact = sums.pair_exact.data();
@@ -281,14 +266,14 @@ PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, in
                                              bool pairwise, GradientSums<T>& sums) {
   const int64_t K = P.K, Kp = P.Kp;
   StepScratch<T> scratch(Kp);
-  StagedEmissions<T> staged(P, b0, b1 - b0);
+  StagedEmissions<T> staged(P.em, P.stride_b, P.stride_t, P.K, P.Kp, b0, b1 - b0);
   std::vector<T> betas((b1 - b0) * Kp);
   std::vector<BackwardState<T>> states(b1 - b0);
   std::vector<int64_t> active;  // sequences with something to do, and their lengths
   int64_t steps = 0;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = P.lengths[b];
-    const T log_z_rel = L == 0 ? T(0) : log_sum_exp_plus(P.alpha + (b * P.T_max + L - 1) * Kp, P.end, 1, K);
+    const T log_z_rel = L == 0 ? T(0) : log_sum_exp_plus(P.alpha_row(b, L - 1), P.end, 1, K);
     const bool skip = L == 0 || g[b] == T(0) || log_z_rel == neg_inf<T>();
     // node is not zero-initialized: the steps this recursion does not reach are zeroed here.
     for (int64_t t = skip ? 0 : L; t < P.T_max; ++t) {
@@ -297,7 +282,7 @@ PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, in
     }
     if (skip) continue;
     BackwardState<T>& st = states[b - b0];
-    st = {betas.data() + (b - b0) * Kp, 0.0, P.shift[b * P.T_max + L - 1] + static_cast<double>(log_z_rel), g[b]};
+    st = {betas.data() + (b - b0) * Kp, 0.0, P.shift_at(b, L - 1) + static_cast<double>(log_z_rel), g[b]};
     for (int64_t j = 0; j < Kp; ++j) st.beta[j] = j < K ? P.end[j] : neg_inf<T>();
     staged.stage(b, L - 1);
     active.push_back(b);
@@ -328,23 +313,10 @@ int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
   return emissions.scalar_type() == at::kDouble ? padded_tags<double>(K) : padded_tags<float>(K);
 }
 
-// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
-// order on every run (deterministic gradients).
-int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads())); }
-
-// Runs body(b0, b1, chunk) over the chunks of [0, B) in parallel.
-template <typename F>
-void for_each_chunk(int64_t B, const F& body) {
-  const int64_t chunks = chunk_count(B);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) body(c * B / chunks, (c + 1) * B / chunks, c);
-  });
-}
-
 template <typename T>
 Problem<T> make_problem(const CrfArgs& a, const T* start, const T* end, const T* trans,
                         const TransitionTables<T>& tables, T* alpha, double* shift) {
-  return {a.emissions.data_ptr<T>(), a.stride_b, a.stride_t, a.lengths.data(), a.K, tables.Kp, a.T, start, end,
+  return {a.emissions.data_ptr<T>(), a.stride_b, a.stride_t, a.lengths.data(), a.B, a.K, tables.Kp, a.T, start, end,
           trans, &tables, alpha, shift};
 }
 
@@ -427,35 +399,13 @@ void add_path_gradients(const CrfArgs& a, const T* g, const int64_t* y, T* grad_
 
 }  // namespace
 
-at::Tensor crf_mask_lengths_cpu(const at::Tensor& mask) {
-  check_dim(mask, "mask", 2, "(batch, seq_length)");
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte,
-                   "mask must be bool or uint8, got ", mask.scalar_type());
-  TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
-  const int64_t B = mask.size(0), T = mask.size(1);
-  const at::Tensor m = mask.to(at::kByte);
-  const auto acc = m.accessor<uint8_t, 2>();
-  at::Tensor lengths = at::empty({B}, at::kLong);
-  int64_t* out = lengths.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    int64_t L = 0;
-    while (L < T && acc[b][L]) ++L;
-    for (int64_t t = L; t < T; ++t) {
-      TORCH_CHECK_VALUE(!acc[b][t], "mask must be a prefix in each sequence (ones for the steps that exist, then "
-                        "zeros for padding), but sequence ", b, " has a one at step ", t, " after a zero at step ", L);
-    }
-    out[b] = L;
-  }
-  return lengths;
-}
-
 std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
                                               const at::Tensor& start, const at::Tensor& end,
                                               const at::Tensor& transitions) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   at::Tensor log_z = at::empty({a.B}, emissions.options());
-  at::Tensor alpha = at::empty({a.B, a.T, padded_tags_of(emissions, a.K)}, emissions.options());
-  at::Tensor shift = at::empty({a.B, a.T}, emissions.options().dtype(at::kDouble));
+  at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(emissions, a.K)}, emissions.options());
+  at::Tensor shift = at::empty({a.T, a.B}, emissions.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
@@ -474,9 +424,9 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   check_shape(grad_log_z, "grad_log_z", {a.B});
   check_like(grad_log_z, "grad_log_z", emissions, "emissions");
-  check_shape(log_alpha, "log_alpha", {a.B, a.T, padded_tags_of(emissions, a.K)});
+  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
   check_like(log_alpha, "log_alpha", emissions, "emissions");
-  check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
+  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
   TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
                    alpha_shift.scalar_type());
   at::Tensor grad_em = at::empty_like(a.emissions);
@@ -555,8 +505,8 @@ std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, cons
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   const at::Tensor y = check_tags(tags, a);
   at::Tensor llh = at::empty({a.B}, emissions.options());
-  at::Tensor alpha = at::empty({a.B, a.T, padded_tags_of(emissions, a.K)}, emissions.options());
-  at::Tensor shift = at::empty({a.B, a.T}, emissions.options().dtype(at::kDouble));
+  at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(emissions, a.K)}, emissions.options());
+  at::Tensor shift = at::empty({a.T, a.B}, emissions.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_likelihood_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
@@ -584,8 +534,8 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
   check_shape(grad_llh, "grad_llh", {a.B});
   check_like(grad_llh, "grad_llh", emissions, "emissions");
   check_shape(llh, "llh", {a.B});
-  check_shape(log_alpha, "log_alpha", {a.B, a.T, padded_tags_of(emissions, a.K)});
-  check_shape(alpha_shift, "alpha_shift", {a.B, a.T});
+  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
+  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
   at::Tensor grad_em = at::empty_like(a.emissions);
   at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
   at::Tensor grad_trans = at::zeros_like(transitions);

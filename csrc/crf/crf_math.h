@@ -64,16 +64,6 @@ PYSEQ_HD T max_of(const T* a, int64_t n) {
   return m;
 }
 
-// Emission rows are read one step at a time at a stride of B * K elements (time-major input) or K (batch-major);
-// fetching a few steps ahead hides the cache misses of the first pass over a batch the caches have not seen.
-constexpr int64_t kPrefetchSteps = 4;
-template <typename T>
-inline void prefetch_row(const T* row) {
-#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
-  __builtin_prefetch(row);
-#endif
-}
-
 // The tag count rounded up to whole 64-byte vectors: the K x K loops run over padded rows (zero or -inf padding) so
 // that every iteration is a full vector, with no scalar remainder per row.
 template <typename T>

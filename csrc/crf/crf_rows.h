@@ -6,9 +6,13 @@
 // store-to-load latency of that chain, not the arithmetic, would set the speed.
 #pragma once
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../common/cpu_dispatch.h"
 #include "crf_math.h"
@@ -92,6 +96,42 @@ PYSEQ_ALWAYS_INLINE void max_plus_product(const T* __restrict__ d, const T* __re
     const typename B::IndexVec winner = second ? i1 : i0;
     for (int l = 0; l < B::lanes; ++l) arg[jb + l] = static_cast<int32_t>(winner[l]);
   }
+}
+
+// The emissions of the next step of each sequence of a chunk [b0, b0 + count), [count, Kp] with -inf padding. A
+// row is staged right after a sequence's step, a whole round of the other sequences' steps before it is read: read
+// right after the copy, the full-vector loads would wait on the copy's narrower stores (a store-forwarding stall
+// per step). Emissions of step t of sequence b are at em + b * stride_b + t * stride_t.
+template <typename T>
+class StagedEmissions {
+ public:
+  StagedEmissions(const T* em, int64_t stride_b, int64_t stride_t, int64_t K, int64_t Kp, int64_t b0, int64_t count)
+      : em_(em), stride_b_(stride_b), stride_t_(stride_t), K_(K), Kp_(Kp), b0_(b0), rows_(count * Kp, neg_inf<T>()) {}
+
+  void stage(int64_t b, int64_t t) {
+    const T* e = em_ + b * stride_b_ + t * stride_t_;
+    T* row = rows_.data() + (b - b0_) * Kp_;
+    for (int64_t j = 0; j < K_; ++j) row[j] = e[j];
+  }
+  const T* row(int64_t b) const { return rows_.data() + (b - b0_) * Kp_; }
+
+ private:
+  const T* em_;
+  int64_t stride_b_, stride_t_, K_, Kp_, b0_;
+  std::vector<T> rows_;
+};
+
+// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
+// order on every run (deterministic gradients).
+inline int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads())); }
+
+// Runs body(b0, b1, chunk) over the chunks of [0, B) in parallel.
+template <typename F>
+void for_each_chunk(int64_t B, const F& body) {
+  const int64_t chunks = chunk_count(B);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) body(c * B / chunks, (c + 1) * B / chunks, c);
+  });
 }
 
 }  // namespace pyseq

@@ -14,45 +14,68 @@
 namespace pyseq {
 namespace {
 
-// Best path of one sequence of length L >= 1: writes path [L] and returns its score (-inf, path untouched, when
-// every path is forbidden). trans_padded: [K, Kp] with -inf padding; backpointers: [L, Kp]; delta: [K], best: [Kp]
-// scratch.
+// Viterbi over the sequences [b0, b1) of one chunk, advancing together one step at a time (as in the forward
+// recursion of crf_cpu.cpp). Writes each sequence's best path into paths + b * path_stride and its score into
+// scores[b * nbest] (-inf, path untouched, when every path is forbidden). trans_padded: [K, Kp] with -inf padding.
 template <typename T>
-PYSEQ_ALWAYS_INLINE T viterbi_sequence_impl(const T* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
-                                            const T* __restrict__ start, const T* __restrict__ end,
-                                            const T* __restrict__ trans_padded, int32_t* __restrict__ backpointers,
-                                            T* __restrict__ delta, T* __restrict__ best, int64_t* path) {
-  for (int64_t j = 0; j < K; ++j) delta[j] = start[j] + em[j];
-  for (int64_t t = 1; t < L; ++t) {
-    if (t + kPrefetchSteps < L) prefetch_row(em + (t + kPrefetchSteps) * st);
-    max_plus_product(delta, trans_padded, K, Kp, best, backpointers + t * Kp);
-    const T* __restrict__ e = em + t * st;
-    for (int64_t j = 0; j < K; ++j) delta[j] = best[j] + e[j];
+PYSEQ_ALWAYS_INLINE void viterbi_chunk_impl(const CrfArgs& a, const T* em, int64_t Kp, const T* __restrict__ start,
+                                            const T* __restrict__ end, const T* __restrict__ trans_padded,
+                                            int64_t b0, int64_t b1, int64_t* paths, int64_t path_stride, T* scores,
+                                            int64_t score_stride) {
+  const int64_t K = a.K, T_max = a.T, n = b1 - b0;
+  std::vector<T> delta(n * Kp, neg_inf<T>()), best(Kp);
+  std::vector<int32_t> backpointers(n * T_max * Kp);
+  StagedEmissions<T> staged(em, a.stride_b, a.stride_t, K, Kp, b0, n);
+  int64_t steps = 0;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t L = a.lengths[b];
+    const T* e = em + b * a.stride_b;
+    for (int64_t j = 0; j < K; ++j) delta[(b - b0) * Kp + j] = start[j] + e[j];
+    if (L > 1) staged.stage(b, 1);
+    steps = std::max(steps, L);
   }
-  int64_t last = 0;
-  T score = neg_inf<T>();
-  for (int64_t j = 0; j < K; ++j) {
-    const T v = delta[j] + end[j];
-    if (v > score) {
-      score = v;
-      last = j;
+  for (int64_t t = 1; t < steps; ++t) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = a.lengths[b];
+      if (t >= L) continue;
+      T* __restrict__ d = delta.data() + (b - b0) * Kp;
+      max_plus_product(d, trans_padded, K, Kp, best.data(), backpointers.data() + ((b - b0) * T_max + t) * Kp);
+      const T* __restrict__ e = staged.row(b);
+      for (int64_t j = 0; j < Kp; ++j) d[j] = best[j] + e[j];
+      if (t + 1 < L) staged.stage(b, t + 1);
     }
   }
-  if (!(score > neg_inf<T>())) return score;
-  path[L - 1] = last;
-  for (int64_t t = L - 1; t > 0; --t) path[t - 1] = backpointers[t * Kp + path[t]];
-  return score;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t L = a.lengths[b];
+    if (L == 0) continue;
+    const T* d = delta.data() + (b - b0) * Kp;
+    int64_t last = 0;
+    T score = neg_inf<T>();
+    for (int64_t j = 0; j < K; ++j) {
+      const T v = d[j] + end[j];
+      if (v > score) {
+        score = v;
+        last = j;
+      }
+    }
+    scores[b * score_stride] = score;
+    if (!(score > neg_inf<T>())) continue;
+    int64_t* path = paths + b * path_stride;
+    const int32_t* bp = backpointers.data() + (b - b0) * T_max * Kp;
+    path[L - 1] = last;
+    for (int64_t t = L - 1; t > 0; --t) path[t - 1] = bp[t * Kp + path[t]];
+  }
 }
 
-PYSEQ_CPU_CLONES float viterbi_sequence(const float* em, int64_t st, int64_t L, int64_t K, int64_t Kp,
-                                        const float* start, const float* end, const float* trans_padded,
-                                        int32_t* backpointers, float* delta, float* best, int64_t* path) {
-  return viterbi_sequence_impl(em, st, L, K, Kp, start, end, trans_padded, backpointers, delta, best, path);
+PYSEQ_CPU_CLONES void viterbi_chunk(const CrfArgs& a, const float* em, int64_t Kp, const float* start, const float* end,
+                                    const float* trans_padded, int64_t b0, int64_t b1, int64_t* paths,
+                                    int64_t path_stride, float* scores, int64_t score_stride) {
+  viterbi_chunk_impl(a, em, Kp, start, end, trans_padded, b0, b1, paths, path_stride, scores, score_stride);
 }
-double viterbi_sequence(const double* em, int64_t st, int64_t L, int64_t K, int64_t Kp, const double* start,
-                        const double* end, const double* trans_padded, int32_t* backpointers, double* delta,
-                        double* best, int64_t* path) {
-  return viterbi_sequence_impl(em, st, L, K, Kp, start, end, trans_padded, backpointers, delta, best, path);
+void viterbi_chunk(const CrfArgs& a, const double* em, int64_t Kp, const double* start, const double* end,
+                   const double* trans_padded, int64_t b0, int64_t b1, int64_t* paths, int64_t path_stride,
+                   double* scores, int64_t score_stride) {
+  viterbi_chunk_impl(a, em, Kp, start, end, trans_padded, b0, b1, paths, path_stride, scores, score_stride);
 }
 
 // A partial path in list Viterbi: its score and where it came from (tag and rank at the previous step).
@@ -151,23 +174,22 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
     const int64_t Kp = padded_tags<T>(a.K);
     std::vector<T> trans_padded(a.K * Kp, neg_inf<T>());
     for (int64_t i = 0; i < a.K; ++i) std::copy(tp + i * a.K, tp + (i + 1) * a.K, trans_padded.data() + i * Kp);
-    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<int32_t> backpointers(nbest == 1 ? a.T * Kp : 0);
-      std::vector<T> delta(a.K), best(Kp);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t L = a.lengths[b];
-        int64_t* path_b = path_p + b * nbest * a.T;
-        T* score_b = score_p + b * nbest;
-        if (L == 0) {
-          score_b[0] = 0;  // the one empty path
-        } else if (nbest == 1) {
-          score_b[0] = viterbi_sequence(em + b * a.stride_b, a.stride_t, L, a.K, Kp, sp, ep, trans_padded.data(),
-                                        backpointers.data(), delta.data(), best.data(), path_b);
-        } else {
-          kbest_sequence(em + b * a.stride_b, a.stride_t, L, a.K, nbest, a.T, sp, ep, tp, path_b, score_b);
+    for (int64_t b = 0; b < a.B; ++b) {
+      if (a.lengths[b] == 0) score_p[b * nbest] = 0;  // the one empty path
+    }
+    if (nbest == 1) {
+      for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) {
+        viterbi_chunk(a, em, Kp, sp, ep, trans_padded.data(), b0, b1, path_p, a.T, score_p, 1);
+      });
+    } else {
+      at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          if (a.lengths[b] == 0) continue;
+          kbest_sequence(em + b * a.stride_b, a.stride_t, a.lengths[b], a.K, nbest, a.T, sp, ep, tp,
+                         path_p + b * nbest * a.T, score_p + b * nbest);
         }
-      }
-    });
+      });
+    }
   });
   return {paths, scores};
 }

@@ -1,7 +1,8 @@
 """Custom ops around the CRF kernels (csrc/crf).
 
 Every op takes emissions ``[B, T, K]`` (batch-major; a time-major tensor may be passed as ``.transpose(0, 1)``, the
-kernels read it in place), ``lengths [B]`` int64 and the transition scores ``start [K]``, ``end [K]``,
+kernels read it in place), ``lengths``: ``[B]`` int64 or a prefix mask ``[B, T]`` (bool/uint8, read in place, checked
+in C++), and the transition scores ``start [K]``, ``end [K]``,
 ``transitions [K, K]``. ``pyseq::crf_log_partition`` and ``pyseq::crf_path_score`` have autograd (the gradient of
 log Z is the marginals, computed by the backward recursion); ``pyseq::crf_marginals`` and ``pyseq::crf_viterbi`` have
 none (decoding and posteriors are not differentiable here).
@@ -15,22 +16,11 @@ from torch import Tensor
 from .. import _C
 
 
-@torch.library.custom_op("pyseq::crf_mask_lengths", mutates_args=(), device_types="cpu")
-def crf_mask_lengths(mask: Tensor) -> Tensor:
-    """mask [B, T] bool/uint8, ones then zeros per row. Returns lengths [B] int64 (ValueError for another mask)."""
-    return _C.crf_mask_lengths(mask)
-
-
-@crf_mask_lengths.register_fake
-def _crf_mask_lengths_fake(mask):
-    return mask.new_empty(mask.shape[0], dtype=torch.long)
-
-
 @torch.library.custom_op("pyseq::crf_log_partition", mutates_args=(), device_types="cpu")
 def crf_log_partition(
     emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (log_z [B], log_alpha [B, T, Kp], alpha_shift [B, T] float64): the forward variables (log_alpha +
+    """Returns (log_z [B], log_alpha [T, B, Kp], alpha_shift [T, B] float64): the forward variables (log_alpha +
     alpha_shift; Kp is K rounded up to whole 64-byte vectors), kept for the backward."""
     log_z, log_alpha, alpha_shift = _C.crf_log_partition(emissions, lengths, start, end, transitions)
     return log_z, log_alpha, alpha_shift
@@ -41,7 +31,7 @@ def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
     B, T, K = emissions.shape
     lanes = 64 // emissions.element_size()
     padded = (K + lanes - 1) // lanes * lanes
-    return emissions.new_empty(B), emissions.new_empty(B, T, padded), emissions.new_empty(B, T, dtype=torch.float64)
+    return emissions.new_empty(B), emissions.new_empty(T, B, padded), emissions.new_empty(T, B, dtype=torch.float64)
 
 
 @torch.library.custom_op("pyseq::crf_log_partition_backward", mutates_args=(), device_types="cpu")

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._ops import crf as _crf_ops
 from ..crf import TransitionConstraints, apply_constraints
 
 
@@ -64,7 +63,7 @@ class CRF(nn.Module):
         return apply_constraints(self.transitions, self.start_transitions, self.end_transitions, allowed)
 
     def _inputs(self, emissions: Tensor, tags: Tensor | None = None, mask: Tensor | None = None):
-        """Validates like pytorch-crf and returns batch-major views and the lengths [B]."""
+        """Validates like pytorch-crf and returns batch-major views of emissions, tags and mask."""
         if not isinstance(emissions, Tensor) or emissions.dim() != 3:
             dims = emissions.dim() if isinstance(emissions, Tensor) else type(emissions).__name__
             raise ValueError(f"emissions must have dimension of 3, got {dims}")
@@ -89,7 +88,14 @@ class CRF(nn.Module):
             mask = None if mask is None else mask.transpose(0, 1)
         if mask is None:
             return emissions, tags, None
-        return emissions, tags, _crf_ops.crf_mask_lengths(mask)
+        return emissions, tags, mask  # the kernels take the prefix mask as the lengths (and check it)
+
+    @staticmethod
+    def _tokens(emissions: Tensor, mask: Tensor | None) -> Tensor:
+        """The number of unmasked tokens, as pytorch-crf's token_mean counts them."""
+        if mask is None:
+            return emissions.new_tensor(emissions.shape[0] * emissions.shape[1])
+        return mask.sum().to(emissions.dtype)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None, reduction: str = "sum") -> Tensor:
         """Log-likelihood of ``tags`` given ``emissions`` (not its negative; minimize ``-crf(...)``).
@@ -103,23 +109,22 @@ class CRF(nn.Module):
         """
         if reduction not in ("none", "sum", "mean", "token_mean"):
             raise ValueError(f"invalid reduction: {reduction}")
-        emissions, tags, lengths = self._inputs(emissions, tags, mask)
-        llh = F.crf_log_likelihood(emissions, tags, *self.scores(), lengths)
+        emissions, tags, mask = self._inputs(emissions, tags, mask)
+        llh = F.crf_log_likelihood(emissions, tags, *self.scores(), mask)
         if reduction == "none":
             return llh
         if reduction == "sum":
             return llh.sum()
         if reduction == "mean":
             return llh.mean()
-        tokens = llh.new_tensor(emissions.shape[0] * emissions.shape[1]) if lengths is None else lengths.sum()
-        return llh.sum() / tokens
+        return llh.sum() / self._tokens(emissions, mask)
 
     def decode(self, emissions: Tensor, mask: Tensor | None = None, nbest: int | None = None) -> list:
         """Viterbi decoding: a list (over the batch) of tag lists; with ``nbest=k``, a list over the batch of up to
         ``k`` tag lists each, best first. A sequence with no allowed path decodes to ``[]`` (no paths with nbest)."""
-        em, _, lengths = self._inputs(emissions, None, mask)
-        tags, scores = F.crf_viterbi(em, *self.scores(), lengths, nbest=1 if nbest is None else nbest)
-        lengths = [em.shape[1]] * em.shape[0] if lengths is None else lengths.tolist()
+        em, _, mask = self._inputs(emissions, None, mask)
+        tags, scores = F.crf_viterbi(em, *self.scores(), mask, nbest=1 if nbest is None else nbest)
+        lengths = [em.shape[1]] * em.shape[0] if mask is None else mask.sum(1).tolist()
         found = (scores > float("-inf")).tolist()
         paths = tags.tolist()
         out = [
@@ -134,13 +139,13 @@ class CRF(nn.Module):
         """Tensor Viterbi: ``(tags [batch, seq_length] int64, scores [batch])`` (batch-major whatever
         ``batch_first``), tags -1 past each length; with ``nbest=k``: ``(tags [batch, k, seq_length],
         scores [batch, k])``, missing ranks -1 / -inf."""
-        emissions, _, lengths = self._inputs(emissions, None, mask)
-        return F.crf_viterbi(emissions, *self.scores(), lengths, nbest=nbest)
+        emissions, _, mask = self._inputs(emissions, None, mask)
+        return F.crf_viterbi(emissions, *self.scores(), mask, nbest=nbest)
 
     def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """``P(y_t = k | x)`` in the layout of ``emissions``; zero at masked steps."""
-        em, _, lengths = self._inputs(emissions, None, mask)
-        out = F.crf_marginals(em, *self.scores(), lengths)
+        em, _, mask = self._inputs(emissions, None, mask)
+        out = F.crf_marginals(em, *self.scores(), mask)
         return out if self.batch_first else out.transpose(0, 1)
 
     def hinge_loss(
@@ -150,13 +155,12 @@ class CRF(nn.Module):
         :func:`pyseq.functional.crf_hinge_loss`. Reductions as in ``forward``."""
         if reduction not in ("none", "sum", "mean", "token_mean"):
             raise ValueError(f"invalid reduction: {reduction}")
-        emissions, tags, lengths = self._inputs(emissions, tags, mask)
-        loss = F.crf_hinge_loss(emissions, tags, *self.scores(), lengths, cost=cost)
+        emissions, tags, mask = self._inputs(emissions, tags, mask)
+        loss = F.crf_hinge_loss(emissions, tags, *self.scores(), mask, cost=cost)
         if reduction == "none":
             return loss
         if reduction == "sum":
             return loss.sum()
         if reduction == "mean":
             return loss.mean()
-        tokens = loss.new_tensor(emissions.shape[0] * emissions.shape[1]) if lengths is None else lengths.sum()
-        return loss.sum() / tokens
+        return loss.sum() / self._tokens(emissions, mask)
