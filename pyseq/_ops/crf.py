@@ -1,11 +1,11 @@
 """Custom ops around the CRF kernels (csrc/crf).
 
 Every op takes emissions ``[B, T, K]`` (batch-major; a time-major tensor may be passed as ``.transpose(0, 1)``, the
-kernels read it in place), ``lengths``: ``[B]`` int64 or a prefix mask ``[B, T]`` (bool/uint8, read in place, checked
-in C++), and the transition scores ``start [K]``, ``end [K]``,
-``transitions [K, K]``. ``pyseq::crf_log_partition`` and ``pyseq::crf_path_score`` have autograd (the gradient of
-log Z is the marginals, computed by the backward recursion); ``pyseq::crf_marginals`` and ``pyseq::crf_viterbi`` have
-none (decoding and posteriors are not differentiable here).
+kernels read it in place), ``lengths``: ``[B]`` int64 or a prefix mask ``[B, T]`` (bool/uint8, read in place,
+checked in C++), and the transition scores ``start [K]``, ``end [K]``, ``transitions [K, K]``.
+``pyseq::crf_log_likelihood``, ``pyseq::crf_log_partition`` and ``pyseq::crf_path_score`` have autograd (the
+gradient of log Z is the marginals, computed by the backward recursion); ``pyseq::crf_marginals`` and
+``pyseq::crf_viterbi`` have none (decoding and posteriors are not differentiable here).
 """
 
 from __future__ import annotations
@@ -121,64 +121,22 @@ def _path_score_backward(ctx, grad_score):
 crf_path_score.register_autograd(_path_score_backward, setup_context=_path_score_setup)
 
 
-@torch.library.custom_op("pyseq::crf_log_likelihood", mutates_args=(), device_types="cpu")
-def crf_log_likelihood(
-    emissions: Tensor, tags: Tensor, lengths: Tensor, start: Tensor, end: Tensor, transitions: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """log P(tags | emissions), score minus log Z in one op: (llh [B], log_alpha, alpha_shift) as in
-    crf_log_partition. -inf for a forbidden tag path."""
-    llh, log_alpha, alpha_shift = _C.crf_log_likelihood(emissions, tags, lengths, start, end, transitions)
-    return llh, log_alpha, alpha_shift
+# pyseq::crf_log_likelihood(emissions, tags, lengths, start, end, transitions) -> (llh [B], log_alpha, alpha_shift)
+# and its backward are registered in C++ with their autograd kernel (csrc/crf/crf_ops.cpp: the training hot path,
+# without the Python wrapper's per-call cost); their fake kernels are here.
+crf_log_likelihood = torch.ops.pyseq.crf_log_likelihood
 
 
-@crf_log_likelihood.register_fake
+@torch.library.register_fake("pyseq::crf_log_likelihood")
 def _crf_log_likelihood_fake(emissions, tags, lengths, start, end, transitions):
     return _crf_log_partition_fake(emissions, lengths, start, end, transitions)
 
 
-@torch.library.custom_op("pyseq::crf_log_likelihood_backward", mutates_args=(), device_types="cpu")
-def crf_log_likelihood_backward(
-    grad_llh: Tensor,
-    emissions: Tensor,
-    tags: Tensor,
-    lengths: Tensor,
-    start: Tensor,
-    end: Tensor,
-    transitions: Tensor,
-    llh: Tensor,
-    log_alpha: Tensor,
-    alpha_shift: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of sum(grad_llh * llh) for (emissions, start, end, transitions); zero where llh = -inf."""
-    g = _C.crf_log_likelihood_backward(
-        grad_llh, emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift
-    )
-    return g[0], g[1], g[2], g[3]
-
-
-@crf_log_likelihood_backward.register_fake
+@torch.library.register_fake("pyseq::crf_log_likelihood_backward")
 def _crf_log_likelihood_backward_fake(
     grad_llh, emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift
 ):
     return torch.empty_like(emissions), torch.empty_like(start), torch.empty_like(end), torch.empty_like(transitions)
-
-
-def _log_likelihood_setup(ctx, inputs, output):
-    emissions, tags, lengths, start, end, transitions = inputs
-    llh, log_alpha, alpha_shift = output
-    ctx.save_for_backward(emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift)
-    ctx.mark_non_differentiable(log_alpha, alpha_shift)
-    ctx.set_materialize_grads(False)
-
-
-def _log_likelihood_backward(ctx, grad_llh, _grad_log_alpha, _grad_alpha_shift):
-    if grad_llh is None:
-        return None, None, None, None, None, None
-    g_em, g_start, g_end, g_trans = crf_log_likelihood_backward(grad_llh.contiguous(), *ctx.saved_tensors)
-    return g_em, None, None, g_start, g_end, g_trans
-
-
-crf_log_likelihood.register_autograd(_log_likelihood_backward, setup_context=_log_likelihood_setup)
 
 
 @torch.library.custom_op("pyseq::crf_marginals", mutates_args=(), device_types="cpu")
