@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pyseq  # noqa: E402
 from harness import cpu_model, sgemm_rate  # noqa: E402
+import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
 import rnn_cases  # noqa: E402
 
@@ -39,6 +40,13 @@ DECODE_COLUMNS = [
     ("pyseq_ms", "pyseq ms", "{:.2f}"),
     ("torch_ms", "reference ms", "{:.2f}"),
     ("speedup", "reference/pyseq", "{:.1f}x"),
+]
+CRF_COLUMNS = [
+    ("case", "case", "{}"),
+    ("pass", "pass", "{}"),
+    ("pyseq_ms", "pyseq ms", "{:.2f}"),
+    ("torch_ms", "pytorch-crf ms", "{:.2f}"),
+    ("speedup", "pytorch-crf/pyseq", "{:.1f}x"),
 ]
 STEP_COLUMNS = [
     ("case", "recurrent step", "{}"),
@@ -110,6 +118,13 @@ def main() -> int:
         print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
               f"{row['speedup']:.1f}x", flush=True)
 
+    crf_rows = []
+    for case in crf_cases.all_cases()[: 1 if args.quick else None]:
+        for row in (crf_cases.measure_nll(case, budget), crf_cases.measure_decode(case, budget),
+                    crf_cases.measure_decode(case, budget, tensor_output=True)):
+            crf_rows.append(row)
+            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
+
     print()
     step_rows = []
     if not args.quick:
@@ -123,7 +138,7 @@ def main() -> int:
                       f"of {peak:.0f}", flush=True)
         print()
     for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
-                           (STEP_COLUMNS, step_rows)):
+                           (CRF_COLUMNS, crf_rows), (STEP_COLUMNS, step_rows)):
         print_table(columns, table, args.markdown)
     return 0
 
