@@ -9,6 +9,23 @@ from .. import functional as F
 from ..crf import TransitionConstraints, apply_constraints
 
 
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("none", "sum", "mean", "token_mean"):
+        raise ValueError(f"invalid reduction: {reduction}")
+
+
+def _reduce(values: Tensor, reduction: str, emissions: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-sequence values [B] reduced as pytorch-crf does; token_mean divides by the unmasked tokens."""
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    if reduction == "mean":
+        return values.mean()
+    tokens = emissions.shape[0] * emissions.shape[1] if mask is None else mask.sum().to(values.dtype)
+    return values.sum() / tokens
+
+
 class CRF(nn.Module):
     """Conditional random field over tag sequences: ``pytorch-crf``'s ``CRF`` with the same parameters
     (``start_transitions [K]``, ``end_transitions [K]``, ``transitions [K, K]``, initialized the same way),
@@ -90,13 +107,6 @@ class CRF(nn.Module):
             return emissions, tags, None
         return emissions, tags, mask  # the kernels take the prefix mask as the lengths (and check it)
 
-    @staticmethod
-    def _tokens(emissions: Tensor, mask: Tensor | None) -> Tensor:
-        """The number of unmasked tokens, as pytorch-crf's token_mean counts them."""
-        if mask is None:
-            return emissions.new_tensor(emissions.shape[0] * emissions.shape[1])
-        return mask.sum().to(emissions.dtype)
-
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None, reduction: str = "sum") -> Tensor:
         """Log-likelihood of ``tags`` given ``emissions`` (not its negative; minimize ``-crf(...)``).
 
@@ -107,17 +117,9 @@ class CRF(nn.Module):
             reduction: ``none`` (``(batch,)``), ``sum``, ``mean`` (over the batch) or ``token_mean`` (over the
                 unmasked tokens).
         """
-        if reduction not in ("none", "sum", "mean", "token_mean"):
-            raise ValueError(f"invalid reduction: {reduction}")
+        _check_reduction(reduction)
         emissions, tags, mask = self._inputs(emissions, tags, mask)
-        llh = F.crf_log_likelihood(emissions, tags, *self.scores(), mask)
-        if reduction == "none":
-            return llh
-        if reduction == "sum":
-            return llh.sum()
-        if reduction == "mean":
-            return llh.mean()
-        return llh.sum() / self._tokens(emissions, mask)
+        return _reduce(F.crf_log_likelihood(emissions, tags, *self.scores(), mask), reduction, emissions, mask)
 
     def decode(self, emissions: Tensor, mask: Tensor | None = None, nbest: int | None = None) -> list:
         """Viterbi decoding: a list (over the batch) of tag lists; with ``nbest=k``, a list over the batch of up to
@@ -153,14 +155,6 @@ class CRF(nn.Module):
     ) -> Tensor:
         """Structured-SVM loss (margin-rescaled, Hamming cost ``cost`` per wrong tag), to minimize; see
         :func:`pyseq.functional.crf_hinge_loss`. Reductions as in ``forward``."""
-        if reduction not in ("none", "sum", "mean", "token_mean"):
-            raise ValueError(f"invalid reduction: {reduction}")
+        _check_reduction(reduction)
         emissions, tags, mask = self._inputs(emissions, tags, mask)
-        loss = F.crf_hinge_loss(emissions, tags, *self.scores(), mask, cost=cost)
-        if reduction == "none":
-            return loss
-        if reduction == "sum":
-            return loss.sum()
-        if reduction == "mean":
-            return loss.mean()
-        return loss.sum() / self._tokens(emissions, mask)
+        return _reduce(F.crf_hinge_loss(emissions, tags, *self.scores(), mask, cost=cost), reduction, emissions, mask)
