@@ -12,11 +12,14 @@ Recurrent layers
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from ._ops import attention as _attention_ops
 from ._ops import crf as _crf_ops
 from ._ops import ctc as _ctc_ops
 from ._ops import rnn as _rnn_ops
@@ -33,6 +36,8 @@ __all__ = [
     "crf_viterbi",
     "crf_hinge_loss",
     "hmm_viterbi",
+    "additive_attention",
+    "dot_attention",
 ]
 
 _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LSTM", _rnn_ops.GRU: "GRU"}
@@ -517,3 +522,86 @@ def hmm_viterbi(
     emissions = log_posteriors if log_priors is None else log_posteriors - prior_scale * log_priors
     final = log_initial.new_zeros(log_initial.shape)
     return crf_viterbi(emissions, log_transitions, log_initial, final, lengths)
+
+
+# ---- attention -----------------------------------------------------------------------------------------------------
+#
+# Queries [B, Tq, *] (or [B, *] for one decoder step: the outputs then drop the Tq dimension too), keys [B, Tk, *],
+# value [B, Tk, Dv]; mask None or bool [B, Tk] / [B, Tq, Tk], True = attend. A query whose keys are all masked gets
+# zero weights and a zero context (and zero gradients), never NaN. Returns (context [B, Tq, Dv], weights [B, Tq, Tk]
+# or None); the weights are differentiable when returned.
+
+
+def _attention_inputs(query: Tensor, key: Tensor, value: Tensor, mask, names: tuple[str, str]):
+    for name, t in ((names[0], query), (names[1], key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if key.dim() != 3:
+        raise ValueError(f"{names[1]} must be 3-D (batch, key_len, features), got {key.dim()}-D")
+    step = query.dim() == 2
+    if query.dim() not in (2, 3):
+        raise ValueError(
+            f"{names[0]} must be 3-D (batch, query_len, features) or 2-D (batch, features), got {query.dim()}-D"
+        )
+    if step:
+        query = query.unsqueeze(1)
+        if mask is not None and mask.dim() == 3:
+            raise ValueError(f"mask must be 2-D (batch, key_len) for a 2-D {names[0]}, got 3-D")
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
+        raise TypeError(f"mask must be a bool tensor (True = attend), got {getattr(mask, 'dtype', type(mask))}")
+    return query, step
+
+
+def _attention_outputs(context: Tensor, weights: Tensor, step: bool, return_weights: bool):
+    if step:
+        context, weights = context.squeeze(1), weights.squeeze(1)
+    return context, (weights if return_weights else None)
+
+
+def additive_attention(
+    query_proj: Tensor,
+    key_proj: Tensor,
+    v: Tensor,
+    value: Tensor,
+    mask: Tensor | None = None,
+    return_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Additive (Bahdanau) attention, fused: scores ``e_ij = v . tanh(query_proj_i + key_proj_j)``, masked softmax
+    over the keys, context ``sum_j w_ij value_j``, without the ``[B, Tq, Tk, A]`` tensor a composition of torch
+    ops builds (the backward recomputes the tanh terms).
+
+    Args:
+        query_proj: ``[B, Tq, A]`` projected queries (``W_q q``), or ``[B, A]`` for one decoder step.
+        key_proj: ``[B, Tk, A]`` projected keys (``W_k k + b``).
+        v: ``[A]`` the score vector.
+        value: ``[B, Tk, Dv]``.
+        mask: None, or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend.
+        return_weights: also return the attention weights ``[B, Tq, Tk]``.
+    """
+    query_proj, step = _attention_inputs(query_proj, key_proj, value, mask, ("query_proj", "key_proj"))
+    context, weights = _attention_ops.additive_attention(query_proj, key_proj, v, value, mask)
+    return _attention_outputs(context, weights, step, return_weights)
+
+
+def dot_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None = None,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Dot-product (Luong) attention: scores ``scale * query_i . key_j``, masked softmax, context.
+
+    Args:
+        query: ``[B, Tq, D]`` (or ``[B, D]`` for one decoder step); key: ``[B, Tk, D]``; value: ``[B, Tk, Dv]``.
+        mask: None, or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend.
+        scale: the score scale; ``None`` gives ``1 / sqrt(D)`` (``scaled_dot_product_attention``'s default), 1.0
+            plain dot-product scores.
+        return_weights: also return the attention weights ``[B, Tq, Tk]``.
+    """
+    query, step = _attention_inputs(query, key, value, mask, ("query", "key"))
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    context, weights = _attention_ops.dot_attention(query, key, value, mask, float(scale))
+    return _attention_outputs(context, weights, step, return_weights)

@@ -10,31 +10,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
+#include "../common/vec.h"
 #include "crf_math.h"
 
 namespace pyseq {
-
-template <typename T>
-struct Block {
-  static constexpr int lanes = 64 / sizeof(T);
-  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // lane-compatible with T
-  typedef T Vec __attribute__((vector_size(64)));
-  typedef Index IndexVec __attribute__((vector_size(64)));
-
-  static PYSEQ_ALWAYS_INLINE Vec load(const T* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  static PYSEQ_ALWAYS_INLINE void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-  static PYSEQ_ALWAYS_INLINE Vec splat(T x) { return Vec{} + x; }
-  static PYSEQ_ALWAYS_INLINE IndexVec splat_index(int64_t x) { return IndexVec{} + static_cast<Index>(x); }
-};
 
 // out[j] = sum_i p[i] * m[i * Kp + j] for j in [0, Kp). Kp: a multiple of 64 / sizeof(T).
 template <typename T>

@@ -1,2 +1,2 @@
 """Custom ops around pyseq._C, one module per kernel family."""
-from . import crf, ctc, rnn  # noqa: F401
+from . import attention, crf, ctc, rnn  # noqa: F401

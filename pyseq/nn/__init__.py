@@ -1,7 +1,8 @@
 """Modules (like ``torch.nn``), one file per kernel family."""
 
+from .attention import AdditiveAttention, DotAttention, LocationAwareAttention
 from .crf import CRF
 from .ctc import CTCLoss
 from .rnn import GRU, LSTM, RNN, init_irnn_
 
-__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF"]
+__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF", "AdditiveAttention", "DotAttention", "LocationAwareAttention"]
