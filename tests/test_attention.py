@@ -286,3 +286,19 @@ def test_single_key_and_single_query():
     context, weights = F.additive_attention(q, k, v, value, return_weights=True)
     torch.testing.assert_close(weights, torch.ones_like(weights))
     torch.testing.assert_close(context, value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_additive_large_preactivations(dtype):
+    """Rows whose projections reach |x| > 20 take the direct tanh path, the others the factored one (exp(2q) exp(2k));
+    both, and saturated tanh terms, agree with the composition."""
+    B, Tq, Tk, A, Dv = 2, 6, 7, 8, 3
+    q, k, v, value = random_inputs(B, Tq, Tk, A, Dv, dtype)
+    q = q * torch.tensor([1.0, 30.0, 1.0, 45.0, 0.01, 3.0], dtype=dtype).view(1, Tq, 1)
+    k = k * torch.tensor([30.0, 1.0, 1.0, 25.0, 0.5, 100.0, 2.0], dtype=dtype).view(1, Tk, 1)
+
+    def ours(q, k, v, value):
+        return F.additive_attention(q, k, v, value, return_weights=True)
+
+    compare(ours, naive_additive, (q, k, v, value), dtype)
+

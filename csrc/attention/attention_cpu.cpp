@@ -5,6 +5,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <limits>
+#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "../common/checks.h"
@@ -86,37 +89,137 @@ PYSEQ_ALWAYS_INLINE void softmax_backward_row_impl(const T* __restrict__ w, T* _
   for (int64_t j = 0; j < Tk; ++j) grad[j] = scale * w[j] * (grad[j] - inner);
 }
 
-// Scores of one query row q [A] against every key (pk: [Tk, A]) into row [Tk]: v . tanh(q + k_j); h: [A] scratch.
-// Masked keys are skipped (the softmax gives them 0).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void exp2x_row_impl(const T* __restrict__ x, T* __restrict__ out, T* maxabs, int64_t A) {
+  T lane[8] = {};  // max |x| over 8 lanes, so that the loop vectorizes (see max_of)
+  int64_t a = 0;
+  for (; a + 8 <= A; a += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const T ax = x[a + l] < T(0) ? -x[a + l] : x[a + l];
+      lane[l] = ax > lane[l] ? ax : lane[l];
+    }
+  }
+  for (; a < A; ++a) {
+    const T ax = x[a] < T(0) ? -x[a] : x[a];
+    lane[0] = ax > lane[0] ? ax : lane[0];
+  }
+  T m = lane[0];
+  for (int l = 1; l < 8; ++l) m = lane[l] > m ? lane[l] : m;
+  bool nan = false;
+  for (a = 0; a < A; ++a) nan |= x[a] != x[a];
+  // NaN input: never the fast path (NaN compares false), and the exact one propagates it.
+  *maxabs = nan ? std::numeric_limits<T>::quiet_NaN() : m;
+  for (a = 0; a < A; ++a) {
+    // Only used when |x| <= kFastTanhRange; the clamp keeps the others finite.
+    const T c = x[a] > T(kFastTanhRange) ? T(kFastTanhRange) : x[a];
+    out[a] = exp_or_zero(T(2) * (c < -T(kFastTanhRange) ? -T(kFastTanhRange) : c));
+  }
+}
+
+PYSEQ_CPU_CLONES void exp2x_row(const float* x, float* out, float* maxabs, int64_t A) {
+  exp2x_row_impl(x, out, maxabs, A);
+}
+void exp2x_row(const double* x, double* out, double* maxabs, int64_t A) { exp2x_row_impl(x, out, maxabs, A); }
+
+// exp(2 x) and max |x| of each row of x [rows, A] (see additive_reciprocal): the factors of the fast tanh terms. They
+// cost (Tq + Tk) A exponentials against Tq Tk A for the direct terms, so they pay when every query meets several
+// keys and every key several queries; `enabled` false leaves every term on the direct path (one decoder step).
+template <typename T>
+struct TanhFactors {
+  std::vector<T> exp2x;   // [rows, A]
+  std::vector<T> maxabs;  // [rows]
+  int64_t A;
+  TanhFactors(const T* x, int64_t rows, int64_t A_, bool enabled)
+      : exp2x(enabled ? rows * A_ : 0), maxabs(enabled ? rows : 0), A(A_) {
+    if (!enabled) return;
+    at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, A)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) exp2x_row(x + r * A, exp2x.data() + r * A, &maxabs[r], A);
+    });
+  }
+  bool fast(int64_t query_row, const TanhFactors& keys, int64_t key_row) const {
+    return !maxabs.empty() && maxabs[query_row] + keys.maxabs[key_row] <= T(kFastTanhRange);
+  }
+  const T* row(int64_t r) const { return exp2x.data() + r * A; }
+};
+
+// Whether the tanh factors pay at these lengths (see TanhFactors).
+bool use_tanh_factors(int64_t Tq, int64_t Tk) { return std::min(Tq, Tk) >= 4; }
+
+// Scores of one query row against every key (keys: pk [Tk, A] with factors ek), into row [Tk]: v . tanh(q + k_j).
+// q_row: this row's index in eq. Masked keys are skipped (the softmax gives them 0). h: [A] scratch.
 template <typename T>
 PYSEQ_ALWAYS_INLINE void additive_scores_row_impl(const T* __restrict__ q, const T* __restrict__ pk,
-                                                  const T* __restrict__ v, int64_t Tk, int64_t A, const bool* m,
-                                                  int64_t sj, T* __restrict__ row, T* __restrict__ h) {
+                                                  const T* __restrict__ v, T sum_v, const TanhFactors<T>& eq,
+                                                  int64_t q_row, const TanhFactors<T>& ek, int64_t k_row0, int64_t Tk,
+                                                  int64_t A, const bool* m, int64_t sj, T* __restrict__ row,
+                                                  T* __restrict__ h) {
+  using V = Block<T>;
+  const T* __restrict__ fq = eq.row(q_row);
   for (int64_t j = 0; j < Tk; ++j) {
     if (m != nullptr && !m[j * sj]) continue;
-    const T* __restrict__ k = pk + j * A;
-    for (int64_t a = 0; a < A; ++a) h[a] = additive_term(q[a], k[a]);
-    row[j] = dot(v, h, A);
+    if (eq.fast(q_row, ek, k_row0 + j)) {
+      // v . tanh = sum(v) - 2 sum_a v_a r_a
+      const T* __restrict__ fk = ek.row(k_row0 + j);
+      typename V::Vec acc0{}, acc1{};
+      int64_t a = 0;
+      for (; a + 2 * V::lanes <= A; a += 2 * V::lanes) {
+        acc0 += V::load(v + a) / (V::load(fq + a) * V::load(fk + a) + T(1));
+        acc1 += V::load(v + a + V::lanes) / (V::load(fq + a + V::lanes) * V::load(fk + a + V::lanes) + T(1));
+      }
+      T weighted = V::sum(acc0 + acc1);
+      for (; a < A; ++a) weighted += v[a] * additive_reciprocal(fq[a], fk[a]);
+      row[j] = sum_v - T(2) * weighted;
+    } else if constexpr (std::is_same_v<T, float>) {
+      // tanh and the dot product in one pass over vectors
+      const T* __restrict__ k = pk + j * A;
+      typename V::Vec acc0{}, acc1{};
+      int64_t a = 0;
+      for (; a + 2 * V::lanes <= A; a += 2 * V::lanes) {
+        acc0 += V::load(v + a) * tanh_rational_of(V::load(q + a) + V::load(k + a));
+        acc1 += V::load(v + a + V::lanes) * tanh_rational_of(V::load(q + a + V::lanes) + V::load(k + a + V::lanes));
+      }
+      T total = V::sum(acc0 + acc1);
+      for (; a < A; ++a) total += v[a] * additive_term(q[a], k[a]);
+      row[j] = total;
+    } else {
+      const T* __restrict__ k = pk + j * A;
+      for (int64_t a = 0; a < A; ++a) h[a] = additive_term(q[a], k[a]);
+      row[j] = dot(v, h, A);
+    }
   }
 }
 
 // Backward of one query row: given d score / d row (ds [Tk]), adds to dq [A], dpk [Tk, A] and dv [A].
 template <typename T>
 PYSEQ_ALWAYS_INLINE void additive_backward_row_impl(const T* __restrict__ q, const T* __restrict__ pk,
-                                                    const T* __restrict__ v, const T* __restrict__ ds, int64_t Tk,
-                                                    int64_t A, T* __restrict__ dq, T* __restrict__ dpk,
-                                                    T* __restrict__ dv) {
+                                                    const T* __restrict__ v, const TanhFactors<T>& eq, int64_t q_row,
+                                                    const TanhFactors<T>& ek, int64_t k_row0,
+                                                    const T* __restrict__ ds, int64_t Tk, int64_t A,
+                                                    T* __restrict__ dq, T* __restrict__ dpk, T* __restrict__ dv) {
+  const T* __restrict__ fq = eq.row(q_row);
   for (int64_t j = 0; j < Tk; ++j) {
     const T d = ds[j];
     if (d == T(0)) continue;  // masked keys, and rows with no gradient
-    const T* __restrict__ k = pk + j * A;
     T* __restrict__ dk = dpk + j * A;
-    for (int64_t a = 0; a < A; ++a) {
-      const T h = additive_term(q[a], k[a]);
-      const T g = d * additive_slope(v[a], h);
-      dq[a] += g;
-      dk[a] += g;
-      dv[a] += d * h;
+    if (eq.fast(q_row, ek, k_row0 + j)) {
+      // h = 1 - 2 r, 1 - h^2 = 4 r (1 - r)
+      const T* __restrict__ fk = ek.row(k_row0 + j);
+      for (int64_t a = 0; a < A; ++a) {
+        const T r = additive_reciprocal(fq[a], fk[a]);
+        const T g = T(4) * d * v[a] * r * (T(1) - r);
+        dq[a] += g;
+        dk[a] += g;
+        dv[a] += d * (T(1) - T(2) * r);
+      }
+    } else {
+      const T* __restrict__ k = pk + j * A;
+      for (int64_t a = 0; a < A; ++a) {
+        const T h = additive_term(q[a], k[a]);
+        const T g = d * additive_slope(v[a], h);
+        dq[a] += g;
+        dk[a] += g;
+        dv[a] += d * h;
+      }
     }
   }
 }
@@ -133,21 +236,27 @@ PYSEQ_CPU_CLONES void softmax_backward_row(const float* w, float* grad, int64_t 
 void softmax_backward_row(const double* w, double* grad, int64_t Tk, double scale) {
   softmax_backward_row_impl(w, grad, Tk, scale);
 }
-PYSEQ_CPU_CLONES void additive_scores_row(const float* q, const float* pk, const float* v, int64_t Tk, int64_t A,
-                                          const bool* m, int64_t sj, float* row, float* h) {
-  additive_scores_row_impl(q, pk, v, Tk, A, m, sj, row, h);
+PYSEQ_CPU_CLONES void additive_scores_row(const float* q, const float* pk, const float* v, float sum_v,
+                                          const TanhFactors<float>& eq, int64_t q_row, const TanhFactors<float>& ek,
+                                          int64_t k_row0, int64_t Tk, int64_t A, const bool* m, int64_t sj, float* row,
+                                          float* h) {
+  additive_scores_row_impl(q, pk, v, sum_v, eq, q_row, ek, k_row0, Tk, A, m, sj, row, h);
 }
-void additive_scores_row(const double* q, const double* pk, const double* v, int64_t Tk, int64_t A, const bool* m,
-                         int64_t sj, double* row, double* h) {
-  additive_scores_row_impl(q, pk, v, Tk, A, m, sj, row, h);
+void additive_scores_row(const double* q, const double* pk, const double* v, double sum_v,
+                         const TanhFactors<double>& eq, int64_t q_row, const TanhFactors<double>& ek, int64_t k_row0,
+                         int64_t Tk, int64_t A, const bool* m, int64_t sj, double* row, double* h) {
+  additive_scores_row_impl(q, pk, v, sum_v, eq, q_row, ek, k_row0, Tk, A, m, sj, row, h);
 }
-PYSEQ_CPU_CLONES void additive_backward_row(const float* q, const float* pk, const float* v, const float* ds,
-                                            int64_t Tk, int64_t A, float* dq, float* dpk, float* dv) {
-  additive_backward_row_impl(q, pk, v, ds, Tk, A, dq, dpk, dv);
+PYSEQ_CPU_CLONES void additive_backward_row(const float* q, const float* pk, const float* v,
+                                            const TanhFactors<float>& eq, int64_t q_row, const TanhFactors<float>& ek,
+                                            int64_t k_row0, const float* ds, int64_t Tk, int64_t A, float* dq,
+                                            float* dpk, float* dv) {
+  additive_backward_row_impl(q, pk, v, eq, q_row, ek, k_row0, ds, Tk, A, dq, dpk, dv);
 }
-void additive_backward_row(const double* q, const double* pk, const double* v, const double* ds, int64_t Tk, int64_t A,
-                           double* dq, double* dpk, double* dv) {
-  additive_backward_row_impl(q, pk, v, ds, Tk, A, dq, dpk, dv);
+void additive_backward_row(const double* q, const double* pk, const double* v, const TanhFactors<double>& eq,
+                           int64_t q_row, const TanhFactors<double>& ek, int64_t k_row0, const double* ds, int64_t Tk,
+                           int64_t A, double* dq, double* dpk, double* dv) {
+  additive_backward_row_impl(q, pk, v, eq, q_row, ek, k_row0, ds, Tk, A, dq, dpk, dv);
 }
 
 // Rows (b, i) of the [B, Tq, Tk] weights, in parallel: body(b, i).
@@ -203,11 +312,15 @@ std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_p
     const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = vc.data_ptr<T>();
     T* wp = weights.data_ptr<T>();
+    const bool factors = use_tanh_factors(Tq, Tk);
+    const TanhFactors<T> eq(qp, B * Tq, A, factors), ek(kp, B * Tk, A, factors);
+    const T sum_v = std::accumulate(vp, vp + A, T(0));
     for_each_row(B, Tq, 8 * Tk * A, [&](int64_t b, int64_t i) {
       std::vector<T> h(A);
       T* row = wp + (b * Tq + i) * Tk;
       const bool* mrow = m.row(b, i);
-      additive_scores_row(qp + (b * Tq + i) * A, kp + b * Tk * A, vp, Tk, A, mrow, m.sj, row, h.data());
+      additive_scores_row(qp + (b * Tq + i) * A, kp + b * Tk * A, vp, sum_v, eq, b * Tq + i, ek, b * Tk, Tk, A, mrow,
+                          m.sj, row, h.data());
       masked_softmax_row(row, Tk, mrow, m.sj, T(1));
     });
   });
@@ -230,6 +343,8 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
     const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = vc.data_ptr<T>(), *dsp = ds.data_ptr<T>();
     T *gq = grad_q.data_ptr<T>(), *gk = grad_k.data_ptr<T>();
+    const bool factors = use_tanh_factors(Tq, Tk);
+    const TanhFactors<T> eq(qp, B * Tq, A, factors), ek(kp, B * Tk, A, factors);
     // Parallel over the batch (the key gradients of one batch entry collect every query's terms); each chunk sums
     // its v gradient apart, and the chunks are added in order (deterministic).
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads()));
@@ -240,8 +355,8 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
         for (int64_t b = c * B / chunks; b < (c + 1) * B / chunks; ++b) {
           for (int64_t i = 0; i < Tq; ++i) {
             const int64_t row = b * Tq + i;
-            additive_backward_row(qp + row * A, kp + b * Tk * A, vp, dsp + row * Tk, Tk, A, gq + row * A,
-                                  gk + b * Tk * A, local.data());
+            additive_backward_row(qp + row * A, kp + b * Tk * A, vp, eq, row, ek, b * Tk, dsp + row * Tk, Tk, A,
+                                  gq + row * A, gk + b * Tk * A, local.data());
           }
         }
         dv[c] = std::move(local);
