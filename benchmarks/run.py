@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pyseq  # noqa: E402
 from harness import cpu_model, sgemm_rate  # noqa: E402
+import attention_cases  # noqa: E402
 import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
 import rnn_cases  # noqa: E402
@@ -47,6 +48,17 @@ CRF_COLUMNS = [
     ("pyseq_ms", "pyseq ms", "{:.2f}"),
     ("torch_ms", "pytorch-crf ms", "{:.2f}"),
     ("speedup", "pytorch-crf/pyseq", "{:.1f}x"),
+]
+ATTENTION_COLUMNS = [
+    ("case", "case", "{}"),
+    ("pass", "pass", "{}"),
+    ("reference", "reference", "{}"),
+    ("pyseq_ms", "pyseq ms", "{:.2f}"),
+    ("torch_ms", "reference ms", "{:.2f}"),
+    ("speedup", "reference/pyseq", "{:.2f}x"),
+    ("pyseq_mb", "pyseq peak MB", "{:.1f}"),
+    ("ref_mb", "reference peak MB", "{:.1f}"),
+    ("memory_ratio", "memory ratio", "{:.1f}x"),
 ]
 STEP_COLUMNS = [
     ("case", "recurrent step", "{}"),
@@ -125,6 +137,15 @@ def main() -> int:
             crf_rows.append(row)
             print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
 
+    attention_rows = []
+    for case in attention_cases.all_cases()[: 1 if args.quick else None]:
+        for comparison in attention_cases.comparisons(case):
+            for backward in (False, True):
+                row = attention_cases.measure(*comparison, backward, budget)
+                attention_rows.append((row, comparison, backward))
+                print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
+                      flush=True)
+
     print()
     step_rows = []
     if not args.quick:
@@ -137,8 +158,13 @@ def main() -> int:
                 print(f"  {row['case']}: {row['ms']:.2f} ms, {row['gflops']:.0f} GF/s = {100 * row['of_peak']:.0f}% "
                       f"of {peak:.0f}", flush=True)
         print()
+    # Peak memory last: measuring it changes the allocator's settings for the rest of the process.
+    attention_cases.set_exact_peak_memory()
+    for row, comparison, backward in attention_rows:
+        attention_cases.add_memory(row, *comparison[1:5], backward)
     for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
-                           (CRF_COLUMNS, crf_rows), (STEP_COLUMNS, step_rows)):
+                           (CRF_COLUMNS, crf_rows), (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
+                           (STEP_COLUMNS, step_rows)):
         print_table(columns, table, args.markdown)
     return 0
 
