@@ -92,13 +92,13 @@ def run_fn(fn, inputs, backward: bool, n_grad: int):
 
 
 def check(ours, ref, inputs, n_grad: int) -> None:
-    """Same outputs and gradients (float32 tolerance)."""
+    """Same outputs and gradients of the first n_grad inputs (float32 tolerance)."""
     results = []
     for fn in (ours, ref):
         xs = [x.clone().requires_grad_() if i < n_grad else x for i, x in enumerate(inputs)]
         context, weights = fn(*xs)
         loss = context.sum() if weights is None else context.sum() + weights.square().sum()
-        results.append([context] + list(torch.autograd.grad(loss, xs[:n_grad])))
+        results.append([context] + (list(torch.autograd.grad(loss, xs[:n_grad])) if n_grad else []))
     for a, b in zip(*results):
         err = (a - b).abs().max().item()
         assert err <= 1e-3 * max(1.0, b.abs().max().item()), f"pyseq differs from the reference by {err}"
@@ -132,10 +132,24 @@ def _status_bytes(key: str) -> int:
 
 
 def comparisons(case: Case):
-    """(name, pyseq fn, reference fn, inputs, number of differentiable inputs) of each comparison at this size."""
+    """(name, pyseq fn, reference fn, inputs, number of differentiable inputs, reference name) of each comparison at
+    this size; one with no differentiable inputs is measured forward only."""
     query, key, v, value, mask = build(case)
     scale = case.A**-0.5
-    return [
+    decoding = []
+    if case.Tq == 1:
+        # In a decoding loop the keys are projected once, with their tanh factors (pyseq.functional.project_keys);
+        # the naive composition reuses its projected keys the same way. Forward only: decoding.
+        keys = pyseq.functional.project_keys(key)
+        decoding.append((
+            f"additive, keys cached {case.label}",
+            lambda q, k, v_, val, m: pyseq.functional.additive_attention(q, keys, v_, val, m, return_weights=True),
+            naive_additive,
+            (query, key, v, value, mask),
+            0,
+            "naive",
+        ))
+    return decoding + [
         (f"additive {case.label}", pyseq_additive, naive_additive, (query, key, v, value, mask), 4, "naive"),
         (
             f"dot+weights {case.label}",

@@ -94,22 +94,27 @@ void register_crf(py::module_& m) {
 }
 
 void register_attention(py::module_& m) {
-  // mask and grad_weights may be None (attend everywhere; no gradient through the weights).
+  // mask, grad_weights and the key factors may be None (attend everywhere; no gradient through the weights; no
+  // cached factors).
   const auto tensor_or_undefined = [](const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); };
   m.def(
       "additive_attention_forward",
       [=](const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
-          const std::optional<at::Tensor>& mask) {
-        return pyseq::additive_attention_forward_cpu(query_proj, key_proj, v, value, tensor_or_undefined(mask));
+          const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& key_exp2x,
+          const std::optional<at::Tensor>& key_maxabs) {
+        return pyseq::additive_attention_forward_cpu(query_proj, key_proj, v, value, tensor_or_undefined(mask),
+                                                     tensor_or_undefined(key_exp2x), tensor_or_undefined(key_maxabs));
       },
       py::call_guard<py::gil_scoped_release>(),
       "Additive attention: (context [B, Tq, Dv], weights [B, Tq, Tk]). See csrc/attention/attention.h.");
   m.def(
       "additive_attention_backward",
       [=](const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights, const at::Tensor& query_proj,
-          const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights) {
+          const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
+          const std::optional<at::Tensor>& key_exp2x, const std::optional<at::Tensor>& key_maxabs) {
         return pyseq::additive_attention_backward_cpu(grad_context, tensor_or_undefined(grad_weights), query_proj,
-                                                      key_proj, v, value, weights);
+                                                      key_proj, v, value, weights, tensor_or_undefined(key_exp2x),
+                                                      tensor_or_undefined(key_maxabs));
       },
       py::call_guard<py::gil_scoped_release>(),
       "Gradients of additive attention: (query_proj, key_proj, v, value). See csrc/attention/attention.h.");

@@ -13,6 +13,7 @@ Recurrent layers
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,8 @@ __all__ = [
     "hmm_viterbi",
     "additive_attention",
     "dot_attention",
+    "project_keys",
+    "ProjectedKeys",
 ]
 
 _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LSTM", _rnn_ops.GRU: "GRU"}
@@ -558,6 +561,26 @@ def _attention_outputs(context: Tensor, weights: Tensor, step: bool, return_weig
     return context, (weights if return_weights else None)
 
 
+class ProjectedKeys(NamedTuple):
+    """Projected keys for additive attention with the factors of their tanh terms, computed once for a decoding
+    loop by :func:`project_keys` (pass it as ``key_proj``): every later call then spends a multiply, an add and a
+    division per (query, key, feature) term instead of a tanh. ``proj [B, Tk, A]`` carries the gradient."""
+
+    proj: Tensor
+    exp2x: Tensor  # exp(2 proj), arguments clamped to +-40 (factors used only where |proj| <= 40)
+    maxabs: Tensor  # max |proj| over A: [B, Tk]
+
+
+def project_keys(key_proj: Tensor) -> ProjectedKeys:
+    """Caches the tanh factors of projected keys ``[B, Tk, A]`` for repeated :func:`additive_attention` calls."""
+    if not isinstance(key_proj, Tensor) or key_proj.dim() != 3:
+        raise ValueError(f"key_proj must be a 3-D tensor (batch, key_len, attn_size), got {key_proj!r:.60}")
+    with torch.no_grad():
+        exp2x = torch.exp(2 * key_proj.clamp(-40, 40))
+        maxabs = key_proj.abs().amax(-1) if key_proj.shape[-1] else key_proj.new_zeros(key_proj.shape[:2])
+    return ProjectedKeys(key_proj, exp2x, maxabs)
+
+
 def additive_attention(
     query_proj: Tensor,
     key_proj: Tensor,
@@ -572,14 +595,17 @@ def additive_attention(
 
     Args:
         query_proj: ``[B, Tq, A]`` projected queries (``W_q q``), or ``[B, A]`` for one decoder step.
-        key_proj: ``[B, Tk, A]`` projected keys (``W_k k + b``).
+        key_proj: ``[B, Tk, A]`` projected keys (``W_k k + b``), or :class:`ProjectedKeys` from
+            :func:`project_keys` (decoding loops: the keys' tanh factors computed once).
         v: ``[A]`` the score vector.
         value: ``[B, Tk, Dv]``.
         mask: None, or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend.
         return_weights: also return the attention weights ``[B, Tq, Tk]``.
     """
-    query_proj, step = _attention_inputs(query_proj, key_proj, value, mask, ("query_proj", "key_proj"))
-    context, weights = _attention_ops.additive_attention(query_proj, key_proj, v, value, mask)
+    keys = key_proj if isinstance(key_proj, ProjectedKeys) else ProjectedKeys(key_proj, None, None)
+    query_proj, step = _attention_inputs(query_proj, keys.proj, value, mask, ("query_proj", "key_proj"))
+    context, weights = _attention_ops.additive_attention(query_proj, keys.proj, v, value, mask, keys.exp2x,
+                                                         keys.maxabs)
     return _attention_outputs(context, weights, step, return_weights)
 
 

@@ -158,15 +158,18 @@ def test_opcheck():
     mask = random_mask((2, 4))
     ops = torch.ops.pyseq
     req = [x.clone().requires_grad_() for x in (q, k, v, value)]
-    torch.library.opcheck(ops.additive_attention.default, (*req, mask))
-    torch.library.opcheck(ops.additive_attention.default, (*req, None))
+    keys = F.project_keys(k)
+    torch.library.opcheck(ops.additive_attention.default, (*req, mask, None, None))
+    torch.library.opcheck(ops.additive_attention.default, (*req, None, keys.exp2x, keys.maxabs))
     torch.library.opcheck(ops.dot_attention.default, (req[0], req[1], req[3], mask, 0.5))
-    context, weights = ops.additive_attention(q, k, v, value, mask)
+    context, weights = ops.additive_attention(q, k, v, value, mask, None, None)
     torch.library.opcheck(
-        ops.additive_attention_backward.default, (torch.ones_like(context), torch.ones_like(weights), q, k, v, value, weights)
+        ops.additive_attention_backward.default,
+        (torch.ones_like(context), torch.ones_like(weights), q, k, v, value, weights, None, None),
     )
     torch.library.opcheck(
-        ops.additive_attention_backward.default, (torch.ones_like(context), None, q, k, v, value, weights)
+        ops.additive_attention_backward.default,
+        (torch.ones_like(context), None, q, k, v, value, weights, keys.exp2x, keys.maxabs),
     )
     context, weights = ops.dot_attention(q, k, value, mask, 0.5)
     torch.library.opcheck(
@@ -302,3 +305,31 @@ def test_additive_large_preactivations(dtype):
 
     compare(ours, naive_additive, (q, k, v, value), dtype)
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("Tq", [1, 6])
+def test_additive_with_cached_key_factors(Tq, dtype):
+    """project_keys caches exp(2 k) and max |k|: the factored terms then serve every query count, decoder steps
+    included, and agree with the composition (keys beyond |k| = 20 fall back to the direct path)."""
+    B, Tk, A, Dv = 3, 7, 9, 4
+    q, k, v, value = random_inputs(B, Tq, Tk, A, Dv, dtype)
+    k = k * torch.tensor([1.0, 30.0, 1.0, 0.2, 60.0, 2.0, 1.0], dtype=dtype).view(1, Tk, 1)
+    mask = random_mask((B, Tk))
+
+    def ours(q, k, v, value):
+        return F.additive_attention(q, F.project_keys(k), v, value, mask, return_weights=True)
+
+    def ref(q, k, v, value):
+        return naive_additive(q, k, v, value, mask)
+
+    compare(ours, ref, (q, k, v, value), dtype)
+
+
+def test_project_keys_bad_input():
+    with pytest.raises(ValueError, match="key_proj must be a 3-D tensor"):
+        F.project_keys(torch.zeros(2, 3))
+    q, k, v, value = random_inputs(2, 3, 4, 5, 6)
+    keys = F.project_keys(k)
+    with pytest.raises(RuntimeError, match=r"key_exp2x must have shape \[2, 3, 5\]"):
+        torch.ops.pyseq.additive_attention(q, k[:, :3], v, value[:, :3], None, keys.exp2x, keys.maxabs)

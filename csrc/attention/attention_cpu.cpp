@@ -3,8 +3,11 @@
 // backward run row by row in place; the products with the values (and, for dot attention, the scores) are batched
 // GEMMs through ATen.
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 #include <limits>
 #include <numeric>
 #include <type_traits>
@@ -123,27 +126,114 @@ void exp2x_row(const double* x, double* out, double* maxabs, int64_t A) { exp2x_
 
 // exp(2 x) and max |x| of each row of x [rows, A] (see additive_reciprocal): the factors of the fast tanh terms. They
 // cost (Tq + Tk) A exponentials against Tq Tk A for the direct terms, so they pay when every query meets several
-// keys and every key several queries; `enabled` false leaves every term on the direct path (one decoder step).
+// keys and every key several queries, or when the key factors come cached from an earlier call (a decoding loop).
 template <typename T>
-struct TanhFactors {
-  std::vector<T> exp2x;   // [rows, A]
-  std::vector<T> maxabs;  // [rows]
-  int64_t A;
-  TanhFactors(const T* x, int64_t rows, int64_t A_, bool enabled)
-      : exp2x(enabled ? rows * A_ : 0), maxabs(enabled ? rows : 0), A(A_) {
-    if (!enabled) return;
+class TanhFactors {
+ public:
+  // None: every term takes the direct path.
+  explicit TanhFactors(int64_t A) : A_(A) {}
+  // Computed from x.
+  TanhFactors(const T* x, int64_t rows, int64_t A) : A_(A), exp2x_storage_(rows * A), maxabs_storage_(rows) {
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, A)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) exp2x_row(x + r * A, exp2x.data() + r * A, &maxabs[r], A);
+      for (int64_t r = r0; r < r1; ++r) exp2x_row(x + r * A, &exp2x_storage_[r * A], &maxabs_storage_[r], A);
     });
+    exp2x_ = exp2x_storage_.data();
+    maxabs_ = maxabs_storage_.data();
   }
+  // Given: exp2x [rows, A] and maxabs [rows] computed earlier for the same x.
+  TanhFactors(const T* exp2x, const T* maxabs, int64_t A) : A_(A), exp2x_(exp2x), maxabs_(maxabs) {}
+  TanhFactors(const TanhFactors&) = delete;
+  TanhFactors& operator=(const TanhFactors&) = delete;
+
   bool fast(int64_t query_row, const TanhFactors& keys, int64_t key_row) const {
-    return !maxabs.empty() && maxabs[query_row] + keys.maxabs[key_row] <= T(kFastTanhRange);
+    return maxabs_ != nullptr && keys.maxabs_ != nullptr &&
+           maxabs_[query_row] + keys.maxabs_[key_row] <= T(kFastTanhRange);
   }
-  const T* row(int64_t r) const { return exp2x.data() + r * A; }
+  const T* row(int64_t r) const { return exp2x_ + r * A_; }
+
+ private:
+  int64_t A_;
+  std::vector<T> exp2x_storage_, maxabs_storage_;
+  const T* exp2x_ = nullptr;
+  const T* maxabs_ = nullptr;
 };
 
-// Whether the tanh factors pay at these lengths (see TanhFactors).
+// Whether computing the factors pays at these lengths (see TanhFactors).
 bool use_tanh_factors(int64_t Tq, int64_t Tk) { return std::min(Tq, Tk) >= 4; }
+
+// The factors of the queries and of the keys for one call: the keys' from the cache when given (key_exp2x [B, Tk, A],
+// key_maxabs [B, Tk]), else computed when they pay; the queries' whenever the keys have them.
+template <typename T>
+struct CallFactors {
+  std::unique_ptr<TanhFactors<T>> queries, keys;
+  CallFactors(const T* q, const T* k, int64_t B, int64_t Tq, int64_t Tk, int64_t A, const at::Tensor& key_exp2x,
+              const at::Tensor& key_maxabs) {
+    if (key_exp2x.defined()) {
+      keys = std::make_unique<TanhFactors<T>>(key_exp2x.data_ptr<T>(), key_maxabs.data_ptr<T>(), A);
+    } else if (use_tanh_factors(Tq, Tk)) {
+      keys = std::make_unique<TanhFactors<T>>(k, B * Tk, A);
+    } else {
+      keys = std::make_unique<TanhFactors<T>>(A);
+    }
+    const bool with_keys = key_exp2x.defined() || use_tanh_factors(Tq, Tk);
+    queries = with_keys ? std::make_unique<TanhFactors<T>>(q, B * Tq, A) : std::make_unique<TanhFactors<T>>(A);
+  }
+};
+
+// key_exp2x [B, Tk, A] and key_maxabs [B, Tk] of the dtype of key_proj, both given or both undefined. Returns them
+// contiguous.
+std::pair<at::Tensor, at::Tensor> check_key_factors(const at::Tensor& key_exp2x, const at::Tensor& key_maxabs,
+                                                    const at::Tensor& key_proj) {
+  TORCH_CHECK_VALUE(key_exp2x.defined() == key_maxabs.defined(), "key_exp2x and key_maxabs go together");
+  if (!key_exp2x.defined()) return {};
+  check_shape(key_exp2x, "key_exp2x", key_proj.sizes().vec());
+  check_shape(key_maxabs, "key_maxabs", {key_proj.size(0), key_proj.size(1)});
+  check_like(key_exp2x, "key_exp2x", key_proj, "key_proj");
+  check_like(key_maxabs, "key_maxabs", key_proj, "key_proj");
+  return {key_exp2x.contiguous(), key_maxabs.contiguous()};
+}
+
+// sum_a v[a] / (fq[a] fk[a] + 1): the factored terms' weighted sum. The division is the term's most expensive
+// operation (one vector division per 16 terms, at a throughput of one per ~10 cycles); with AVX-512 it is replaced
+// by the 14-bit reciprocal estimate refined by one Newton step (relative error ~1e-8, below float32 rounding:
+// the argument is >= 1, so no zero, denormal or infinity reaches it).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYSEQ_HAVE_AVX512_RECIPROCAL 1
+// For `count` (1 to 4) key rows fk[0..count) at once, sharing the loads of v and fq: out[c] = sum_a v[a] /
+// (fq[a] fk[c][a] + 1).
+__attribute__((target("avx512f"))) void weighted_reciprocal_sums_avx512(const float* __restrict__ v,
+                                                                         const float* __restrict__ fq,
+                                                                         const float* const* fk, int count, int64_t A,
+                                                                         float* out) {
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  int64_t a = 0;
+  for (; a + 16 <= A; a += 16) {
+    const __m512 va = _mm512_loadu_ps(v + a), qa = _mm512_loadu_ps(fq + a);
+    for (int c = 0; c < 4; ++c) {
+      if (c >= count) break;
+      const __m512 e = _mm512_fmadd_ps(qa, _mm512_loadu_ps(fk[c] + a), one);
+      __m512 r = _mm512_rcp14_ps(e);
+      r = _mm512_mul_ps(r, _mm512_fnmadd_ps(e, r, two));  // r (2 - e r)
+      acc[c] = _mm512_fmadd_ps(va, r, acc[c]);
+    }
+  }
+  for (int c = 0; c < count; ++c) {
+    float total = _mm512_reduce_add_ps(acc[c]);
+    for (int64_t b = a; b < A; ++b) total += v[b] / (fq[b] * fk[c][b] + 1.0f);
+    out[c] = total;
+  }
+}
+#endif
+
+bool has_avx512() {
+#ifdef PYSEQ_HAVE_AVX512_RECIPROCAL
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+#else
+  return false;
+#endif
+}
 
 // Scores of one query row against every key (keys: pk [Tk, A] with factors ek), into row [Tk]: v . tanh(q + k_j).
 // q_row: this row's index in eq. Masked keys are skipped (the softmax gives them 0). h: [A] scratch.
@@ -155,10 +245,31 @@ PYSEQ_ALWAYS_INLINE void additive_scores_row_impl(const T* __restrict__ q, const
                                                   T* __restrict__ h) {
   using V = Block<T>;
   const T* __restrict__ fq = eq.row(q_row);
+  // With AVX-512, factored keys are scored four at a time (pending holds the ones not scored yet).
+  [[maybe_unused]] const bool avx512 = has_avx512();
+  [[maybe_unused]] int64_t pending[4];
+  [[maybe_unused]] int count = 0;
+  [[maybe_unused]] const auto flush = [&] {
+#ifdef PYSEQ_HAVE_AVX512_RECIPROCAL
+    if constexpr (std::is_same_v<T, float>) {
+      const float* fk[4];
+      float sums[4];
+      for (int c = 0; c < count; ++c) fk[c] = ek.row(k_row0 + pending[c]);
+      weighted_reciprocal_sums_avx512(v, fq, fk, count, A, sums);
+      for (int c = 0; c < count; ++c) row[pending[c]] = sum_v - T(2) * sums[c];
+    }
+#endif
+    count = 0;
+  };
   for (int64_t j = 0; j < Tk; ++j) {
     if (m != nullptr && !m[j * sj]) continue;
     if (eq.fast(q_row, ek, k_row0 + j)) {
       // v . tanh = sum(v) - 2 sum_a v_a r_a
+      if (std::is_same_v<T, float> && avx512) {
+        pending[count++] = j;
+        if (count == 4) flush();
+        continue;
+      }
       const T* __restrict__ fk = ek.row(k_row0 + j);
       typename V::Vec acc0{}, acc1{};
       int64_t a = 0;
@@ -187,6 +298,7 @@ PYSEQ_ALWAYS_INLINE void additive_scores_row_impl(const T* __restrict__ q, const
       row[j] = dot(v, h, A);
     }
   }
+  if (count > 0) flush();
 }
 
 // Backward of one query row: given d score / d row (ds [Tk]), adds to dq [A], dpk [Tk, A] and dv [A].
@@ -298,7 +410,8 @@ void check_backward_inputs(const at::Tensor& grad_context, const at::Tensor& gra
 
 std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_proj, const at::Tensor& key_proj,
                                                        const at::Tensor& v, const at::Tensor& value,
-                                                       const at::Tensor& mask) {
+                                                       const at::Tensor& mask, const at::Tensor& key_exp2x,
+                                                       const at::Tensor& key_maxabs) {
   const Mask m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   TORCH_CHECK_VALUE(key_proj.size(2) == A, "query_proj and key_proj must have the same attention size, got ", A,
@@ -306,14 +419,15 @@ std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_p
   check_dim(v, "v", 1, "(attn_size,)");
   TORCH_CHECK_VALUE(v.size(0) == A, "v must have attn_size = ", A, " entries, got ", v.size(0));
   check_like(v, "v", query_proj, "query_proj");
+  const auto [ke, km] = check_key_factors(key_exp2x, key_maxabs, key_proj);
   at::Tensor weights = at::empty({B, Tq, Tk}, query_proj.options());
   AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "additive_attention_forward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = vc.data_ptr<T>();
     T* wp = weights.data_ptr<T>();
-    const bool factors = use_tanh_factors(Tq, Tk);
-    const TanhFactors<T> eq(qp, B * Tq, A, factors), ek(kp, B * Tk, A, factors);
+    const CallFactors<T> factors(qp, kp, B, Tq, Tk, A, ke, km);
+    const TanhFactors<T>&eq = *factors.queries, &ek = *factors.keys;
     const T sum_v = std::accumulate(vp, vp + A, T(0));
     for_each_row(B, Tq, 8 * Tk * A, [&](int64_t b, int64_t i) {
       std::vector<T> h(A);
@@ -330,8 +444,10 @@ std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_p
 std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_context, const at::Tensor& grad_weights,
                                                         const at::Tensor& query_proj, const at::Tensor& key_proj,
                                                         const at::Tensor& v, const at::Tensor& value,
-                                                        const at::Tensor& weights) {
+                                                        const at::Tensor& weights, const at::Tensor& key_exp2x,
+                                                        const at::Tensor& key_maxabs) {
   check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor());
+  const auto [ke, km] = check_key_factors(key_exp2x, key_maxabs, key_proj);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
   const at::Tensor ds = score_gradient(grad_context, grad_weights, value, weights, 1.0);
@@ -343,8 +459,8 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
     const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = vc.data_ptr<T>(), *dsp = ds.data_ptr<T>();
     T *gq = grad_q.data_ptr<T>(), *gk = grad_k.data_ptr<T>();
-    const bool factors = use_tanh_factors(Tq, Tk);
-    const TanhFactors<T> eq(qp, B * Tq, A, factors), ek(kp, B * Tk, A, factors);
+    const CallFactors<T> factors(qp, kp, B, Tq, Tk, A, ke, km);
+    const TanhFactors<T>&eq = *factors.queries, &ek = *factors.keys;
     // Parallel over the batch (the key gradients of one batch entry collect every query's terms); each chunk sums
     // its v gradient apart, and the chunks are added in order (deterministic).
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads()));

@@ -1,6 +1,8 @@
 """Custom ops around the attention kernels (csrc/attention).
 
-``pyseq::additive_attention(query_proj [B, Tq, A], key_proj [B, Tk, A], v [A], value [B, Tk, Dv], mask)`` and
+``pyseq::additive_attention(query_proj [B, Tq, A], key_proj [B, Tk, A], v [A], value [B, Tk, Dv], mask, key_exp2x,
+key_maxabs)`` (the last two: None, or factors of key_proj cached for a decoding loop, see
+``pyseq.functional.project_keys``) and
 ``pyseq::dot_attention(query [B, Tq, D], key [B, Tk, D], value, mask, scale)`` return ``(context [B, Tq, Dv],
 weights [B, Tq, Tk])``; both outputs are differentiable (the weights feed coverage and location-aware terms). mask:
 None or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend. The backward ops recompute the additive tanh terms.
@@ -23,14 +25,20 @@ def _outputs_fake(queries, keys, value):
 
 @torch.library.custom_op("pyseq::additive_attention", mutates_args=(), device_types="cpu")
 def additive_attention(
-    query_proj: Tensor, key_proj: Tensor, v: Tensor, value: Tensor, mask: Optional[Tensor]
+    query_proj: Tensor,
+    key_proj: Tensor,
+    v: Tensor,
+    value: Tensor,
+    mask: Optional[Tensor],
+    key_exp2x: Optional[Tensor],
+    key_maxabs: Optional[Tensor],
 ) -> tuple[Tensor, Tensor]:
-    context, weights = _C.additive_attention_forward(query_proj, key_proj, v, value, mask)
+    context, weights = _C.additive_attention_forward(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs)
     return context, weights
 
 
 @additive_attention.register_fake
-def _additive_attention_fake(query_proj, key_proj, v, value, mask):
+def _additive_attention_fake(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs):
     return _outputs_fake(query_proj, key_proj, value)
 
 
@@ -43,13 +51,19 @@ def additive_attention_backward(
     v: Tensor,
     value: Tensor,
     weights: Tensor,
+    key_exp2x: Optional[Tensor],
+    key_maxabs: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    g = _C.additive_attention_backward(grad_context, grad_weights, query_proj, key_proj, v, value, weights)
+    g = _C.additive_attention_backward(
+        grad_context, grad_weights, query_proj, key_proj, v, value, weights, key_exp2x, key_maxabs
+    )
     return g[0], g[1], g[2], g[3]
 
 
 @additive_attention_backward.register_fake
-def _additive_attention_backward_fake(grad_context, grad_weights, query_proj, key_proj, v, value, weights):
+def _additive_attention_backward_fake(
+    grad_context, grad_weights, query_proj, key_proj, v, value, weights, key_exp2x, key_maxabs
+):
     return (
         query_proj.new_empty(query_proj.shape),
         key_proj.new_empty(key_proj.shape),
@@ -59,8 +73,8 @@ def _additive_attention_backward_fake(grad_context, grad_weights, query_proj, ke
 
 
 def _additive_setup(ctx, inputs, output):
-    query_proj, key_proj, v, value, _mask = inputs
-    ctx.save_for_backward(query_proj, key_proj, v, value, output[1])
+    query_proj, key_proj, v, value, _mask, key_exp2x, key_maxabs = inputs
+    ctx.save_for_backward(query_proj, key_proj, v, value, output[1], key_exp2x, key_maxabs)
     ctx.set_materialize_grads(False)
 
 
@@ -69,15 +83,15 @@ def _zero_or(grad: Tensor | None, like: Tensor) -> Tensor:
 
 
 def _additive_backward(ctx, grad_context, grad_weights):
-    query_proj, key_proj, v, value, weights = ctx.saved_tensors
+    query_proj, key_proj, v, value, weights, key_exp2x, key_maxabs = ctx.saved_tensors
     if grad_context is None and grad_weights is None:
-        return None, None, None, None, None
+        return None, None, None, None, None, None, None
     grad_context = _zero_or(grad_context, weights.new_empty(weights.shape[0], weights.shape[1], value.shape[2]))
     g = additive_attention_backward(
         grad_context, None if grad_weights is None else grad_weights.contiguous(), query_proj, key_proj, v, value,
-        weights,
+        weights, key_exp2x, key_maxabs,
     )
-    return g[0], g[1], g[2], g[3], None
+    return g[0], g[1], g[2], g[3], None, None, None
 
 
 additive_attention.register_autograd(_additive_backward, setup_context=_additive_setup)

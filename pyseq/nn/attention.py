@@ -23,8 +23,8 @@ class AdditiveAttention(nn.Module):
     queries at once, e.g. teacher forcing) or ``[B, query_size]`` (one decoder step), key ``[B, Tk, key_size]``,
     value ``[B, Tk, Dv]`` (the keys when omitted), mask bool ``[B, Tk]`` or ``[B, Tq, Tk]`` (True = attend).
     Returns ``(context [B, Tq, Dv], weights [B, Tq, Tk] or None)`` (``[B, Dv]``, ``[B, Tk]`` for one step). A query
-    whose keys are all masked gets zero weights and a zero context. ``project_keys(key)`` computes ``W_k k + b``
-    once for a whole decoding loop; pass it back as ``key_proj=``.
+    whose keys are all masked gets zero weights and a zero context. ``project_keys(key)`` computes ``W_k k + b`` and
+    the factors of its tanh terms once for a whole decoding loop; pass it back as ``key_proj=``.
     """
 
     def __init__(self, query_size: int, key_size: int, attn_size: int, bias: bool = True):
@@ -36,8 +36,11 @@ class AdditiveAttention(nn.Module):
         bound = 1.0 / math.sqrt(attn_size)
         nn.init.uniform_(self.v, -bound, bound)
 
-    def project_keys(self, key: Tensor) -> Tensor:
-        """``W_k key + b``: ``[B, Tk, attn_size]``."""
+    def project_keys(self, key: Tensor) -> F.ProjectedKeys:
+        """``W_k key + b`` (``.proj``: ``[B, Tk, attn_size]``) with the factors of its tanh terms."""
+        return F.project_keys(self._key_proj(key))
+
+    def _key_proj(self, key: Tensor) -> Tensor:
         key_proj = self.W_k(key)
         return key_proj if self.b is None else key_proj + self.b
 
@@ -48,9 +51,9 @@ class AdditiveAttention(nn.Module):
         value: Tensor | None = None,
         mask: Tensor | None = None,
         return_weights: bool = False,
-        key_proj: Tensor | None = None,
+        key_proj: Tensor | F.ProjectedKeys | None = None,
     ):
-        key_proj = self.project_keys(key) if key_proj is None else key_proj
+        key_proj = self._key_proj(key) if key_proj is None else key_proj
         value = key if value is None else value
         return F.additive_attention(self.W_q(query), key_proj, self.v, value, mask, return_weights)
 
@@ -126,7 +129,9 @@ class LocationAwareAttention(nn.Module):
         self.location_proj = nn.Linear(channels, attn_size, bias=False)
 
     def project_keys(self, key: Tensor) -> Tensor:
-        return self.attention.project_keys(key)
+        """``W_k key + b``: ``[B, Tk, attn_size]``, to reuse across decoder steps as ``key_proj=`` (the location term
+        changes every step, so no tanh factors are cached here)."""
+        return self.attention._key_proj(key)
 
     def forward(
         self,
@@ -141,7 +146,7 @@ class LocationAwareAttention(nn.Module):
             raise ValueError(f"query must be 2-D (batch, query_size): one decoder step at a time, got {query.dim()}-D")
         if prev_weights.dim() == 2:
             prev_weights = prev_weights.unsqueeze(1)
-        key_proj = self.attention.project_keys(key) if key_proj is None else key_proj
+        key_proj = self.attention._key_proj(key) if key_proj is None else key_proj
         location = self.location_proj(self.location_conv(prev_weights).transpose(1, 2))  # [B, Tk, attn_size]
         value = key if value is None else value
         return F.additive_attention(
