@@ -153,40 +153,74 @@ void gather_emissions(const T* lp_row, const Lattice& lat, const Band& bd, T* em
   gather_row(bd.lo, bd.hi, lp_row, lat.labels.data(), emit);
 }
 
+// One sequence's state in the recursions: its lattice, and (backward) its two rolling rows of beta.
 template <typename T>
-void forward_sequence(const Batch& b, int64_t n, const T* lp, T* alpha, T* nll, int64_t blank, std::vector<T>& emit) {
-  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], Lmax = 2 * b.S_max + 1;
-  const Lattice lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], S, blank);
-  const int64_t L = lat.L;
-  const int64_t lp_t = b.N * b.C;  // stride of t in log_probs
-  // Cells outside each row's band stay -inf (the recursion reads them from the row before); rows past the
-  // sequence's end are all -inf. Filling only those, not the whole table first, saves a pass over it.
-  std::fill(alpha + steps * Lmax, alpha + b.T * Lmax, neg_inf<T>());
-  if (steps == 0) {
-    *nll = S == 0 ? T(0) : std::numeric_limits<T>::infinity();
+struct SequenceState {
+  Lattice lat;
+  int64_t steps;
+  std::vector<T> cur, next;  // backward only: [L + 2]
+  T sign = 1, shifted_nll = 0;
+  SequenceState(const Batch& b, int64_t n, int64_t blank)
+      : lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], b.target_lengths[n], blank),
+        steps(b.input_lengths[n]) {}
+};
+
+// Alpha row t of sequence n (its table alpha_n [T, Lmax]) from row t - 1; emit: [L] scratch.
+template <typename T>
+void forward_step(const Batch& b, int64_t n, int64_t t, const SequenceState<T>& st, const T* lp, T* alpha_n,
+                  std::vector<T>& emit) {
+  const int64_t Lmax = 2 * b.S_max + 1, L = st.lat.L;
+  const T* lp_row = lp + t * b.N * b.C + n * b.C;
+  T* row = alpha_n + t * Lmax;
+  const T* prev = row - Lmax;
+  const Band bd = band(t, st.steps, L);
+  std::fill(row, row + bd.lo, neg_inf<T>());
+  std::fill(row + std::max(bd.lo, bd.hi), row + Lmax, neg_inf<T>());
+  gather_emissions(lp_row, st.lat, bd, emit.data());
+  if (t == 0) {
+    for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
     return;
   }
-  emit.resize(L);
+  for (int64_t s = bd.lo; s < std::min<int64_t>(bd.hi, 2); ++s) {
+    row[s] = (s == 0 ? prev[0] : log_sum_exp3(prev[1], prev[0], neg_inf<T>())) + emit[s];
+  }
+  alpha_cells(std::max<int64_t>(bd.lo, 2), bd.hi, prev, emit.data(), st.lat.skip.data(), row);
+}
+
+// The forward recursion of sequences [n0, n1). They advance together, one step of each in turn: log_probs is
+// [T, N, C], so the rows they read at one step are adjacent in memory (one sequence at a time would read one row
+// per page, at a stride of N C).
+template <typename T>
+void forward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, T* alpha, T* nll, int64_t blank) {
+  const int64_t Lmax = 2 * b.S_max + 1;
+  std::vector<SequenceState<T>> states;
+  int64_t steps = 0, L_max = 1;
+  for (int64_t n = n0; n < n1; ++n) {
+    states.emplace_back(b, n, blank);
+    const SequenceState<T>& st = states.back();
+    // Cells outside each row's band stay -inf (the recursion reads them from the row before); rows past the
+    // sequence's end are all -inf. Filling only those, not the whole table first, saves a pass over it.
+    std::fill(alpha + (n * b.T + st.steps) * Lmax, alpha + (n + 1) * b.T * Lmax, neg_inf<T>());
+    steps = std::max(steps, st.steps);
+    L_max = std::max(L_max, st.lat.L);
+  }
+  std::vector<T> emit(L_max);
   for (int64_t t = 0; t < steps; ++t) {
-    const T* lp_row = lp + t * lp_t + n * b.C;
-    T* row = alpha + t * Lmax;
-    const T* prev = row - Lmax;
-    const Band bd = band(t, steps, L);
-    std::fill(row, row + bd.lo, neg_inf<T>());
-    std::fill(row + std::max(bd.lo, bd.hi), row + Lmax, neg_inf<T>());
-    gather_emissions(lp_row, lat, bd, emit.data());
-    if (t == 0) {
-      for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
+    for (int64_t n = n0; n < n1; ++n) {
+      const SequenceState<T>& st = states[n - n0];
+      if (t < st.steps) forward_step(b, n, t, st, lp, alpha + n * b.T * Lmax, emit);
+    }
+  }
+  for (int64_t n = n0; n < n1; ++n) {
+    const SequenceState<T>& st = states[n - n0];
+    const int64_t L = st.lat.L;
+    if (st.steps == 0) {
+      nll[n] = L == 1 ? T(0) : std::numeric_limits<T>::infinity();
       continue;
     }
-    for (int64_t s = bd.lo; s < std::min<int64_t>(bd.hi, 2); ++s) {
-      row[s] = (s == 0 ? prev[0] : log_add_exp(prev[1], prev[0])) + emit[s];
-    }
-    alpha_cells(std::max<int64_t>(bd.lo, 2), bd.hi, prev, emit.data(), lat.skip.data(), row);
+    const T* last = alpha + (n * b.T + st.steps - 1) * Lmax;
+    nll[n] = -(L > 1 ? log_add_exp(last[L - 1], last[L - 2]) : last[0]);
   }
-  const T* last = alpha + (steps - 1) * Lmax;
-  const T ll = L > 1 ? log_add_exp(last[L - 1], last[L - 2]) : last[0];
-  *nll = -ll;
 }
 
 // grad_row[label of s] -= sign * occupancy[s] over the band (occupancy already scaled by |grad_out|). Every even
@@ -203,45 +237,63 @@ void accumulate_gradient(const Lattice& lat, const Band& bd, const T* occupancy,
   for (s = bd.lo + 1 - (bd.lo & 1); s < bd.hi; s += 2) grad_row[lat.labels[s]] -= sign * occupancy[s];
 }
 
+// Beta row t of one sequence (st.next holds row t + 1, st.cur becomes row t), and the gradient of its step t.
+// emit, occupancy: [L] scratch.
 template <typename T>
-struct BackwardRows {
-  std::vector<T> cur, next, emit, occupancy;
-};
-
-template <typename T>
-void backward_sequence(const Batch& b, int64_t n, const T* lp, const T* alpha, T nll, T grad_out, T* grad,
-                       int64_t blank, BackwardRows<T>& rows) {
-  const int64_t steps = b.input_lengths[n], S = b.target_lengths[n], Lmax = 2 * b.S_max + 1;
-  if (steps == 0 || !std::isfinite(nll) || grad_out == T(0)) return;
-  const Lattice lat(b.targets.data_ptr<int64_t>() + b.target_offsets[n], S, blank);
-  const int64_t L = lat.L;
-  const int64_t lp_t = b.N * b.C;
-  rows.cur.assign(L + 2, neg_inf<T>());
-  rows.next.assign(L + 2, neg_inf<T>());
-  // grad_out * posterior, computed as sign * exp(log posterior + log |grad_out|): the product is formed in log space,
-  // so small incoming gradients (1 / (N * S) under reduction='mean') cannot make it denormal.
-  const T sign = grad_out > 0 ? T(1) : T(-1);
-  const T shifted_nll = nll + std::log(std::abs(grad_out));
-  rows.emit.resize(L);
-  rows.occupancy.resize(L);
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* lp_row = lp + t * lp_t + n * b.C;
-    T* grad_row = grad + t * lp_t + n * b.C;
-    const T* alpha_t = alpha + t * Lmax;
-    const Band bd = band(t, steps, L);
-    gather_emissions(lp_row, lat, bd, rows.emit.data());
-    std::fill(rows.cur.begin(), rows.cur.end(), neg_inf<T>());
-    if (t == steps - 1) {  // the band holds the two final cells, whose beta without emission is 0
-      for (int64_t s = bd.lo; s < bd.hi; ++s) {
-        rows.cur[s] = rows.emit[s];
-        rows.occupancy[s] = exp_or_zero(alpha_t[s] + shifted_nll);
-      }
-    } else {
-      beta_cells(bd.lo, bd.hi, rows.next.data(), rows.emit.data(), lat.skip.data(), alpha_t, shifted_nll,
-                 rows.cur.data(), rows.occupancy.data());
+void backward_step(const Batch& b, int64_t n, int64_t t, SequenceState<T>& st, const T* lp, const T* alpha_n, T* grad,
+                   int64_t blank, std::vector<T>& emit, std::vector<T>& occupancy) {
+  const int64_t Lmax = 2 * b.S_max + 1;
+  const T* lp_row = lp + t * b.N * b.C + n * b.C;
+  T* grad_row = grad + t * b.N * b.C + n * b.C;
+  const T* alpha_t = alpha_n + t * Lmax;
+  const Band bd = band(t, st.steps, st.lat.L);
+  gather_emissions(lp_row, st.lat, bd, emit.data());
+  // Cells outside the band are -inf (the step before reads up to two past its own band); inside, all are written.
+  std::fill(st.cur.begin(), st.cur.begin() + bd.lo, neg_inf<T>());
+  std::fill(st.cur.begin() + std::max(bd.lo, bd.hi), st.cur.end(), neg_inf<T>());
+  if (t == st.steps - 1) {  // the band holds the two final cells, whose beta without emission is 0
+    for (int64_t s = bd.lo; s < bd.hi; ++s) {
+      st.cur[s] = emit[s];
+      occupancy[s] = exp_or_zero(alpha_t[s] + st.shifted_nll);
     }
-    accumulate_gradient(lat, bd, rows.occupancy.data(), sign, blank, grad_row);
-    std::swap(rows.cur, rows.next);
+  } else {
+    beta_cells(bd.lo, bd.hi, st.next.data(), emit.data(), st.lat.skip.data(), alpha_t, st.shifted_nll,
+               st.cur.data(), occupancy.data());
+  }
+  accumulate_gradient(st.lat, bd, occupancy.data(), st.sign, blank, grad_row);
+  std::swap(st.cur, st.next);
+}
+
+// The backward recursion of sequences [n0, n1), advancing together like forward_sequences; sequences with an
+// infinite loss or a zero incoming gradient are skipped (their gradient stays zero).
+template <typename T>
+void backward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, const T* alpha, const T* nll,
+                        const T* grad_out, T* grad, int64_t blank) {
+  const int64_t Lmax = 2 * b.S_max + 1;
+  std::vector<SequenceState<T>> states;
+  int64_t steps = 0, L_max = 1;
+  for (int64_t n = n0; n < n1; ++n) {
+    states.emplace_back(b, n, blank);
+    SequenceState<T>& st = states.back();
+    if (st.steps == 0 || !std::isfinite(nll[n]) || grad_out[n] == T(0)) {
+      st.steps = 0;
+      continue;
+    }
+    st.cur.assign(st.lat.L + 2, neg_inf<T>());
+    st.next.assign(st.lat.L + 2, neg_inf<T>());
+    // grad_out * posterior, computed as sign * exp(log posterior + log |grad_out|): the product is formed in log
+    // space, so small incoming gradients (1 / (N * S) under reduction='mean') cannot make it denormal.
+    st.sign = grad_out[n] > 0 ? T(1) : T(-1);
+    st.shifted_nll = nll[n] + std::log(std::abs(grad_out[n]));
+    steps = std::max(steps, st.steps);
+    L_max = std::max(L_max, st.lat.L);
+  }
+  std::vector<T> emit(L_max), occupancy(L_max);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    for (int64_t n = n0; n < n1; ++n) {
+      SequenceState<T>& st = states[n - n0];
+      if (t < st.steps) backward_step(b, n, t, st, lp, alpha + n * b.T * Lmax, grad, blank, emit, occupancy);
+    }
   }
 }
 
@@ -260,10 +312,7 @@ std::vector<at::Tensor> ctc_loss_forward_cpu(const at::Tensor& log_probs, const 
     scalar_t* alpha_p = log_alpha.data_ptr<scalar_t>();
     scalar_t* nll_p = nll.data_ptr<scalar_t>();
     at::parallel_for(0, b.N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<scalar_t> emit;
-      for (int64_t n = n0; n < n1; ++n) {
-        forward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p + n, blank, emit);
-      }
+      forward_sequences<scalar_t>(b, n0, n1, lp_p, alpha_p, nll_p, blank);
     });
   });
   return {nll, log_alpha};
@@ -290,10 +339,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
     const scalar_t* nll_p = nll_c.data_ptr<scalar_t>();
     scalar_t* grad_p = grad.data_ptr<scalar_t>();
     at::parallel_for(0, b.N, 1, [&](int64_t n0, int64_t n1) {
-      BackwardRows<scalar_t> rows;
-      for (int64_t n = n0; n < n1; ++n) {
-        backward_sequence<scalar_t>(b, n, lp_p, alpha_p + n * b.T * Lmax, nll_p[n], go_p[n], grad_p, blank, rows);
-      }
+      backward_sequences<scalar_t>(b, n0, n1, lp_p, alpha_p, nll_p, go_p, grad_p, blank);
     });
   });
   return grad;
