@@ -48,6 +48,20 @@ def test_matches_torch(reduction, layout, dtype):
         torch.testing.assert_close(ours[1], ref[1], **tol)
 
 
+@pytest.mark.parametrize("C", [2, 31, 32, 33, 70])
+def test_float32_emission_rows_of_every_width(C):
+    """float32 rows of at most 32 classes are read by a register permute (AVX-512), wider ones by a gather."""
+    logits, targets, il, tl = random_batch(T=37, N=4, C=C, S=9, dtype=torch.float32, seed=C, repeats=False)
+    results = []
+    for loss_fn in (pyseq.functional.ctc_loss, F.ctc_loss):
+        x = logits.clone().requires_grad_()
+        loss = loss_fn(x.log_softmax(2), targets, il, tl, reduction="sum")
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("zero_infinity", [False, True])
 def test_unalignable_and_edge_lengths(zero_infinity):
     # Sequence 0: target as long as the input (no blanks possible); 1: repeated labels need T >= 2S - 1 frames and

@@ -2,8 +2,10 @@
 // of lattice cells that lie on some complete alignment. The forward keeps the alpha table (the one T x (2S + 1)
 // table per sequence); the backward runs beta with two rolling rows and accumulates the gradient as it goes.
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
@@ -148,8 +150,43 @@ void gather_row(int64_t lo, int64_t hi, const double* lp_row, const int32_t* lab
   gather_row_impl(lo, hi, lp_row, labels, emit);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYSEQ_HAVE_AVX512_PERMUTE 1
+// emit[s] = lp_row[labels[s]] over [lo, hi) for C <= 32 classes: the row sits in two registers and each 16 cells
+// take one two-table permute, instead of a 16-lane gather from memory (several times slower per cell).
+__attribute__((target("avx512f"))) void gather_row_permute_avx512(int64_t lo, int64_t hi, const float* lp_row,
+                                                                  int64_t C, const int32_t* labels, float* emit) {
+  alignas(64) float table[32] = {};
+  std::copy(lp_row, lp_row + C, table);
+  const __m512 low = _mm512_load_ps(table), high = _mm512_load_ps(table + 16);
+  int64_t s = lo;
+  for (; s + 16 <= hi; s += 16) {
+    const __m512i idx = _mm512_loadu_si512(labels + s);
+    _mm512_storeu_ps(emit + s, _mm512_permutex2var_ps(low, idx, high));
+  }
+  for (; s < hi; ++s) emit[s] = table[labels[s]];
+}
+#endif
+
+bool can_permute_rows(int64_t C) {
+#ifdef PYSEQ_HAVE_AVX512_PERMUTE
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 && C <= 32;
+#else
+  return false;
+#endif
+}
+
 template <typename T>
-void gather_emissions(const T* lp_row, const Lattice& lat, const Band& bd, T* emit) {
+void gather_emissions(const T* lp_row, int64_t C, const Lattice& lat, const Band& bd, T* emit) {
+#ifdef PYSEQ_HAVE_AVX512_PERMUTE
+  if constexpr (std::is_same_v<T, float>) {
+    if (can_permute_rows(C)) {
+      gather_row_permute_avx512(bd.lo, bd.hi, lp_row, C, lat.labels.data(), emit);
+      return;
+    }
+  }
+#endif
   gather_row(bd.lo, bd.hi, lp_row, lat.labels.data(), emit);
 }
 
@@ -176,7 +213,7 @@ void forward_step(const Batch& b, int64_t n, int64_t t, const SequenceState<T>& 
   const Band bd = band(t, st.steps, L);
   std::fill(row, row + bd.lo, neg_inf<T>());
   std::fill(row + std::max(bd.lo, bd.hi), row + Lmax, neg_inf<T>());
-  gather_emissions(lp_row, st.lat, bd, emit.data());
+  gather_emissions(lp_row, b.C, st.lat, bd, emit.data());
   if (t == 0) {
     for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
     return;
@@ -247,7 +284,7 @@ void backward_step(const Batch& b, int64_t n, int64_t t, SequenceState<T>& st, c
   T* grad_row = grad + t * b.N * b.C + n * b.C;
   const T* alpha_t = alpha_n + t * Lmax;
   const Band bd = band(t, st.steps, st.lat.L);
-  gather_emissions(lp_row, st.lat, bd, emit.data());
+  gather_emissions(lp_row, b.C, st.lat, bd, emit.data());
   // Cells outside the band are -inf (the step before reads up to two past its own band); inside, all are written.
   std::fill(st.cur.begin(), st.cur.begin() + bd.lo, neg_inf<T>());
   std::fill(st.cur.begin() + std::max(bd.lo, bd.hi), st.cur.end(), neg_inf<T>());

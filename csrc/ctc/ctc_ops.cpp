@@ -1,0 +1,75 @@
+// The CTC loss registered as a torch operator in C++ with its autograd kernel, for the reason given in
+// csrc/crf/crf_ops.cpp (the Python custom-op wrapper's per-call cost, forward and backward); the fake kernels stay
+// in Python (pyseq/_ops/ctc.py).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "ctc.h"
+
+namespace pyseq {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> loss_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                            const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                            int64_t blank) {
+  std::vector<at::Tensor> out = ctc_loss_forward_cpu(log_probs, targets, input_lengths, target_lengths, blank);
+  return {out[0], out[1]};
+}
+
+class Loss : public torch::autograd::Function<Loss> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& log_probs,
+                                                const at::Tensor& targets, const at::Tensor& input_lengths,
+                                                const at::Tensor& target_lengths, int64_t blank) {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::ctc_loss", "").typed<decltype(loss_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [nll, log_alpha] = op.call(log_probs, targets, input_lengths, target_lengths, blank);
+    ctx->save_for_backward({log_probs, targets, input_lengths, target_lengths, nll, log_alpha});
+    ctx->saved_data["blank"] = blank;
+    ctx->mark_non_differentiable({log_alpha});
+    ctx->set_materialize_grads(false);
+    return {nll, log_alpha};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return torch::autograd::variable_list(5);
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pyseq::ctc_loss_backward", "")
+                               .typed<decltype(ctc_loss_backward_cpu)>();
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    at::Tensor grad =
+        op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["blank"].toInt());
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> loss_autograd(const at::Tensor& log_probs, const at::Tensor& targets,
+                                                 const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                 int64_t blank) {
+  torch::autograd::variable_list out = Loss::apply(log_probs, targets, input_lengths, target_lengths, blank);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+}  // namespace pyseq
+
+TORCH_LIBRARY_FRAGMENT(pyseq, m) {
+  m.def(
+      "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "ctc_loss_backward(Tensor grad_nll, Tensor log_probs, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, Tensor nll, Tensor log_alpha, int blank) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ctc_loss", &pyseq::loss_cpu);
+  m.impl("ctc_loss_backward", &pyseq::ctc_loss_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("ctc_loss", &pyseq::loss_autograd); }
