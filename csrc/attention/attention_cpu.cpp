@@ -3,7 +3,6 @@
 // backward run row by row in place; the products with the values (and, for dot attention, the scores) are batched
 // GEMMs through ATen.
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <memory>
@@ -199,6 +198,7 @@ std::pair<at::Tensor, at::Tensor> check_key_factors(const at::Tensor& key_exp2x,
 // the argument is >= 1, so no zero, denormal or infinity reaches it).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PYSEQ_HAVE_AVX512_RECIPROCAL 1
+#include <immintrin.h>
 // For `count` (1 to 4) key rows fk[0..count) at once, sharing the loads of v and fq: out[c] = sum_a v[a] /
 // (fq[a] fk[c][a] + 1).
 __attribute__((target("avx512f"))) void weighted_reciprocal_sums_avx512(const float* __restrict__ v,
@@ -226,15 +226,6 @@ __attribute__((target("avx512f"))) void weighted_reciprocal_sums_avx512(const fl
 }
 #endif
 
-bool has_avx512() {
-#ifdef PYSEQ_HAVE_AVX512_RECIPROCAL
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-#else
-  return false;
-#endif
-}
-
 // Scores of one query row against every key (keys: pk [Tk, A] with factors ek), into row [Tk]: v . tanh(q + k_j).
 // q_row: this row's index in eq. Masked keys are skipped (the softmax gives them 0). h: [A] scratch.
 template <typename T>
@@ -246,7 +237,7 @@ PYSEQ_ALWAYS_INLINE void additive_scores_row_impl(const T* __restrict__ q, const
   using V = Block<T>;
   const T* __restrict__ fq = eq.row(q_row);
   // With AVX-512, factored keys are scored four at a time (pending holds the ones not scored yet).
-  [[maybe_unused]] const bool avx512 = has_avx512();
+  [[maybe_unused]] const bool avx512 = cpu_has_avx512f();
   [[maybe_unused]] int64_t pending[4];
   [[maybe_unused]] int count = 0;
   [[maybe_unused]] const auto flush = [&] {

@@ -12,4 +12,13 @@ std::string cpu_isa() {
   return "baseline";
 }
 
+bool cpu_has_avx512f() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+#else
+  return false;
+#endif
+}
+
 }  // namespace pyseq

@@ -21,4 +21,8 @@ namespace pyseq {
 // The clone PYSEQ_CPU_CLONES functions run on this CPU: "avx512", "avx2" or "baseline".
 std::string cpu_isa();
 
+// Whether this CPU runs AVX-512F, for the few helpers written with AVX-512 intrinsics (functions with
+// __attribute__((target("avx512f"))), called only when this says so). Evaluated once.
+bool cpu_has_avx512f();
+
 }  // namespace pyseq

@@ -2,7 +2,6 @@
 // of lattice cells that lie on some complete alignment. The forward keeps the alpha table (the one T x (2S + 1)
 // table per sequence); the backward runs beta with two rolling rows and accumulates the gradient as it goes.
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -152,6 +151,7 @@ void gather_row(int64_t lo, int64_t hi, const double* lp_row, const int32_t* lab
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PYSEQ_HAVE_AVX512_PERMUTE 1
+#include <immintrin.h>
 // emit[s] = lp_row[labels[s]] over [lo, hi) for C <= 32 classes: the row sits in two registers and each 16 cells
 // take one two-table permute, instead of a 16-lane gather from memory (several times slower per cell).
 __attribute__((target("avx512f"))) void gather_row_permute_avx512(int64_t lo, int64_t hi, const float* lp_row,
@@ -168,20 +168,11 @@ __attribute__((target("avx512f"))) void gather_row_permute_avx512(int64_t lo, in
 }
 #endif
 
-bool can_permute_rows(int64_t C) {
-#ifdef PYSEQ_HAVE_AVX512_PERMUTE
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512 && C <= 32;
-#else
-  return false;
-#endif
-}
-
 template <typename T>
 void gather_emissions(const T* lp_row, int64_t C, const Lattice& lat, const Band& bd, T* emit) {
 #ifdef PYSEQ_HAVE_AVX512_PERMUTE
   if constexpr (std::is_same_v<T, float>) {
-    if (can_permute_rows(C)) {
+    if (C <= 32 && cpu_has_avx512f()) {
       gather_row_permute_avx512(bd.lo, bd.hi, lp_row, C, lat.labels.data(), emit);
       return;
     }
