@@ -19,6 +19,8 @@ namespace {
 
 void register_build_info(py::module_& m) {
   m.def("cpu_isa", &pyseq::cpu_isa, "The ISA the CPU kernels' runtime dispatch picked: avx512, avx2 or baseline.");
+  m.def("set_avx512_helpers", &pyseq::set_avx512_helpers,
+        "Switch the AVX-512 intrinsic helpers off or on (tests: cover the portable paths on an AVX-512 machine).");
 #ifdef PYSEQ_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("cuda_runtime_version", &pyseq::cuda_runtime_version, "CUDA runtime version pyseq was built against.");

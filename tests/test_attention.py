@@ -292,7 +292,7 @@ def test_single_key_and_single_query():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_additive_large_preactivations(dtype):
+def test_additive_large_preactivations(dtype, cpu_paths):
     """Rows whose projections reach |x| > 20 take the direct tanh path, the others the factored one (exp(2q) exp(2k));
     both, and saturated tanh terms, agree with the composition."""
     B, Tq, Tk, A, Dv = 2, 6, 7, 8, 3
@@ -309,7 +309,7 @@ def test_additive_large_preactivations(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("Tq", [1, 6])
-def test_additive_with_cached_key_factors(Tq, dtype):
+def test_additive_with_cached_key_factors(Tq, dtype, cpu_paths):
     """project_keys caches exp(2 k) and max |k|: the factored terms then serve every query count, decoder steps
     included, and agree with the composition (keys beyond |k| = 20 fall back to the direct path)."""
     B, Tk, A, Dv = 3, 7, 9, 4

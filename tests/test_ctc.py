@@ -49,8 +49,9 @@ def test_matches_torch(reduction, layout, dtype):
 
 
 @pytest.mark.parametrize("C", [2, 31, 32, 33, 70])
-def test_float32_emission_rows_of_every_width(C):
-    """float32 rows of at most 32 classes are read by a register permute (AVX-512), wider ones by a gather."""
+def test_float32_emission_rows_of_every_width(C, cpu_paths):
+    """float32 rows of at most 32 classes are read by a register permute (AVX-512), wider ones (and every row with
+    the AVX-512 helpers off) by a gather."""
     logits, targets, il, tl = random_batch(T=37, N=4, C=C, S=9, dtype=torch.float32, seed=C, repeats=False)
     results = []
     for loss_fn in (pyseq.functional.ctc_loss, F.ctc_loss):

@@ -1,5 +1,7 @@
 #include "cpu_dispatch.h"
 
+#include <atomic>
+
 namespace pyseq {
 
 std::string cpu_isa() {
@@ -12,13 +14,19 @@ std::string cpu_isa() {
   return "baseline";
 }
 
+namespace {
+std::atomic<bool> avx512_helpers_enabled{true};
+}
+
 bool cpu_has_avx512f() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported && avx512_helpers_enabled.load(std::memory_order_relaxed);
 #else
   return false;
 #endif
 }
+
+void set_avx512_helpers(bool enabled) { avx512_helpers_enabled.store(enabled); }
 
 }  // namespace pyseq

@@ -21,8 +21,11 @@ namespace pyseq {
 // The clone PYSEQ_CPU_CLONES functions run on this CPU: "avx512", "avx2" or "baseline".
 std::string cpu_isa();
 
-// Whether this CPU runs AVX-512F, for the few helpers written with AVX-512 intrinsics (functions with
-// __attribute__((target("avx512f"))), called only when this says so). Evaluated once.
+// Whether the few helpers written with AVX-512 intrinsics (functions with __attribute__((target("avx512f"))),
+// called only when this says so) may run: the CPU has AVX-512F and they are not switched off.
 bool cpu_has_avx512f();
+
+// Switches those helpers off (or back on), so that tests on an AVX-512 machine also cover the portable paths.
+void set_avx512_helpers(bool enabled);
 
 }  // namespace pyseq
