@@ -181,12 +181,14 @@ def test_compile_fullgraph():
     torch.manual_seed(0)
     additive = pyseq.nn.AdditiveAttention(6, 5, 8)
     dot = pyseq.nn.DotAttention(6, 5, score="general")
+    location = pyseq.nn.LocationAwareAttention(6, 5, 8, channels=3, kernel_size=3)
     query, key, mask = torch.randn(2, 3, 6), torch.randn(2, 7, 5), random_mask((2, 7))
 
     def step(query, key):
         a, wa = additive(query, key, mask=mask, return_weights=True)
         d, _ = dot(query, key, mask=mask)
-        return (a.sum() + d.sum() + wa.square().sum())
+        c, wl = location(query[:, 0], key, wa[:, 0], mask=mask)
+        return a.sum() + d.sum() + wa.square().sum() + c.sum() + wl.square().sum()
 
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     x = query.clone().requires_grad_()
