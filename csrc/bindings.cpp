@@ -2,7 +2,6 @@
 // (pyseq/_ops) wraps them as torch custom ops with fake kernels and autograd.
 #include <torch/extension.h>
 
-#include "attention/attention.h"
 #include "common/cpu_dispatch.h"
 #include "crf/crf.h"
 #include "ctc/ctc.h"
@@ -95,50 +94,6 @@ void register_crf(py::module_& m) {
         "Viterbi / k-best Viterbi: (paths [B, nbest, T], scores [B, nbest]). See csrc/crf/crf.h.");
 }
 
-void register_attention(py::module_& m) {
-  // mask, grad_weights and the key factors may be None (attend everywhere; no gradient through the weights; no
-  // cached factors).
-  const auto tensor_or_undefined = [](const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); };
-  m.def(
-      "additive_attention_forward",
-      [=](const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
-          const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& key_exp2x,
-          const std::optional<at::Tensor>& key_maxabs) {
-        return pyseq::additive_attention_forward_cpu(query_proj, key_proj, v, value, tensor_or_undefined(mask),
-                                                     tensor_or_undefined(key_exp2x), tensor_or_undefined(key_maxabs));
-      },
-      py::call_guard<py::gil_scoped_release>(),
-      "Additive attention: (context [B, Tq, Dv], weights [B, Tq, Tk]). See csrc/attention/attention.h.");
-  m.def(
-      "additive_attention_backward",
-      [=](const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights, const at::Tensor& query_proj,
-          const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
-          const std::optional<at::Tensor>& key_exp2x, const std::optional<at::Tensor>& key_maxabs) {
-        return pyseq::additive_attention_backward_cpu(grad_context, tensor_or_undefined(grad_weights), query_proj,
-                                                      key_proj, v, value, weights, tensor_or_undefined(key_exp2x),
-                                                      tensor_or_undefined(key_maxabs));
-      },
-      py::call_guard<py::gil_scoped_release>(),
-      "Gradients of additive attention: (query_proj, key_proj, v, value). See csrc/attention/attention.h.");
-  m.def(
-      "dot_attention_forward",
-      [=](const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const std::optional<at::Tensor>& mask,
-          double scale) {
-        return pyseq::dot_attention_forward_cpu(query, key, value, tensor_or_undefined(mask), scale);
-      },
-      py::call_guard<py::gil_scoped_release>(),
-      "Dot-product attention: (context [B, Tq, Dv], weights [B, Tq, Tk]). See csrc/attention/attention.h.");
-  m.def(
-      "dot_attention_backward",
-      [=](const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights, const at::Tensor& query,
-          const at::Tensor& key, const at::Tensor& value, const at::Tensor& weights, double scale) {
-        return pyseq::dot_attention_backward_cpu(grad_context, tensor_or_undefined(grad_weights), query, key, value,
-                                                 weights, scale);
-      },
-      py::call_guard<py::gil_scoped_release>(),
-      "Gradients of dot-product attention: (query, key, value). See csrc/attention/attention.h.");
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -147,5 +102,4 @@ PYBIND11_MODULE(_C, m) {
   register_rnn(m);
   register_ctc(m);
   register_crf(m);
-  register_attention(m);
 }

@@ -1,0 +1,166 @@
+// The attention ops registered as torch operators in C++ with their autograd kernels, for the reason given in
+// csrc/crf/crf_ops.cpp: a decoder step calls attention once per output token, and the Python custom-op wrapper's
+// per-call cost (forward and backward) was 5-20% of a step. The fake kernels stay in Python
+// (pyseq/_ops/attention.py).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "attention.h"
+
+namespace pyseq {
+namespace {
+
+using Outputs = std::tuple<at::Tensor, at::Tensor>;
+using Optional = std::optional<at::Tensor>;
+
+at::Tensor or_undefined(const Optional& t) { return t ? *t : at::Tensor(); }
+
+Outputs additive_cpu(const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v,
+                     const at::Tensor& value, const Optional& mask, const Optional& key_exp2x,
+                     const Optional& key_maxabs) {
+  std::vector<at::Tensor> out = additive_attention_forward_cpu(query_proj, key_proj, v, value, or_undefined(mask),
+                                                               or_undefined(key_exp2x), or_undefined(key_maxabs));
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_backward_cpu(
+    const at::Tensor& grad_context, const Optional& grad_weights, const at::Tensor& query_proj,
+    const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
+    const Optional& key_exp2x, const Optional& key_maxabs) {
+  std::vector<at::Tensor> g =
+      additive_attention_backward_cpu(grad_context, or_undefined(grad_weights), query_proj, key_proj, v, value, weights,
+                                      or_undefined(key_exp2x), or_undefined(key_maxabs));
+  return {g[0], g[1], g[2], g[3]};
+}
+
+Outputs dot_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const Optional& mask,
+                double scale) {
+  std::vector<at::Tensor> out = dot_attention_forward_cpu(query, key, value, or_undefined(mask), scale);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_cpu(const at::Tensor& grad_context,
+                                                                const Optional& grad_weights, const at::Tensor& query,
+                                                                const at::Tensor& key, const at::Tensor& value,
+                                                                const at::Tensor& weights, double scale) {
+  std::vector<at::Tensor> g =
+      dot_attention_backward_cpu(grad_context, or_undefined(grad_weights), query, key, value, weights, scale);
+  return {g[0], g[1], g[2]};
+}
+
+// The incoming gradients of (context, weights): either may be undefined; a missing context gradient is zero.
+std::pair<at::Tensor, Optional> incoming(const torch::autograd::variable_list& grads, const at::Tensor& weights,
+                                         const at::Tensor& value) {
+  at::Tensor grad_context = grads[0].defined()
+                                ? grads[0].contiguous()
+                                : at::zeros({weights.size(0), weights.size(1), value.size(2)}, weights.options());
+  return {grad_context, grads[1].defined() ? Optional(grads[1].contiguous()) : std::nullopt};
+}
+
+Optional optional_of(const at::Tensor& t) { return t.defined() ? Optional(t) : std::nullopt; }
+
+class Additive : public torch::autograd::Function<Additive> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& query_proj,
+                                                const at::Tensor& key_proj, const at::Tensor& v,
+                                                const at::Tensor& value, const Optional& mask,
+                                                const Optional& key_exp2x, const Optional& key_maxabs) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pyseq::additive_attention", "")
+                               .typed<decltype(additive_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [context, weights] = op.call(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs);
+    ctx->save_for_backward(
+        {query_proj, key_proj, v, value, weights, or_undefined(key_exp2x), or_undefined(key_maxabs)});
+    ctx->set_materialize_grads(false);
+    return {context, weights};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(7);
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pyseq::additive_attention_backward", "")
+                               .typed<decltype(additive_backward_cpu)>();
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const auto [grad_context, grad_weights] = incoming(grads, s[4], s[3]);
+    auto [gq, gk, gv, gvalue] =
+        op.call(grad_context, grad_weights, s[0], s[1], s[2], s[3], s[4], optional_of(s[5]), optional_of(s[6]));
+    return {gq, gk, gv, gvalue, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+class Dot : public torch::autograd::Function<Dot> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& query,
+                                                const at::Tensor& key, const at::Tensor& value, const Optional& mask,
+                                                double scale) {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::dot_attention", "").typed<decltype(dot_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [context, weights] = op.call(query, key, value, mask, scale);
+    ctx->save_for_backward({query, key, value, weights});
+    ctx->saved_data["scale"] = scale;
+    ctx->set_materialize_grads(false);
+    return {context, weights};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(5);
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pyseq::dot_attention_backward", "")
+                               .typed<decltype(dot_backward_cpu)>();
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const auto [grad_context, grad_weights] = incoming(grads, s[3], s[2]);
+    auto [gq, gk, gvalue] =
+        op.call(grad_context, grad_weights, s[0], s[1], s[2], s[3], ctx->saved_data["scale"].toDouble());
+    return {gq, gk, gvalue, at::Tensor(), at::Tensor()};
+  }
+};
+
+Outputs additive_autograd(const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v,
+                          const at::Tensor& value, const Optional& mask, const Optional& key_exp2x,
+                          const Optional& key_maxabs) {
+  torch::autograd::variable_list out = Additive::apply(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs);
+  return {out[0], out[1]};
+}
+
+Outputs dot_autograd(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const Optional& mask,
+                     double scale) {
+  torch::autograd::variable_list out = Dot::apply(query, key, value, mask, scale);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+}  // namespace pyseq
+
+TORCH_LIBRARY_FRAGMENT(pyseq, m) {
+  m.def(
+      "additive_attention(Tensor query_proj, Tensor key_proj, Tensor v, Tensor value, Tensor? mask, "
+      "Tensor? key_exp2x, Tensor? key_maxabs) -> (Tensor, Tensor)");
+  m.def(
+      "additive_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor query_proj, Tensor key_proj, "
+      "Tensor v, Tensor value, Tensor weights, Tensor? key_exp2x, Tensor? key_maxabs) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("dot_attention(Tensor query, Tensor key, Tensor value, Tensor? mask, float scale) -> (Tensor, Tensor)");
+  m.def(
+      "dot_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor query, Tensor key, Tensor value, "
+      "Tensor weights, float scale) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("additive_attention", &pyseq::additive_cpu);
+  m.impl("additive_attention_backward", &pyseq::additive_backward_cpu);
+  m.impl("dot_attention", &pyseq::dot_cpu);
+  m.impl("dot_attention_backward", &pyseq::dot_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
+  m.impl("additive_attention", &pyseq::additive_autograd);
+  m.impl("dot_attention", &pyseq::dot_autograd);
+}
