@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._ops import rnn as _rnn_ops
 
 __all__ = ["LSTM", "GRU", "RNN", "init_irnn_"]
 
