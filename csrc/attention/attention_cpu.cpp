@@ -14,6 +14,7 @@
 
 #include "../common/checks.h"
 #include "../common/cpu_dispatch.h"
+#include "../common/parallel.h"
 #include "../common/vec.h"
 #include "attention.h"
 #include "attention_math.h"
@@ -362,29 +363,26 @@ void additive_backward_row(const double* q, const double* pk, const double* v, c
   additive_backward_row_impl(q, pk, v, eq, q_row, ek, k_row0, ds, Tk, A, dq, dpk, dv);
 }
 
-// Rows (b, i) of the [B, Tq, Tk] weights, in parallel: body(b, i).
+// Rows (b, i) of the [B, Tq, Tk] weights, in parallel: body(r0, r1) over ranges of row indices r = b Tq + i.
 template <typename F>
 void for_each_row(int64_t B, int64_t Tq, int64_t cost_per_row, const F& body) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cost_per_row));
-  at::parallel_for(0, B * Tq, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) body(r / Tq, r % Tq);
-  });
+  at::parallel_for(0, B * Tq, grain, body);
 }
 
-// d loss / d scores, in place of grad (the gradient with respect to the weights): adds grad_weights when defined,
-// then the softmax backward times `scale`.
+// d loss / d scores: the gradient with respect to the weights (through the context, plus grad_weights when defined,
+// added by the GEMM itself), then the softmax backward times `scale`, in place.
 at::Tensor score_gradient(const at::Tensor& grad_context, const at::Tensor& grad_weights, const at::Tensor& value,
                           const at::Tensor& weights, double scale) {
-  at::Tensor grad = at::bmm(grad_context, value.transpose(1, 2));  // [B, Tq, Tk]
-  if (grad_weights.defined()) grad.add_(grad_weights);
+  at::Tensor grad = grad_weights.defined() ? at::baddbmm(grad_weights, grad_context, value.transpose(1, 2))
+                                           : at::bmm(grad_context, value.transpose(1, 2));  // [B, Tq, Tk]
   const int64_t B = grad.size(0), Tq = grad.size(1), Tk = grad.size(2);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "attention_score_gradient", [&] {
     const at::Tensor w = weights.contiguous();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* gp = grad.data_ptr<scalar_t>();
-    for_each_row(B, Tq, 4 * Tk, [&](int64_t b, int64_t i) {
-      const int64_t offset = (b * Tq + i) * Tk;
-      softmax_backward_row(wp + offset, gp + offset, Tk, static_cast<scalar_t>(scale));
+    for_each_row(B, Tq, 4 * Tk, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) softmax_backward_row(wp + r * Tk, gp + r * Tk, Tk, static_cast<scalar_t>(scale));
     });
   });
   return grad;
@@ -420,13 +418,15 @@ std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_p
     const CallFactors<T> factors(qp, kp, B, Tq, Tk, A, ke, km);
     const TanhFactors<T>&eq = *factors.queries, &ek = *factors.keys;
     const T sum_v = std::accumulate(vp, vp + A, T(0));
-    for_each_row(B, Tq, 8 * Tk * A, [&](int64_t b, int64_t i) {
+    for_each_row(B, Tq, 8 * Tk * A, [&](int64_t r0, int64_t r1) {
       std::vector<T> h(A);
-      T* row = wp + (b * Tq + i) * Tk;
-      const bool* mrow = m.row(b, i);
-      additive_scores_row(qp + (b * Tq + i) * A, kp + b * Tk * A, vp, sum_v, eq, b * Tq + i, ek, b * Tk, Tk, A, mrow,
-                          m.sj, row, h.data());
-      masked_softmax_row(row, Tk, mrow, m.sj, T(1));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / Tq;
+        const bool* mrow = m.row(b, r % Tq);
+        additive_scores_row(qp + r * A, kp + b * Tk * A, vp, sum_v, eq, r, ek, b * Tk, Tk, A, mrow, m.sj, wp + r * Tk,
+                            h.data());
+        masked_softmax_row(wp + r * Tk, Tk, mrow, m.sj, T(1));
+      }
     });
   });
   return {at::bmm(weights, value), weights};
@@ -454,20 +454,17 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
     const TanhFactors<T>&eq = *factors.queries, &ek = *factors.keys;
     // Parallel over the batch (the key gradients of one batch entry collect every query's terms); each chunk sums
     // its v gradient apart, and the chunks are added in order (deterministic).
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads()));
-    std::vector<std::vector<T>> dv(chunks);
-    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        std::vector<T> local(A, T(0));
-        for (int64_t b = c * B / chunks; b < (c + 1) * B / chunks; ++b) {
-          for (int64_t i = 0; i < Tq; ++i) {
-            const int64_t row = b * Tq + i;
-            additive_backward_row(qp + row * A, kp + b * Tk * A, vp, eq, row, ek, b * Tk, dsp + row * Tk, Tk, A,
-                                  gq + row * A, gk + b * Tk * A, local.data());
-          }
+    std::vector<std::vector<T>> dv(chunk_count(B));
+    for_each_chunk(B, [&](int64_t b0, int64_t b1, int64_t c) {
+      std::vector<T> local(A, T(0));
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t i = 0; i < Tq; ++i) {
+          const int64_t row = b * Tq + i;
+          additive_backward_row(qp + row * A, kp + b * Tk * A, vp, eq, row, ek, b * Tk, dsp + row * Tk, Tk, A,
+                                gq + row * A, gk + b * Tk * A, local.data());
         }
-        dv[c] = std::move(local);
       }
+      dv[c] = std::move(local);
     });
     T* gv = grad_v.data_ptr<T>();
     for (const std::vector<T>& part : dv) {
@@ -486,8 +483,10 @@ std::vector<at::Tensor> dot_attention_forward_cpu(const at::Tensor& query, const
   at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "dot_attention_forward_cpu", [&] {
     scalar_t* wp = weights.data_ptr<scalar_t>();
-    for_each_row(B, Tq, 4 * Tk, [&](int64_t b, int64_t i) {
-      masked_softmax_row(wp + (b * Tq + i) * Tk, Tk, m.row(b, i), m.sj, static_cast<scalar_t>(scale));
+    for_each_row(B, Tq, 4 * Tk, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        masked_softmax_row(wp + r * Tk, Tk, m.row(r / Tq, r % Tq), m.sj, static_cast<scalar_t>(scale));
+      }
     });
   });
   return {at::bmm(weights, value), weights};
