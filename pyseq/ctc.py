@@ -86,6 +86,13 @@ class Hypothesis(NamedTuple):
     score: float
 
 
+def _lm_tokens(key, table: str) -> list[int]:
+    """An n-gram key of an NGramLM table as a list of class ids."""
+    if not isinstance(key, tuple) or not all(isinstance(k, int) and not isinstance(k, bool) for k in key):
+        raise TypeError(f"NGramLM.{table} keys must be tuples of int class ids, got {key!r}")
+    return list(key)
+
+
 def beam_search(
     log_probs: Tensor,
     input_lengths=None,
@@ -122,8 +129,8 @@ def beam_search(
     if lm is None:
         ngrams, backoffs, order, unk = [], [], 0, 0.0
     else:
-        ngrams = [(list(k), float(v)) for k, v in lm.log_probs.items()]
-        backoffs = [(list(k), float(v)) for k, v in lm.backoffs.items()]
+        ngrams = [(_lm_tokens(k, "log_probs"), float(v)) for k, v in lm.log_probs.items()]
+        backoffs = [(_lm_tokens(k, "backoffs"), float(v)) for k, v in lm.backoffs.items()]
         order, unk = lm.order, float(lm.unk)
     found = _C.ctc_beam_search(lp, lengths, beam_width, blank, nbest, top_k,
                                float("-inf") if threshold is None else float(threshold),
@@ -156,6 +163,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
     lp, lengths = _batched(log_probs, input_lengths)
     if not isinstance(targets, Tensor) or targets.dim() != 2:
         raise RuntimeError("targets must be 2-D (N, S) padded class ids (unbatched: 1-D (S,))")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise TypeError(f"targets must hold integer class ids, got {targets.dtype}")
     if target_lengths is None:
         target_lengths = [targets.shape[1]] * targets.shape[0]
     labels, scores = _C.ctc_forced_align(lp, targets.to(torch.int64), lengths,
@@ -178,6 +187,8 @@ def merge_tokens(labels: Tensor, scores: Tensor, blank: int = 0) -> list[TokenSp
     """Merges one sequence's frame alignment (``labels``, ``scores``: ``[T]``, as from :func:`forced_align`) into
     token spans: runs of the same non-blank label. A repeated token appears as two spans (CTC separates repeats by
     a blank)."""
+    if not isinstance(labels, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError(f"labels and scores must be tensors, got {type(labels).__name__} and {type(scores).__name__}")
     if labels.dim() != 1 or scores.shape != labels.shape:
         raise ValueError(f"labels and scores must be 1-D of the same length, got {list(labels.shape)} and "
                          f"{list(scores.shape)}")

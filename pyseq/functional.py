@@ -286,7 +286,21 @@ def _lengths(value, name: str) -> Tensor:
         if value.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"{name} must hold integers (int32 or int64), got {value.dtype}")
         return value.to(device="cpu", dtype=torch.int64)
-    return torch.as_tensor(value, dtype=torch.int64)
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a tensor or a sequence of ints, got {type(value).__name__}") from None
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, (int, torch.SymInt)) and not _is_integer_scalar(item):
+            raise TypeError(f"{name} must be a tensor or a sequence of ints, but found {item!r} at position {i}")
+    return torch.as_tensor([int(item) for item in items], dtype=torch.int64)
+
+
+def _is_integer_scalar(item) -> bool:
+    """A 0-d integer tensor or a numpy integer (what indexing an integer array gives)."""
+    if isinstance(item, Tensor):
+        return item.dim() == 0 and not item.dtype.is_floating_point and not item.dtype.is_complex
+    return hasattr(item, "dtype") and hasattr(item, "__index__")
 
 
 def ctc_loss(
@@ -372,7 +386,9 @@ def _crf_inputs(emissions: Tensor, transitions: Tensor, start: Tensor, end: Tens
         emissions = emissions.contiguous()
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64)
-    elif not (isinstance(lengths, Tensor) and lengths.dim() == 2):  # a [B, T] prefix mask goes to the kernels as is
+    elif isinstance(lengths, Tensor) and lengths.dim() == 2:  # a [B, T] prefix mask goes to the kernels (bool)
+        lengths = _crf_mask(lengths)
+    else:
         lengths = _lengths(lengths, "lengths")
     return emissions, lengths
 
@@ -384,10 +400,19 @@ def _crf_tags(tags: Tensor, emissions: Tensor) -> Tensor:
             f"the first two dimensions of emissions and tags must match, got {tuple(emissions.shape[:2])} and {shape}"
         )
     if tags.dtype != torch.int64:
-        if tags.dtype.is_floating_point or tags.dtype == torch.bool:
+        if tags.dtype.is_floating_point or tags.dtype.is_complex or tags.dtype == torch.bool:
             raise TypeError(f"tags must hold integer tag ids, got {tags.dtype}")
         tags = tags.long()
     return tags
+
+
+def _crf_mask(mask: Tensor) -> Tensor:
+    """A [B, T] mask of bool or any integer dtype as bool (nonzero = on)."""
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise TypeError(f"mask must be bool or an integer dtype, got {mask.dtype}")
+    return mask != 0
 
 
 def crf_log_partition(
@@ -491,14 +516,14 @@ def crf_hinge_loss(
     B, T, K = emissions.shape
     valid = lengths.bool() if lengths.dim() == 2 else torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
     gold = tags.masked_fill(~valid, 0)
+    args = (lengths, start_transitions, end_transitions, transitions)
+    gold_score = _crf_ops.crf_path_score(emissions, gold, *args)  # also checks the tags against [0, K)
     with torch.no_grad():
         wrong_tag = torch.ones_like(emissions, dtype=torch.bool).scatter_(2, gold.unsqueeze(2), False)
         augmented = emissions.detach() + cost * (wrong_tag & valid.unsqueeze(2)).to(emissions.dtype)
         best, best_scores = crf_viterbi(augmented, transitions, start_transitions, end_transitions, lengths)
         hamming = ((best != gold) & valid).sum(1).to(emissions.dtype)
-    args = (lengths, start_transitions, end_transitions, transitions)
     best_score = _crf_ops.crf_path_score(emissions, best.clamp(min=0), *args)
-    gold_score = _crf_ops.crf_path_score(emissions, gold, *args)
     loss = best_score + cost * hamming - gold_score
     return torch.where(best_scores == float("-inf"), torch.full_like(loss, float("inf")), loss)
 
@@ -628,6 +653,8 @@ def dot_attention(
     """
     query, step = _attention_inputs(query, key, value, mask, ("query", "key"))
     if scale is None:
+        if query.shape[-1] == 0:
+            raise ValueError("query must have at least one feature for the default scale 1 / sqrt(D), got D = 0")
         scale = 1.0 / math.sqrt(query.shape[-1])
     context, weights = _attention_ops.dot_attention(query, key, value, mask, float(scale))
     return _attention_outputs(context, weights, step, return_weights)

@@ -341,7 +341,7 @@ def test_bad_input():
         (lambda: crf(torch.randn(4, 2, 5), tags), ValueError, "expected last dimension of emissions is 3, got 5"),
         (lambda: crf(em, tags[:3]), ValueError, "the first two dimensions of emissions and tags must match"),
         (lambda: crf(em, tags, mask=torch.ones(3, 2, dtype=torch.bool)), ValueError, "emissions and mask must match"),
-        (lambda: crf(em, tags, mask=torch.ones(4, 2)), TypeError, "mask must be bool or uint8, got Float"),
+        (lambda: crf(em, tags, mask=torch.ones(4, 2)), TypeError, "mask must be bool or an integer dtype, got torch.float32"),
         (
             lambda: crf(em, tags, mask=torch.tensor([[1, 1], [0, 1], [1, 1], [0, 0]], dtype=torch.bool)),
             ValueError,

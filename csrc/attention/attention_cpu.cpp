@@ -68,12 +68,14 @@ Mask check_attention(const at::Tensor& queries, const char* q_name, const at::Te
 template <typename T>
 PYSEQ_ALWAYS_INLINE void masked_softmax_row_impl(T* __restrict__ row, int64_t Tk, const bool* m, int64_t sj, T scale) {
   T top = neg_inf<T>();
+  bool nan = false;  // the maximum skips NaN: an attended NaN score makes the row NaN, as torch's softmax does
   for (int64_t j = 0; j < Tk; ++j) {
     row[j] = (m == nullptr || m[j * sj]) ? row[j] * scale : neg_inf<T>();
     top = row[j] > top ? row[j] : top;
+    nan |= row[j] != row[j];
   }
-  if (top == neg_inf<T>()) {
-    std::fill(row, row + Tk, T(0));
+  if (nan || top == neg_inf<T>()) {
+    std::fill(row, row + Tk, nan ? std::numeric_limits<T>::quiet_NaN() : T(0));
     return;
   }
   T total = 0;

@@ -33,7 +33,10 @@ PYSEQ_HD float bits_to_float(int32_t bits) {
 // exponent bits. Inputs are clamped to [-87, 88] so that 2^n stays a normal number: below -87 the result is ~1.6e-38
 // instead of a denormal, above 88 it saturates at ~1.65e38; both are far outside what a gate ever feeds back.
 PYSEQ_HD float exp_f32(float x) {
-  // Written so that a NaN input falls through both selects and comes out as NaN.
+  // NaN is set aside (and returned at the end) so that the integer conversion below only ever sees a value in range.
+  const float input = x;
+  const bool nan = x != x;
+  x = nan ? 0.0f : x;
   x = x > 88.0f ? 88.0f : x;
   x = x < -87.0f ? -87.0f : x;
   // Round x*log2(e) to the nearest integer by the 1.5*2^23 trick (vectorizes on plain SSE2, unlike rintf).
@@ -49,11 +52,12 @@ PYSEQ_HD float exp_f32(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  const float result = p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  return nan ? input : result;
 }
 
-// log(x) for float x positive, finite and normal (no checks: callers guarantee the range). x = 2^e * m with m in
-// [sqrt(1/2), sqrt(2)), log(m) by a degree-9 minimax polynomial in m - 1.
+// log(x) for float x positive and normal (callers guarantee the range), +inf and NaN returned as they are. x = 2^e * m
+// with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 minimax polynomial in m - 1.
 PYSEQ_HD float log_f32(float x) {
   int32_t bits;
 #if defined(__CUDA_ARCH__)
@@ -78,7 +82,8 @@ PYSEQ_HD float log_f32(float x) {
   p = p * y + 3.3333331174e-1f;
   p = p * y * z;
   p = p + e * -2.12194440e-4f - 0.5f * z;
-  return y + p + e * 0.693359375f;
+  const float result = y + p + e * 0.693359375f;
+  return (x != x || x == std::numeric_limits<float>::infinity()) ? x : result;
 }
 
 PYSEQ_HD float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
@@ -108,11 +113,11 @@ PYSEQ_HD T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
-// log(exp(a) + exp(b)), exact at -inf (both -inf gives -inf, not NaN).
+// log(exp(a) + exp(b)), exact at -inf (both -inf gives -inf, not NaN); NaN in, NaN out.
 template <typename T>
 PYSEQ_HD T log_add_exp(T a, T b) {
   const T hi = a > b ? a : b, lo = a > b ? b : a;
-  if (hi == neg_inf<T>()) return hi;
+  if (hi == neg_inf<T>()) return lo;  // lo is -inf, or NaN
   return hi + std::log1p(std::exp(lo - hi));
 }
 

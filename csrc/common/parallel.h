@@ -8,16 +8,27 @@
 
 namespace pyseq {
 
-// The batch is split into a fixed number of chunks, one per thread, so that per-chunk sums are added in the same
-// order on every run (deterministic gradients).
-inline int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads())); }
+// Sums over the batch (the gradients of shared parameters) are formed per chunk of the batch and the chunk sums added
+// in chunk order. The chunks are fixed by B alone, never by the thread count, so that the result has the same bits
+// on any number of threads; there are enough of them to keep kReductionChunks threads busy.
+constexpr int64_t kReductionChunks = 32;
+inline int64_t chunk_count(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(B, kReductionChunks)); }
+
+// The first batch entry of chunk c (c = chunk_count(B) gives B).
+inline int64_t chunk_begin(int64_t c, int64_t B) { return c * B / chunk_count(B); }
+
+// Runs body(c0, c1) over ranges of chunks in parallel; chunks [c0, c1) hold batch entries [chunk_begin(c0, B),
+// chunk_begin(c1, B)).
+template <typename F>
+void for_each_chunk_range(int64_t B, const F& body) {
+  at::parallel_for(0, chunk_count(B), 1, body);
+}
 
 // Runs body(b0, b1, chunk) over the chunks of [0, B) in parallel.
 template <typename F>
 void for_each_chunk(int64_t B, const F& body) {
-  const int64_t chunks = chunk_count(B);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) body(c * B / chunks, (c + 1) * B / chunks, c);
+  for_each_chunk_range(B, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) body(chunk_begin(c, B), chunk_begin(c + 1, B), c);
   });
 }
 

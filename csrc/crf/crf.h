@@ -10,7 +10,9 @@
 // The score of a path y of length L >= 1 is start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} transitions[y_{t-1},
 // y_t] + end[y_{L-1}]. A sequence of length 0 has exactly one path, the empty one, with score 0 (so log Z = 0).
 // -inf scores mark forbidden tags and transitions (constraints) and are honoured exactly: a sequence whose every path
-// is forbidden has log Z = -inf, no Viterbi path, and a zero gradient.
+// is forbidden has log Z = -inf, no Viterbi path, and a zero gradient. A sequence that reads a NaN score (its
+// emissions within its length, or any transition score) gets NaN results: log Z, marginals, gradients, Viterbi score.
+// Outputs shaped like the emissions ([B, T, K]) are contiguous, whatever the strides of the emissions.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -36,7 +38,7 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
                                                        const at::Tensor& end, const at::Tensor& transitions,
                                                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift);
 
-// P(y_t = k | x): [B, T, K] in the strides of `emissions`, 0 past each length (and for a sequence with no valid path).
+// P(y_t = k | x): [B, T, K], 0 past each length (and for a sequence with no valid path).
 at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                              const at::Tensor& end, const at::Tensor& transitions);
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <vector>
 
@@ -9,21 +10,29 @@
 
 namespace pyseq {
 
+// Outputs of the shape of the emissions ([B, T, K]: gradients, marginals) are allocated contiguous, whatever the
+// strides of the emissions (a slice of a padded batch, an expanded tensor), and written in their own layout.
 struct CrfArgs {
   int64_t B, T, K;
   std::vector<int64_t> lengths;  // [B], each in [0, T]
   at::Tensor emissions;          // [B, T, K] with the tag dimension contiguous
   int64_t stride_b, stride_t;    // element strides of emissions over batch and time
+  // [B]: 1 where a score that sequence b reads (its emissions within its length, or any transition score) is NaN.
+  // Its results are then NaN, as a composition of torch ops would give; the recursions, which take maxima by
+  // comparison, would skip the NaN. Filled by check_crf_args.
+  std::vector<uint8_t> nan;
 };
 
-// The lengths of a prefix mask [B, T] (bool or uint8, any strides): ValueError for a row that is not ones, then zeros.
+// The lengths of a prefix mask [B, T] (bool or any integer dtype, nonzero = on; any strides): ValueError for a row
+// that is not ones, then zeros.
 inline std::vector<int64_t> mask_lengths(const at::Tensor& mask, int64_t B, int64_t T) {
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte,
-                   "mask must be bool or uint8, got ", mask.scalar_type());
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), /*includeBool=*/false),
+                   "mask must be bool or an integer dtype, got ", mask.scalar_type());
   check_shape(mask, "mask", {B, T});
   TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
-  const uint8_t* m = static_cast<const uint8_t*>(mask.data_ptr());  // bool is stored as one byte, 0 or 1
-  const int64_t sb = mask.stride(0), st = mask.stride(1);
+  const at::Tensor on = mask.scalar_type() == at::kBool ? mask : mask.ne(0);
+  const uint8_t* m = static_cast<const uint8_t*>(on.data_ptr());  // bool is stored as one byte, 0 or 1
+  const int64_t sb = on.stride(0), st = on.stride(1);
   std::vector<int64_t> lengths(B);
   for (int64_t b = 0; b < B; ++b) {
     int64_t L = 0;
@@ -56,7 +65,31 @@ inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor
   return a;
 }
 
-// Also start_transitions, end_transitions: [K]; transitions: [K, K]; all of the dtype of emissions.
+template <typename T>
+bool any_nan(const T* x, int64_t n) {
+  bool found = false;
+  for (int64_t i = 0; i < n; ++i) found |= x[i] != x[i];
+  return found;
+}
+
+// Fills a.nan (see CrfArgs).
+template <typename T>
+void find_nan_sequences(CrfArgs& a, const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
+  const bool in_scores =
+      any_nan(s.data_ptr<T>(), a.K) || any_nan(e.data_ptr<T>(), a.K) || any_nan(tr.data_ptr<T>(), a.K * a.K);
+  a.nan.assign(a.B, 0);
+  const T* em = a.emissions.data_ptr<T>();
+  at::parallel_for(0, a.B, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      bool found = in_scores && a.lengths[b] > 0;
+      for (int64_t t = 0; t < a.lengths[b] && !found; ++t) found = any_nan(em + b * a.stride_b + t * a.stride_t, a.K);
+      a.nan[b] = found;
+    }
+  });
+}
+
+// Also start_transitions, end_transitions: [K]; transitions: [K, K]; all of the dtype and device of emissions.
 inline CrfArgs check_crf_args(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                               const at::Tensor& end, const at::Tensor& transitions) {
   CrfArgs a = check_crf_emissions(emissions, lengths);
@@ -66,12 +99,16 @@ inline CrfArgs check_crf_args(const at::Tensor& emissions, const at::Tensor& len
   check_like(start, "start_transitions", emissions, "emissions");
   check_like(end, "end_transitions", emissions, "emissions");
   check_like(transitions, "transitions", emissions, "emissions");
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_find_nan",
+                             [&] { find_nan_sequences<scalar_t>(a, start, end, transitions); });
   return a;
 }
 
 // tags: [B, T] int64 with every tag in [0, K) within its sequence's length. Returns it contiguous.
 inline at::Tensor check_tags(const at::Tensor& tags, const CrfArgs& a) {
   check_shape(tags, "tags", {a.B, a.T});
+  TORCH_CHECK(tags.device() == a.emissions.device(), "tags must be on the device of emissions (",
+              a.emissions.device(), "), got ", tags.device());
   TORCH_CHECK_TYPE(tags.scalar_type() == at::kLong, "tags must be int64, got ", tags.scalar_type());
   const at::Tensor y = tags.contiguous();
   const int64_t* p = y.data_ptr<int64_t>();

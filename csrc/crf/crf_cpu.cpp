@@ -85,6 +85,7 @@ struct Problem {
   const T* em;  // step t of sequence b at em + b * stride_b + t * stride_t
   int64_t stride_b, stride_t;
   const int64_t* lengths;
+  const uint8_t* nan;  // [B], see CrfArgs
   int64_t B, K, Kp, T_max;
   const T *start, *end, *trans;
   const TransitionTables<T>* tables;
@@ -164,8 +165,9 @@ PYSEQ_ALWAYS_INLINE void forward_chunk_impl(const Problem<T>& P, int64_t b0, int
   }
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = P.lengths[b];
-    log_z[b] = L == 0 ? T(0)
-                      : static_cast<T>(P.shift_at(b, L - 1) + log_sum_exp_plus(P.alpha_row(b, L - 1), P.end, 1, K));
+    log_z[b] = L == 0     ? T(0)
+               : P.nan[b] ? std::numeric_limits<T>::quiet_NaN()
+                          : static_cast<T>(P.shift_at(b, L - 1) + log_sum_exp_plus(P.alpha_row(b, L - 1), P.end, 1, K));
   }
 }
 
@@ -258,12 +260,20 @@ PYSEQ_ALWAYS_INLINE void backward_step(const Problem<T>& P, int64_t b, int64_t t
   st.beta_shift += mw;
 }
 
+// Makes every entry of sums NaN (a sequence that read a NaN score contributes NaN to every transition gradient).
+template <typename T>
+void poison(GradientSums<T>& sums) {
+  for (std::vector<T>* v : {&sums.pair_exact, &sums.start, &sums.end}) {
+    std::fill(v->begin(), v->end(), std::numeric_limits<T>::quiet_NaN());
+  }
+}
+
 // Backward recursion of the sequences [b0, b1) that have an allowed path and a nonzero g, advancing together like
-// forward_chunk. node: [B, T, K] output in the strides of the emissions, every element written (0 where the
-// recursion does not reach).
+// forward_chunk. node: [B, T, K] contiguous output, every element written (0 where the recursion does not reach,
+// NaN for the steps of a sequence that read a NaN score). Sequence b adds its sums to sums[chunk_of[b - b0]].
 template <typename T>
 PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, int64_t b1, const T* g, T* node,
-                                             bool pairwise, GradientSums<T>& sums) {
+                                             bool pairwise, GradientSums<T>* sums, const int64_t* chunk_of) {
   const int64_t K = P.K, Kp = P.Kp;
   StepScratch<T> scratch(Kp);
   StagedEmissions<T> staged(P.em, P.stride_b, P.stride_t, P.K, P.Kp, b0, b1 - b0);
@@ -274,12 +284,13 @@ PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, in
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = P.lengths[b];
     const T log_z_rel = L == 0 ? T(0) : log_sum_exp_plus(P.alpha_row(b, L - 1), P.end, 1, K);
-    const bool skip = L == 0 || g[b] == T(0) || log_z_rel == neg_inf<T>();
-    // node is not zero-initialized: the steps this recursion does not reach are zeroed here.
-    for (int64_t t = skip ? 0 : L; t < P.T_max; ++t) {
-      T* out = node + b * P.stride_b + t * P.stride_t;
-      std::fill(out, out + K, T(0));
-    }
+    const bool nan = L > 0 && P.nan[b];
+    const bool skip = nan || L == 0 || g[b] == T(0) || log_z_rel == neg_inf<T>();
+    // node is not zero-initialized: the steps this recursion does not reach are written here.
+    T* node_b = node + b * P.T_max * K;
+    std::fill(node_b, node_b + L * K, nan ? std::numeric_limits<T>::quiet_NaN() : T(0));
+    std::fill(node_b + L * K, node_b + P.T_max * K, T(0));
+    if (nan && pairwise) poison(sums[chunk_of[b - b0]]);
     if (skip) continue;
     BackwardState<T>& st = states[b - b0];
     st = {betas.data() + (b - b0) * Kp, 0.0, P.shift_at(b, L - 1) + static_cast<double>(log_z_rel), g[b]};
@@ -292,20 +303,20 @@ PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, in
     for (const int64_t b : active) {
       const int64_t L = P.lengths[b];
       if (t >= L) continue;
-      backward_step(P, b, t, L, staged.row(b), states[b - b0], node + b * P.stride_b + t * P.stride_t, pairwise, sums,
-                    scratch);
+      backward_step(P, b, t, L, staged.row(b), states[b - b0], node + (b * P.T_max + t) * K, pairwise,
+                    sums[chunk_of[b - b0]], scratch);
       if (t > 0) staged.stage(b, t - 1);
     }
   }
 }
 
 PYSEQ_CPU_CLONES void backward_chunk(const Problem<float>& P, int64_t b0, int64_t b1, const float* g, float* node,
-                                     bool pairwise, GradientSums<float>& sums) {
-  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums);
+                                     bool pairwise, GradientSums<float>* sums, const int64_t* chunk_of) {
+  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums, chunk_of);
 }
 void backward_chunk(const Problem<double>& P, int64_t b0, int64_t b1, const double* g, double* node, bool pairwise,
-                    GradientSums<double>& sums) {
-  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums);
+                    GradientSums<double>* sums, const int64_t* chunk_of) {
+  backward_chunk_impl(P, b0, b1, g, node, pairwise, sums, chunk_of);
 }
 
 // padded_tags for the dtype of emissions.
@@ -316,27 +327,33 @@ int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
 template <typename T>
 Problem<T> make_problem(const CrfArgs& a, const T* start, const T* end, const T* trans,
                         const TransitionTables<T>& tables, T* alpha, double* shift) {
-  return {a.emissions.data_ptr<T>(), a.stride_b, a.stride_t, a.lengths.data(), a.B, a.K, tables.Kp, a.T, start, end,
-          trans, &tables, alpha, shift};
+  return {a.emissions.data_ptr<T>(), a.stride_b, a.stride_t, a.lengths.data(), a.nan.data(), a.B, a.K, tables.Kp, a.T,
+          start, end, trans, &tables, alpha, shift};
 }
 
 // Forward recursion of every sequence: P.alpha, P.shift and log_z [B].
 template <typename T>
 void log_partition_forward(const CrfArgs& a, const Problem<T>& P, T* log_z) {
-  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) { forward_chunk(P, b0, b1, log_z); });
+  at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) { forward_chunk(P, b0, b1, log_z); });
 }
 
 // Backward recursion of every sequence with an allowed path and a nonzero gradient g [B]; shared by the gradient of
-// log Z (pairwise on) and the marginals (g = 1, pairwise off). Each chunk accumulates into sums allocated by its own
-// thread (sums written by two threads side by side in memory cost more than a third of the backward in false
-// sharing), then hands them over in sums[chunk].
+// log Z (pairwise on) and the marginals (g = 1, pairwise off). The sequences of a thread's chunks advance together;
+// each chunk accumulates into sums allocated by the thread that runs it (sums written by two threads side by side
+// in memory cost more than a third of the backward in false sharing), then hands them over in sums[chunk].
 template <typename T>
 void log_partition_backward(const CrfArgs& a, const Problem<T>& P, const T* g, T* node, bool pairwise,
                             std::vector<GradientSums<T>>& sums) {
-  for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t c) {
-    GradientSums<T> local(pairwise ? a.K : 0);
-    backward_chunk(P, b0, b1, g, node, pairwise, local);
-    sums[c] = std::move(local);
+  for_each_chunk_range(a.B, [&](int64_t c0, int64_t c1) {
+    const int64_t b0 = chunk_begin(c0, a.B), b1 = chunk_begin(c1, a.B);
+    std::vector<GradientSums<T>> local(c1 - c0, GradientSums<T>(pairwise ? a.K : 0));
+    std::vector<int64_t> chunk_of(b1 - b0);
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(chunk_of.begin() + (chunk_begin(c, a.B) - b0), chunk_of.begin() + (chunk_begin(c + 1, a.B) - b0),
+                c - c0);
+    }
+    backward_chunk(P, b0, b1, g, node, pairwise, local.data(), chunk_of.data());
+    for (int64_t c = c0; c < c1; ++c) sums[c] = std::move(local[c - c0]);
   });
 }
 
@@ -378,7 +395,8 @@ void path_scores(const CrfArgs& a, const T* em, const int64_t* y, const T* start
   });
 }
 
-// Adds g[b] at every (step, tag), start, end and transition the path of sequence b uses.
+// Adds g[b] at every (step, tag) of grad_em (contiguous [B, T, K]), start, end and transition the path of sequence b
+// uses.
 template <typename T>
 void add_path_gradients(const CrfArgs& a, const T* g, const int64_t* y, T* grad_em, T* grad_start, T* grad_end,
                         T* grad_trans) {
@@ -386,12 +404,12 @@ void add_path_gradients(const CrfArgs& a, const T* g, const int64_t* y, T* grad_
     const int64_t L = a.lengths[b];
     if (L == 0 || g[b] == T(0)) continue;
     const int64_t* path = y + b * a.T;
-    T* ge = grad_em + b * a.stride_b;
+    T* ge = grad_em + b * a.T * a.K;  // contiguous [B, T, K]
     grad_start[path[0]] += g[b];
     ge[path[0]] += g[b];
     for (int64_t t = 1; t < L; ++t) {
       grad_trans[path[t - 1] * a.K + path[t]] += g[b];
-      ge[t * a.stride_t + path[t]] += g[b];
+      ge[t * a.K + path[t]] += g[b];
     }
     grad_end[path[L - 1]] += g[b];
   }
@@ -429,9 +447,9 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
   check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
   TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
                    alpha_shift.scalar_type());
-  at::Tensor grad_em = at::empty_like(a.emissions);
-  at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
-  at::Tensor grad_trans = at::zeros_like(transitions);
+  at::Tensor grad_em = at::empty({a.B, a.T, a.K}, emissions.options());
+  at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
+  at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_partition_backward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
@@ -449,7 +467,7 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
 at::Tensor crf_marginals_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                              const at::Tensor& end, const at::Tensor& transitions) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
-  at::Tensor marginals = at::empty_like(a.emissions);
+  at::Tensor marginals = at::empty({a.B, a.T, a.K}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();
@@ -487,7 +505,7 @@ std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score
   check_shape(grad_score, "grad_score", {a.B});
   check_like(grad_score, "grad_score", emissions, "emissions");
   const at::Tensor y = check_tags(tags, a);
-  at::Tensor grad_em = at::zeros_like(a.emissions);
+  at::Tensor grad_em = at::zeros({a.B, a.T, a.K}, emissions.options());
   at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
   at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_backward_cpu", [&] {
@@ -519,7 +537,7 @@ std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, cons
     path_scores(a, a.emissions.data_ptr<T>(), y.data_ptr<int64_t>(), s.data_ptr<T>(), e.data_ptr<T>(),
                 tr.data_ptr<T>(), out);
     // A forbidden path has score -inf (and log Z may be -inf too): its log-likelihood is -inf, not NaN.
-    for (int64_t b = 0; b < a.B; ++b) out[b] = out[b] == neg_inf<T>() ? out[b] : out[b] - log_z[b];
+    for (int64_t b = 0; b < a.B; ++b) out[b] = out[b] == neg_inf<T>() && !a.nan[b] ? out[b] : out[b] - log_z[b];
   });
   return {llh, alpha, shift};
 }
@@ -536,9 +554,9 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
   check_shape(llh, "llh", {a.B});
   check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
   check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
-  at::Tensor grad_em = at::empty_like(a.emissions);
-  at::Tensor grad_start = at::zeros_like(start), grad_end = at::zeros_like(end);
-  at::Tensor grad_trans = at::zeros_like(transitions);
+  at::Tensor grad_em = at::empty({a.B, a.T, a.K}, emissions.options());
+  at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
+  at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_log_likelihood_backward_cpu", [&] {
     using T = scalar_t;
     const at::Tensor s = start.contiguous(), e = end.contiguous(), tr = transitions.contiguous();

@@ -29,6 +29,7 @@ PYSEQ_ALWAYS_INLINE void viterbi_chunk_impl(const CrfArgs& a, const T* em, int64
   int64_t steps = 0;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t L = a.lengths[b];
+    if (L == 0) continue;
     const T* e = em + b * a.stride_b;
     for (int64_t j = 0; j < K; ++j) delta[(b - b0) * Kp + j] = start[j] + e[j];
     if (L > 1) staged.stage(b, 1);
@@ -58,8 +59,9 @@ PYSEQ_ALWAYS_INLINE void viterbi_chunk_impl(const CrfArgs& a, const T* em, int64
         last = j;
       }
     }
-    scores[b * score_stride] = score;
-    if (!(score > neg_inf<T>())) continue;
+    // A sequence that read a NaN score gets score NaN, and the path that the comparisons, which skip NaN, found.
+    scores[b * score_stride] = a.nan[b] ? std::numeric_limits<T>::quiet_NaN() : score;
+    if (!(score > neg_inf<T>()) && !a.nan[b]) continue;
     int64_t* path = paths + b * path_stride;
     const int32_t* bp = backpointers.data() + (b - b0) * T_max * Kp;
     path[L - 1] = last;
@@ -178,7 +180,7 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
       if (a.lengths[b] == 0) score_p[b * nbest] = 0;  // the one empty path
     }
     if (nbest == 1) {
-      for_each_chunk(a.B, [&](int64_t b0, int64_t b1, int64_t) {
+      at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
         viterbi_chunk(a, em, Kp, sp, ep, trans_padded.data(), b0, b1, path_p, a.T, score_p, 1);
       });
     } else {
@@ -187,6 +189,7 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
           if (a.lengths[b] == 0) continue;
           kbest_sequence(em + b * a.stride_b, a.stride_t, a.lengths[b], a.K, nbest, a.T, sp, ep, tp,
                          path_p + b * nbest * a.T, score_p + b * nbest);
+          if (a.nan[b]) std::fill(score_p + b * nbest, score_p + (b + 1) * nbest, std::numeric_limits<T>::quiet_NaN());
         }
       });
     }

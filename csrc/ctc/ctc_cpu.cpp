@@ -54,7 +54,7 @@ Batch read_batch(const at::Tensor& log_probs, const at::Tensor& targets, const a
       offset += b.target_lengths[n];
       b.S_max = std::max(b.S_max, b.target_lengths[n]);
     }
-    TORCH_CHECK(offset <= targets.size(0), "targets (1-D) must hold sum(target_lengths) = ", offset,
+    TORCH_CHECK(offset == targets.size(0), "targets (1-D) must hold sum(target_lengths) = ", offset,
                 " labels, got ", targets.size(0));
   }
   const int64_t* tg = b.targets.data_ptr<int64_t>();
@@ -293,7 +293,8 @@ void backward_step(const Batch& b, int64_t n, int64_t t, SequenceState<T>& st, c
 }
 
 // The backward recursion of sequences [n0, n1), advancing together like forward_sequences; sequences with an
-// infinite loss or a zero incoming gradient are skipped (their gradient stays zero).
+// infinite loss or a zero incoming gradient are skipped (their gradient stays zero), and those whose loss or incoming
+// gradient is NaN get a NaN gradient at every frame within their length (a NaN input makes the loss NaN).
 template <typename T>
 void backward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, const T* alpha, const T* nll,
                         const T* grad_out, T* grad, int64_t blank) {
@@ -303,6 +304,14 @@ void backward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, con
   for (int64_t n = n0; n < n1; ++n) {
     states.emplace_back(b, n, blank);
     SequenceState<T>& st = states.back();
+    if (std::isnan(nll[n]) || std::isnan(grad_out[n])) {
+      for (int64_t t = 0; t < st.steps; ++t) {
+        T* grad_row = grad + t * b.N * b.C + n * b.C;
+        std::fill(grad_row, grad_row + b.C, std::numeric_limits<T>::quiet_NaN());
+      }
+      st.steps = 0;
+      continue;
+    }
     if (st.steps == 0 || !std::isfinite(nll[n]) || grad_out[n] == T(0)) {
       st.steps = 0;
       continue;

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import check_same_device
+
 # The four ops are registered in C++ with their autograd kernels (csrc/attention/attention_ops.cpp: a decoder step
 # calls attention once per output token, and a Python wrapper's per-call cost was 5-20% of a step); their fake
 # kernels are here.
@@ -26,6 +28,10 @@ def _outputs_fake(queries, keys, value):
 
 @torch.library.register_fake("pyseq::additive_attention")
 def _additive_attention_fake(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs):
+    check_same_device(
+        "query_proj", query_proj, ("key_proj", key_proj), ("v", v), ("value", value), ("mask", mask),
+        ("key_exp2x", key_exp2x), ("key_maxabs", key_maxabs),
+    )
     return _outputs_fake(query_proj, key_proj, value)
 
 
@@ -33,14 +39,24 @@ def _additive_attention_fake(query_proj, key_proj, v, value, mask, key_exp2x, ke
 def _additive_attention_backward_fake(
     grad_context, grad_weights, query_proj, key_proj, v, value, weights, key_exp2x, key_maxabs
 ):
+    check_same_device(
+        "query_proj", query_proj, ("grad_context", grad_context), ("grad_weights", grad_weights),
+        ("key_proj", key_proj), ("v", v), ("value", value), ("weights", weights), ("key_exp2x", key_exp2x),
+        ("key_maxabs", key_maxabs),
+    )
     return torch.empty_like(query_proj), torch.empty_like(key_proj), torch.empty_like(v), torch.empty_like(value)
 
 
 @torch.library.register_fake("pyseq::dot_attention")
 def _dot_attention_fake(query, key, value, mask, scale):
+    check_same_device("query", query, ("key", key), ("value", value), ("mask", mask))
     return _outputs_fake(query, key, value)
 
 
 @torch.library.register_fake("pyseq::dot_attention_backward")
 def _dot_attention_backward_fake(grad_context, grad_weights, query, key, value, weights, scale):
+    check_same_device(
+        "query", query, ("grad_context", grad_context), ("grad_weights", grad_weights), ("key", key),
+        ("value", value), ("weights", weights),
+    )
     return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)

@@ -14,6 +14,14 @@ import torch
 from torch import Tensor
 
 from .. import _C
+from .checks import check_same_device
+
+
+def _check_devices(emissions, lengths, start=None, end=None, transitions=None, **more):
+    check_same_device(
+        "emissions", emissions, ("lengths", lengths), ("start_transitions", start), ("end_transitions", end),
+        ("transitions", transitions), *more.items(), cpu_ok=("lengths",),
+    )
 
 
 @torch.library.custom_op("pyseq::crf_log_partition", mutates_args=(), device_types="cpu")
@@ -28,6 +36,7 @@ def crf_log_partition(
 
 @crf_log_partition.register_fake
 def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
+    _check_devices(emissions, lengths, start, end, transitions)
     B, T, K = emissions.shape
     lanes = 64 // emissions.element_size()
     padded = (K + lanes - 1) // lanes * lanes
@@ -52,7 +61,14 @@ def crf_log_partition_backward(
 
 @crf_log_partition_backward.register_fake
 def _crf_log_partition_backward_fake(grad_log_z, emissions, lengths, start, end, transitions, log_alpha, alpha_shift):
-    return torch.empty_like(emissions), torch.empty_like(start), torch.empty_like(end), torch.empty_like(transitions)
+    _check_devices(emissions, lengths, start, end, transitions, grad_log_z=grad_log_z, log_alpha=log_alpha)
+    return _gradients_fake(emissions)
+
+
+def _gradients_fake(emissions):
+    """The gradients for (emissions, start, end, transitions): contiguous, whatever the strides of the inputs."""
+    K = emissions.shape[2]
+    return emissions.new_empty(emissions.shape), emissions.new_empty(K), emissions.new_empty(K), emissions.new_empty(K, K)
 
 
 def _log_partition_setup(ctx, inputs, output):
@@ -86,6 +102,7 @@ def crf_path_score(
 
 @crf_path_score.register_fake
 def _crf_path_score_fake(emissions, tags, lengths, start, end, transitions):
+    _check_devices(emissions, lengths, start, end, transitions, tags=tags)
     return emissions.new_empty(emissions.shape[0])
 
 
@@ -100,8 +117,8 @@ def crf_path_score_backward(
 
 @crf_path_score_backward.register_fake
 def _crf_path_score_backward_fake(grad_score, emissions, tags, lengths):
-    K = emissions.shape[2]
-    return torch.empty_like(emissions), emissions.new_empty(K), emissions.new_empty(K), emissions.new_empty(K, K)
+    _check_devices(emissions, lengths, grad_score=grad_score, tags=tags)
+    return _gradients_fake(emissions)
 
 
 def _path_score_setup(ctx, inputs, output):
@@ -129,6 +146,7 @@ crf_log_likelihood = torch.ops.pyseq.crf_log_likelihood
 
 @torch.library.register_fake("pyseq::crf_log_likelihood")
 def _crf_log_likelihood_fake(emissions, tags, lengths, start, end, transitions):
+    _check_devices(emissions, lengths, start, end, transitions, tags=tags)
     return _crf_log_partition_fake(emissions, lengths, start, end, transitions)
 
 
@@ -136,7 +154,8 @@ def _crf_log_likelihood_fake(emissions, tags, lengths, start, end, transitions):
 def _crf_log_likelihood_backward_fake(
     grad_llh, emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift
 ):
-    return torch.empty_like(emissions), torch.empty_like(start), torch.empty_like(end), torch.empty_like(transitions)
+    _check_devices(emissions, lengths, start, end, transitions, grad_llh=grad_llh, tags=tags, llh=llh)
+    return _gradients_fake(emissions)
 
 
 @torch.library.custom_op("pyseq::crf_marginals", mutates_args=(), device_types="cpu")
@@ -147,7 +166,8 @@ def crf_marginals(emissions: Tensor, lengths: Tensor, start: Tensor, end: Tensor
 
 @crf_marginals.register_fake
 def _crf_marginals_fake(emissions, lengths, start, end, transitions):
-    return torch.empty_like(emissions)
+    _check_devices(emissions, lengths, start, end, transitions)
+    return emissions.new_empty(emissions.shape)
 
 
 @torch.library.custom_op("pyseq::crf_viterbi", mutates_args=(), device_types="cpu")
@@ -161,5 +181,6 @@ def crf_viterbi(
 
 @crf_viterbi.register_fake
 def _crf_viterbi_fake(emissions, lengths, start, end, transitions, nbest):
+    _check_devices(emissions, lengths, start, end, transitions)
     B, T, _ = emissions.shape
     return emissions.new_empty(B, nbest, T, dtype=torch.long), emissions.new_empty(B, nbest)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import check_same_device
+
 # pyseq::ctc_loss(log_probs [T, N, C], targets [N, S] or 1-D concatenated, input_lengths [N], target_lengths [N],
 # blank) -> (nll [N], log_alpha [N, T, 2 * S_max + 1]) and pyseq::ctc_loss_backward(grad_nll, log_probs, targets,
 # input_lengths, target_lengths, nll, log_alpha, blank) -> d(sum grad_nll * nll) / d log_probs [T, N, C] are
@@ -19,6 +21,10 @@ ctc_loss = torch.ops.pyseq.ctc_loss
 
 @torch.library.register_fake("pyseq::ctc_loss")
 def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
+    check_same_device(
+        "log_probs", log_probs, ("targets", targets), ("input_lengths", input_lengths),
+        ("target_lengths", target_lengths), cpu_ok=("input_lengths", "target_lengths"),
+    )
     T, N = log_probs.shape[0], log_probs.shape[1]
     if targets.dim() == 2:
         s_max = targets.shape[1]
@@ -29,4 +35,9 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
 
 @torch.library.register_fake("pyseq::ctc_loss_backward")
 def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank):
+    check_same_device(
+        "log_probs", log_probs, ("grad_nll", grad_nll), ("targets", targets), ("nll", nll), ("log_alpha", log_alpha),
+        ("input_lengths", input_lengths), ("target_lengths", target_lengths),
+        cpu_ok=("input_lengths", "target_lengths"),
+    )
     return torch.empty_like(log_probs)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _C
+from .checks import check_same_device
 
 # Cell numbering shared with csrc/rnn/rnn.h (CellMode).
 RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
@@ -43,6 +44,10 @@ def rnn_layer(
 
 @rnn_layer.register_fake
 def _rnn_layer_fake(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace):
+    check_same_device(
+        "input", x, ("batch_sizes", batch_sizes), ("h0", h0), ("c0", c0), ("weight_ih", w_ih), ("weight_hh", w_hh),
+        ("bias_ih", b_ih), ("bias_hh", b_hh), ("weight_hr", w_hr), cpu_ok=("batch_sizes",),
+    )
     n = x.shape[0]
     batch, hr = h0.shape
     h = w_hh.shape[0] // GATES[mode]
@@ -82,6 +87,11 @@ def rnn_layer_backward(
 def _rnn_layer_backward_fake(
     mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, reverse, has_bias, need_dx
 ):
+    check_same_device(
+        "input", x, ("batch_sizes", batch_sizes), ("weight_ih", w_ih), ("weight_hh", w_hh), ("weight_hr", w_hr),
+        ("workspace", workspace), ("grad_y", grad_y), ("grad_hn", grad_hn), ("grad_cn", grad_cn),
+        cpu_ok=("batch_sizes",),
+    )
     gh = w_hh.shape[0]
     h = gh // GATES[mode]
     empty = x.new_empty(0)

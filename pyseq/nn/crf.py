@@ -40,8 +40,8 @@ class CRF(nn.Module):
             never decoded. Construction raises ``ValueError`` when the constraints allow no path at all; a
             sequence whose length admits no allowed path gets log Z = -inf (log-likelihood -inf) and no decode.
 
-    Masks: ``mask (seq_length, batch)`` (or ``(batch, seq_length)`` with ``batch_first``), bool or uint8, must be a
-    prefix per sequence (ones, then zeros). Unlike pytorch-crf, a sequence may be empty (all zeros, including the
+    Masks: ``mask (seq_length, batch)`` (or ``(batch, seq_length)`` with ``batch_first``), bool or any integer dtype
+    (nonzero = on), must be a prefix per sequence (ones, then zeros). Unlike pytorch-crf, a sequence may be empty (all zeros, including the
     first step): it has one path, the empty one, with score 0, so its log-likelihood is 0 and it decodes to ``[]``.
     """
 
@@ -105,7 +105,7 @@ class CRF(nn.Module):
             mask = None if mask is None else mask.transpose(0, 1)
         if mask is None:
             return emissions, tags, None
-        return emissions, tags, mask  # the kernels take the prefix mask as the lengths (and check it)
+        return emissions, tags, F._crf_mask(mask)  # the kernels take the prefix mask as the lengths (and check it)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None, reduction: str = "sum") -> Tensor:
         """Log-likelihood of ``tags`` given ``emissions`` (not its negative; minimize ``-crf(...)``).
@@ -127,7 +127,7 @@ class CRF(nn.Module):
         em, _, mask = self._inputs(emissions, None, mask)
         tags, scores = F.crf_viterbi(em, *self.scores(), mask, nbest=1 if nbest is None else nbest)
         lengths = [em.shape[1]] * em.shape[0] if mask is None else mask.sum(1).tolist()
-        found = (scores > float("-inf")).tolist()
+        found = (scores != float("-inf")).tolist()  # NaN scores (NaN input) keep their path
         paths = tags.tolist()
         out = [
             [path[:length] for path, ok in zip(per_seq, ok_seq) if ok]
