@@ -15,46 +15,35 @@
 
 namespace pyseq {
 
+// The forward functions always write the activated gates the backward needs, into the workspace when training and
+// into a scratch row otherwise: one loop for both, so that a forward under torch.no_grad() gives the same bits as
+// one that saves for the backward (two loops may be contracted into FMAs differently).
+
 // gi: i, f, g, o rows (stride H); gh: the same from h_prev @ W_hh^T (stride ghs); c: in/out; h: out;
-// s: activated gates out (stride H), or nullptr.
+// s: activated gates out (stride ss).
 template <typename T>
 PYSEQ_ALWAYS_INLINE void lstm_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
                                             const T* __restrict__ gh, int64_t ghs, T* __restrict__ c,
-                                            T* __restrict__ h, T* __restrict__ s) {
-  if (s) {
-    for (int64_t j = 0; j < count; ++j) {
-      lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[ghs + j], gi[2 * H + j] + gh[2 * ghs + j],
-                        gi[3 * H + j] + gh[3 * ghs + j], c[j], s[j], s[H + j], s[2 * H + j], s[3 * H + j], c[j],
-                        h[j]);
-    }
-  } else {
-    for (int64_t j = 0; j < count; ++j) {
-      T i, f, g, o;
-      lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[ghs + j], gi[2 * H + j] + gh[2 * ghs + j],
-                        gi[3 * H + j] + gh[3 * ghs + j], c[j], i, f, g, o, c[j], h[j]);
-    }
+                                            T* __restrict__ h, T* __restrict__ s, int64_t ss) {
+  for (int64_t j = 0; j < count; ++j) {
+    lstm_cell_forward(gi[j] + gh[j], gi[H + j] + gh[ghs + j], gi[2 * H + j] + gh[2 * ghs + j],
+                      gi[3 * H + j] + gh[3 * ghs + j], c[j], s[j], s[ss + j], s[2 * ss + j], s[3 * ss + j], c[j],
+                      h[j]);
   }
 }
 
 // gi: r, z, n rows with b_ih (stride H); gh: h_prev @ W_hh^T without bias (stride ghs); bh: b_hh (stride H);
-// h_prev: in; h: out; s: r, z, n, hn out (stride H), or nullptr.
+// h_prev: in; h: out; s: r, z, n, hn out (stride ss).
 template <typename T>
 PYSEQ_ALWAYS_INLINE void gru_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
                                            const T* __restrict__ gh, int64_t ghs, const T* __restrict__ bh,
-                                           const T* __restrict__ h_prev, T* __restrict__ h, T* __restrict__ s) {
-  if (s) {
-    for (int64_t j = 0; j < count; ++j) {
-      T hn = gh[2 * ghs + j] + bh[2 * H + j];
-      s[3 * H + j] = hn;
-      gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[ghs + j] + bh[H + j], gi[2 * H + j], hn, h_prev[j],
-                       s[j], s[H + j], s[2 * H + j], h[j]);
-    }
-  } else {
-    for (int64_t j = 0; j < count; ++j) {
-      T r, z, n;
-      gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[ghs + j] + bh[H + j], gi[2 * H + j],
-                       gh[2 * ghs + j] + bh[2 * H + j], h_prev[j], r, z, n, h[j]);
-    }
+                                           const T* __restrict__ h_prev, T* __restrict__ h, T* __restrict__ s,
+                                           int64_t ss) {
+  for (int64_t j = 0; j < count; ++j) {
+    T hn = gh[2 * ghs + j] + bh[2 * H + j];
+    s[3 * ss + j] = hn;
+    gru_cell_forward(gi[j] + gh[j] + bh[j], gi[H + j] + gh[ghs + j] + bh[H + j], gi[2 * H + j], hn, h_prev[j], s[j],
+                     s[ss + j], s[2 * ss + j], h[j]);
   }
 }
 

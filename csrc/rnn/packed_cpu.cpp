@@ -196,6 +196,7 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const PanelS
   pack(p, src, panels, share.q0, share.q1);
   const bool relu = a.mode == CellMode::RnnRelu;
   alignas(64) float tile[R * S * V];
+  alignas(64) float gates[4 * V];  // in inference, the activated gates go here (see cell_rows.h)
   const StepLayout& L = a.layout;
   for (int64_t s = 0; s < L.steps; ++s) {
     const int64_t t = L.reverse ? L.steps - 1 - s : s;
@@ -215,16 +216,18 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const PanelS
           float* y = a.y + prow * H;
           if constexpr (M == CellMode::Lstm || M == CellMode::Gru) {
             const int64_t u = q * V, nv = std::min<int64_t>(V, H - u);
+            float* s_gates = saved ? saved + u : gates;
+            const int64_t ss = saved ? H : V;
             if (M == CellMode::Lstm) {
               float* c = a.c + b * H + u;
               if (saved) {
                 copy_floats(saved + 4 * H + u, c, nv);
                 copy_floats(saved + 5 * H + u, hp + u, nv);
               }
-              lstm_units_forward(nv, H, gi + u, gh, V, c, hn + u, saved ? saved + u : nullptr);
+              lstm_units_forward(nv, H, gi + u, gh, V, c, hn + u, s_gates, ss);
             } else {
               if (saved) copy_floats(saved + 4 * H + u, hp + u, nv);
-              gru_units_forward(nv, H, gi + u, gh, V, a.b_hh + u, hp + u, hn + u, saved ? saved + u : nullptr);
+              gru_units_forward(nv, H, gi + u, gh, V, a.b_hh + u, hp + u, hn + u, s_gates, ss);
             }
             copy_floats(y + u, hn + u, nv);
           } else {
@@ -265,6 +268,7 @@ PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const Pane
   const int64_t units = share.u1 - share.u0, u0 = share.u0;
   const bool relu = a.mode == CellMode::RnnRelu;
   alignas(64) float tile[R * S * V];
+  alignas(64) float gates[4 * V];  // in inference, the activated gates go here (see cell_rows.h)
   const StepLayout& L = a.layout;
   for (int64_t s = L.steps - 1; s >= 0; --s) {
     const int64_t t = L.reverse ? L.steps - 1 - s : s;
