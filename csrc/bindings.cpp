@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "common/cpu_dispatch.h"
+#include "common/scratch.h"
 #include "crf/crf.h"
 #include "ctc/ctc.h"
 #include "rnn/packed_cpu.h"
@@ -20,6 +21,11 @@ void register_build_info(py::module_& m) {
   m.def("cpu_isa", &pyseq::cpu_isa, "The ISA the CPU kernels' runtime dispatch picked: avx512, avx2 or baseline.");
   m.def("set_avx512_helpers", &pyseq::set_avx512_helpers,
         "Switch the AVX-512 intrinsic helpers off or on (tests: cover the portable paths on an AVX-512 machine).");
+  m.def("set_scratch_limit", &pyseq::set_scratch_limit,
+        "Bound the bytes of scratch buffers that threads keep between calls (all threads together).");
+  m.def("scratch_limit", &pyseq::scratch_limit, "The bound of set_scratch_limit, in bytes.");
+  m.def("scratch_bytes", &pyseq::scratch_bytes, "Bytes of scratch buffers kept between calls now.");
+  m.def("release_scratch", &pyseq::release_scratch, "Free the scratch buffers every thread keeps between calls.");
 #ifdef PYSEQ_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("cuda_runtime_version", &pyseq::cuda_runtime_version, "CUDA runtime version pyseq was built against.");

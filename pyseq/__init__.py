@@ -37,4 +37,34 @@ def set_recurrent_kernel(name: str) -> None:
     _C.set_recurrent_kernel(name)
 
 
-__all__ = ["nn", "functional", "ctc", "crf", "build_info", "set_recurrent_kernel", "__version__"]
+def empty_cache() -> None:
+    """Frees the scratch buffers that pyseq's threads keep between calls (recurrent layers keep the input
+    projection, the gate gradients and the packed recurrent weights of their last call, so that the next call does
+    not pay a page fault per 4 KB). A buffer that a running call still uses is freed when that call ends."""
+    _C.release_scratch()
+
+
+def set_scratch_limit(nbytes: int) -> None:
+    """Bounds the bytes of scratch buffers kept between calls by all threads together (default 64 MiB). A call that
+    needs more than is left allocates afresh and frees on return. Lowering the bound frees nothing by itself; call
+    :func:`empty_cache` too."""
+    _C.set_scratch_limit(int(nbytes))
+
+
+def scratch_info() -> dict:
+    """``{"bytes": kept now, "limit": the bound}`` of the scratch buffers kept between calls."""
+    return {"bytes": _C.scratch_bytes(), "limit": _C.scratch_limit()}
+
+
+__all__ = [
+    "nn",
+    "functional",
+    "ctc",
+    "crf",
+    "build_info",
+    "set_recurrent_kernel",
+    "empty_cache",
+    "set_scratch_limit",
+    "scratch_info",
+    "__version__",
+]
