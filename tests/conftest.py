@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,6 +7,15 @@ import torch
 def pytest_configure(config):
     # Same thread count in every run so that timings and reductions do not depend on the machine's default.
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the fuzz tests skip themselves
+        return
+    # test_fuzz.py: a quick profile for `make test`, a long one for `make test-slow` (HYPOTHESIS_PROFILE=long).
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+    settings.register_profile("quick", max_examples=30, **common)
+    settings.register_profile("long", max_examples=600, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 @pytest.fixture(params=["avx512 helpers", "portable"])
