@@ -153,7 +153,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
         that frame (unbatched: ``[T]`` each). Frames past a sequence's length hold the blank and score 0.
 
     Raises:
-        ValueError: a target cannot be aligned to its frames (too long, or every alignment has probability 0).
+        ValueError: a target cannot be aligned to its frames (too long, or every alignment has probability 0), or
+            log_probs holds NaN.
     """
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     if unbatched:
@@ -167,6 +168,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
         raise TypeError(f"targets must hold integer class ids, got {targets.dtype}")
     if target_lengths is None:
         target_lengths = [targets.shape[1]] * targets.shape[0]
+    if lp.is_floating_point() and lp.isnan().any():
+        raise ValueError("log_probs holds NaN: no alignment is most likely")
     labels, scores = _C.ctc_forced_align(lp, targets.to(torch.int64), lengths,
                                           _lengths(target_lengths, "target_lengths"), blank)
     return (labels[0], scores[0]) if unbatched else (labels, scores)

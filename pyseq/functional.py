@@ -509,7 +509,7 @@ def crf_hinge_loss(
 
     The maximum is found by cost-augmented Viterbi (``cost`` added to every non-gold tag's emission); the loss is
     >= 0, and zero once the gold path beats every other path by a margin of ``cost`` per wrong tag. Its (sub)gradient
-    flows through the two path scores. A forbidden gold path gives +inf.
+    flows through the two path scores. A forbidden gold path gives +inf; a NaN among the scores a sequence reads, NaN.
     """
     emissions, lengths = _crf_inputs(emissions, transitions, start_transitions, end_transitions, lengths)
     tags = _crf_tags(tags, emissions)
@@ -525,6 +525,7 @@ def crf_hinge_loss(
         hamming = ((best != gold) & valid).sum(1).to(emissions.dtype)
     best_score = _crf_ops.crf_path_score(emissions, best.clamp(min=0), *args)
     loss = best_score + cost * hamming - gold_score
+    loss = torch.where(best_scores.isnan(), best_scores, loss)  # a NaN score makes the maximum NaN
     return torch.where(best_scores == float("-inf"), torch.full_like(loss, float("inf")), loss)
 
 

@@ -102,11 +102,11 @@ PYSEQ_HD float tanh(float x) {
   return ax < 0.625f ? small : large;
 }
 
-PYSEQ_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+PYSEQ_HD float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN stays NaN, as torch.relu
 
 PYSEQ_HD double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 PYSEQ_HD double tanh(double x) { return std::tanh(x); }
-PYSEQ_HD double relu(double x) { return x > 0.0 ? x : 0.0; }
+PYSEQ_HD double relu(double x) { return x < 0.0 ? 0.0 : x; }
 
 template <typename T>
 PYSEQ_HD T neg_inf() {
