@@ -32,13 +32,15 @@ PYSEQ_HD float bits_to_float(int32_t bits) {
 // exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 minimax polynomial, 2^n built in the
 // exponent bits. Inputs are clamped to [-87, 88] so that 2^n stays a normal number: below -87 the result is ~1.6e-38
 // instead of a denormal, above 88 it saturates at ~1.65e38; both are far outside what a gate ever feeds back.
+// NaN comes out as NaN; with kPropagateNaN = false it comes out as a finite number instead, one compare and one
+// select fewer, for the hot loops that detect NaN in their input apart (the CTC recursions).
+template <bool kPropagateNaN = true>
 PYSEQ_HD float exp_f32(float x) {
-  // NaN is set aside (and returned at the end) so that the integer conversion below only ever sees a value in range.
+  // Written so that NaN fails both comparisons and is clamped to 88: the integer conversion below only ever sees a
+  // value in range.
   const float input = x;
-  const bool nan = x != x;
-  x = nan ? 0.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  x = x < -87.0f ? -87.0f : x;
+  x = x < 88.0f ? x : 88.0f;
+  x = x > -87.0f ? x : -87.0f;
   // Round x*log2(e) to the nearest integer by the 1.5*2^23 trick (vectorizes on plain SSE2, unlike rintf).
   const float shifter = 12582912.0f;
   float n = (x * 1.44269504088896341f + shifter) - shifter;
@@ -53,11 +55,13 @@ PYSEQ_HD float exp_f32(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const float result = p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
-  return nan ? input : result;
+  return kPropagateNaN && input != input ? input : result;
 }
 
-// log(x) for float x positive and normal (callers guarantee the range), +inf and NaN returned as they are. x = 2^e * m
-// with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 minimax polynomial in m - 1.
+// log(x) for float x positive and normal (callers guarantee the range), +inf and NaN returned as they are (with
+// kPropagateNaN = false, as finite numbers: see exp_f32). x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by a
+// degree-9 minimax polynomial in m - 1.
+template <bool kPropagateNaN = true>
 PYSEQ_HD float log_f32(float x) {
   int32_t bits;
 #if defined(__CUDA_ARCH__)
@@ -83,7 +87,8 @@ PYSEQ_HD float log_f32(float x) {
   p = p * y * z;
   p = p + e * -2.12194440e-4f - 0.5f * z;
   const float result = y + p + e * 0.693359375f;
-  return (x != x || x == std::numeric_limits<float>::infinity()) ? x : result;
+  // One comparison, true for +inf and NaN: a short-circuit `||` here would keep loops that call this from vectorizing.
+  return !kPropagateNaN || x < std::numeric_limits<float>::infinity() ? result : x;
 }
 
 PYSEQ_HD float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
@@ -100,6 +105,14 @@ PYSEQ_HD float tanh(float x) {
   float large = (1.0f - e) / (1.0f + e);
   large = x < 0.0f ? -large : large;
   return ax < 0.625f ? small : large;
+}
+
+// Whether any of x[0, n) is NaN: a branch-free reduction that vectorizes.
+template <typename T>
+PYSEQ_HD bool any_nan(const T* x, int64_t n) {
+  int32_t found = 0;  // an int, not a bool: GCC vectorizes an OR-reduction of ints
+  for (int64_t i = 0; i < n; ++i) found |= x[i] != x[i] ? 1 : 0;
+  return found != 0;
 }
 
 PYSEQ_HD float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN stays NaN, as torch.relu

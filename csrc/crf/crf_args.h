@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/math.h"
 
 namespace pyseq {
 
@@ -63,13 +64,6 @@ inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor
   a.stride_b = a.emissions.stride(0);
   a.stride_t = a.emissions.stride(1);
   return a;
-}
-
-template <typename T>
-bool any_nan(const T* x, int64_t n) {
-  bool found = false;
-  for (int64_t i = 0; i < n; ++i) found |= x[i] != x[i];
-  return found;
 }
 
 // Fills a.nan (see CrfArgs).

@@ -288,7 +288,7 @@ PYSEQ_ALWAYS_INLINE void backward_chunk_impl(const Problem<T>& P, int64_t b0, in
     const bool skip = nan || L == 0 || g[b] == T(0) || log_z_rel == neg_inf<T>();
     // node is not zero-initialized: the steps this recursion does not reach are written here.
     T* node_b = node + b * P.T_max * K;
-    std::fill(node_b, node_b + L * K, nan ? std::numeric_limits<T>::quiet_NaN() : T(0));
+    if (skip) std::fill(node_b, node_b + L * K, nan ? std::numeric_limits<T>::quiet_NaN() : T(0));
     std::fill(node_b + L * K, node_b + P.T_max * K, T(0));
     if (nan && pairwise) poison(sums[chunk_of[b - b0]]);
     if (skip) continue;

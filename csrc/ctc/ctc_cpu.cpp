@@ -193,9 +193,10 @@ struct SequenceState {
         steps(b.input_lengths[n]) {}
 };
 
-// Alpha row t of sequence n (its table alpha_n [T, Lmax]) from row t - 1; emit: [L] scratch.
+// Alpha row t of sequence n (its table alpha_n [T, Lmax]) from row t - 1; emit: [L] scratch. Returns whether a
+// log-prob the row read is NaN (the recursion's maxima would skip it).
 template <typename T>
-void forward_step(const Batch& b, int64_t n, int64_t t, const SequenceState<T>& st, const T* lp, T* alpha_n,
+bool forward_step(const Batch& b, int64_t n, int64_t t, const SequenceState<T>& st, const T* lp, T* alpha_n,
                   std::vector<T>& emit) {
   const int64_t Lmax = 2 * b.S_max + 1, L = st.lat.L;
   const T* lp_row = lp + t * b.N * b.C + n * b.C;
@@ -205,14 +206,16 @@ void forward_step(const Batch& b, int64_t n, int64_t t, const SequenceState<T>& 
   std::fill(row, row + bd.lo, neg_inf<T>());
   std::fill(row + std::max(bd.lo, bd.hi), row + Lmax, neg_inf<T>());
   gather_emissions(lp_row, b.C, st.lat, bd, emit.data());
+  const bool nan = any_nan(emit.data() + bd.lo, bd.hi - bd.lo);
   if (t == 0) {
     for (int64_t s = bd.lo; s < bd.hi; ++s) row[s] = emit[s];
-    return;
+    return nan;
   }
   for (int64_t s = bd.lo; s < std::min<int64_t>(bd.hi, 2); ++s) {
     row[s] = (s == 0 ? prev[0] : log_sum_exp3(prev[1], prev[0], neg_inf<T>())) + emit[s];
   }
   alpha_cells(std::max<int64_t>(bd.lo, 2), bd.hi, prev, emit.data(), st.lat.skip.data(), row);
+  return nan;
 }
 
 // The forward recursion of sequences [n0, n1). They advance together, one step of each in turn: log_probs is
@@ -233,10 +236,11 @@ void forward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, T* a
     L_max = std::max(L_max, st.lat.L);
   }
   std::vector<T> emit(L_max);
+  std::vector<uint8_t> nan(n1 - n0, 0);  // a log-prob on the sequence's band is NaN: its loss is NaN
   for (int64_t t = 0; t < steps; ++t) {
     for (int64_t n = n0; n < n1; ++n) {
       const SequenceState<T>& st = states[n - n0];
-      if (t < st.steps) forward_step(b, n, t, st, lp, alpha + n * b.T * Lmax, emit);
+      if (t < st.steps) nan[n - n0] |= forward_step(b, n, t, st, lp, alpha + n * b.T * Lmax, emit);
     }
   }
   for (int64_t n = n0; n < n1; ++n) {
@@ -244,6 +248,10 @@ void forward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, T* a
     const int64_t L = st.lat.L;
     if (st.steps == 0) {
       nll[n] = L == 1 ? T(0) : std::numeric_limits<T>::infinity();
+      continue;
+    }
+    if (nan[n - n0]) {
+      nll[n] = std::numeric_limits<T>::quiet_NaN();
       continue;
     }
     const T* last = alpha + (n * b.T + st.steps - 1) * Lmax;

@@ -66,6 +66,6 @@ PYSEQ_HD T rnn_relu_forward(T a) { return relu(a); }
 template <typename T>
 PYSEQ_HD T rnn_tanh_backward(T h, T dh) { return dh * (T(1) - h * h); }
 template <typename T>
-PYSEQ_HD T rnn_relu_backward(T h, T dh) { return h > T(0) || h != h ? dh : T(0); }
+PYSEQ_HD T rnn_relu_backward(T h, T dh) { return h <= T(0) ? T(0) : dh; }  // NaN passes the gradient, as torch
 
 }  // namespace pyseq
