@@ -27,6 +27,9 @@ def _batched(log_probs: Tensor, input_lengths):
         input_lengths = [log_probs.shape[0]] if input_lengths is None else [int(input_lengths)]
     elif input_lengths is None:
         input_lengths = [log_probs.shape[0]] * log_probs.shape[1]
+    if log_probs.is_floating_point() and log_probs.isnan().any():
+        # No class, path or alignment is the most likely under NaN scores (torch's argmax would pick the NaN).
+        raise ValueError("log_probs holds NaN")
     return log_probs.detach(), _lengths(input_lengths, "input_lengths")
 
 
@@ -154,7 +157,7 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
 
     Raises:
         ValueError: a target cannot be aligned to its frames (too long, or every alignment has probability 0), or
-            log_probs holds NaN.
+            log_probs holds NaN (as in every decoder here).
     """
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     if unbatched:
@@ -168,8 +171,6 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
         raise TypeError(f"targets must hold integer class ids, got {targets.dtype}")
     if target_lengths is None:
         target_lengths = [targets.shape[1]] * targets.shape[0]
-    if lp.is_floating_point() and lp.isnan().any():
-        raise ValueError("log_probs holds NaN: no alignment is most likely")
     labels, scores = _C.ctc_forced_align(lp, targets.to(torch.int64), lengths,
                                           _lengths(target_lengths, "target_lengths"), blank)
     return (labels[0], scores[0]) if unbatched else (labels, scores)

@@ -316,6 +316,15 @@ def test_attention_nan_query_gives_nan_row():
     assert not F.dot_attention(q[1:], k2[1:], v[1:], mask=mask[1:])[0].isnan().any()
 
 
+def test_ctc_decoders_reject_nan():
+    lp = torch.randn(10, 2, 5).log_softmax(2)
+    lp[4, 1, 2] = NAN
+    for decode in (pyseq.ctc.greedy_decode, pyseq.ctc.beam_search,
+                   lambda x: pyseq.ctc.forced_align(x, torch.randint(1, 5, (2, 3)))):
+        with pytest.raises(ValueError, match="log_probs holds NaN"):
+            decode(lp)
+
+
 # ---- masks and rejected input ---------------------------------------------------------------------------------------
 
 
