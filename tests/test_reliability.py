@@ -84,16 +84,16 @@ def test_crf_marginals_and_viterbi_strided():
     tr, s, e = crf_params(K)
     em = torch.randn(B, T, K)
     mask = torch.arange(T) < torch.tensor([[6], [2], [4]])
-    expected_m = F.crf_marginals(em, tr, s, e, mask)
-    expected_v = F.crf_viterbi(em, tr, s, e, mask, nbest=2)
     for name, strided in {**layouts(em), "expanded": em[:1].expand(B, T, K)}.items():
         ref_em = strided.contiguous()
-        torch.testing.assert_close(F.crf_marginals(strided, tr, s, e, mask), F.crf_marginals(ref_em, tr, s, e, mask))
-        for got, want in zip(F.crf_viterbi(strided, tr, s, e, mask, nbest=2), F.crf_viterbi(ref_em, tr, s, e, mask, nbest=2)):
-            torch.testing.assert_close(got, want, msg=name)
+        torch.testing.assert_close(F.crf_marginals(strided, tr, s, e, mask), F.crf_marginals(ref_em, tr, s, e, mask),
+                                   msg=name)
+        for nbest in (1, 2):
+            got = F.crf_viterbi(strided, tr, s, e, mask, nbest=nbest)
+            want = F.crf_viterbi(ref_em, tr, s, e, mask, nbest=nbest)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, msg=name)
     assert F.crf_marginals(em[:, :4], tr, s, e).is_contiguous()
-    torch.testing.assert_close(F.crf_marginals(em, tr, s, e, mask), expected_m)
-    assert expected_v[0].shape == (B, 2, T)
 
 
 def test_crf_strided_transition_parameters():
@@ -169,12 +169,11 @@ def test_rnn_strided_input_and_weights(cls):
             torch.testing.assert_close(g, e, msg=name)
     expanded = x[:1].expand(3, 7, 6)
     torch.testing.assert_close(m(expanded)[0], m(expanded.contiguous())[0])
-    w = m.weight_hh_l0.detach()
-    out = F.lstm if cls is pyseq.nn.LSTM else F.gru if cls is pyseq.nn.GRU else F.rnn
+    # Weights in another layout (transposed storage), as a user of the functional API may hold them.
+    fn = F.lstm if cls is pyseq.nn.LSTM else F.gru if cls is pyseq.nn.GRU else F.rnn
     weights = [p.detach() for p in m._flat_weights]
     transposed = [t.t().contiguous().t() if t.dim() == 2 else t for t in weights]
-    torch.testing.assert_close(out(x.transpose(0, 1), None, transposed)[0], out(x.transpose(0, 1), None, weights)[0])
-    assert w.shape[1] == 5
+    torch.testing.assert_close(fn(x.transpose(0, 1), None, transposed)[0], fn(x.transpose(0, 1), None, weights)[0])
 
 
 # ---- empty sequences through every decoder ---------------------------------------------------------------------------
@@ -508,9 +507,9 @@ def test_scratch_memory_rss(tmp_path):
         step()
         grown = rss_mb() - base
         kept = pyseq.scratch_info()["bytes"] / 2**20
+        before = rss_mb()
         pyseq.empty_cache()
-        released = rss_mb()
-        print(grown, kept, base - released)
+        print(grown, kept, before - rss_mb())
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
@@ -518,4 +517,4 @@ def test_scratch_memory_rss(tmp_path):
     grown, kept, released = map(float, out.stdout.split())
     assert kept <= 64  # the default bound, for all threads together
     assert grown < 64, "threads that ran a layer and ended must not leave their buffers behind"
-    assert released > 0.5 * kept  # empty_cache gives the kept buffers back to the system
+    assert released > 0.9 * kept  # empty_cache gives the kept buffers back to the system
