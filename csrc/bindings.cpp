@@ -35,16 +35,12 @@ void register_build_info(py::module_& m) {
 }
 
 void register_rnn(py::module_& m) {
-  m.def("rnn_forward", &pyseq::rnn_forward_cpu, py::call_guard<py::gil_scoped_release>(),
-        "One recurrent layer, one direction, over packed rows. See csrc/rnn/rnn.h.");
-  m.def("rnn_backward", &pyseq::rnn_backward_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Backward of rnn_forward. See csrc/rnn/rnn.h.");
   m.def(
       "rnn_workspace_columns",
       [](int64_t mode, int64_t H, int64_t Hr) {
         return pyseq::rnn_workspace_columns(static_cast<pyseq::CellMode>(mode), H, Hr);
       },
-      "Columns of the saved-for-backward workspace of rnn_forward.");
+      "Columns of the saved-for-backward workspace of pyseq::rnn_layer.");
   m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
         "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
   m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");

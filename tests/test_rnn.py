@@ -446,9 +446,9 @@ def test_kernel_argument_errors_name_the_argument():
         call = list(args)
         call[index] = value
         with pytest.raises(error, match=message):
-            pyseq._C.rnn_forward(*call)
+            torch.ops.pyseq.rnn_layer(*call)
     with pytest.raises(ValueError, match="mode must be 0"):
-        pyseq._C.rnn_forward(7, *args[1:])
+        torch.ops.pyseq.rnn_layer(7, *args[1:])
 
 
 def test_backward_without_workspace_is_an_error():

@@ -1,0 +1,133 @@
+// The recurrent layer ops (one layer, one direction, a whole sequence) registered as torch operators in C++: the
+// schemas, and the autograd kernel, once for every device. A decoder loop calls a layer once per token, and the
+// Python custom-op wrapper cost ~40 us per call each way, most of a one-step call at B=1 (see csrc/crf/crf_ops.cpp);
+// from here eager calls go from the dispatcher to the kernel. The fake kernels stay in Python (pyseq/_ops/rnn.py).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "rnn.h"
+
+namespace pyseq {
+namespace {
+
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor>;
+
+Forward layer_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                  const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                  const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  std::vector<at::Tensor> out =
+      rnn_forward_cpu(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+Backward layer_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& workspace,
+                            const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                            bool reverse, bool has_bias, bool need_dx) {
+  std::vector<at::Tensor> g = rnn_backward_cpu(mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn,
+                                               grad_cn, reverse, has_bias, need_dx);
+  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+}
+
+// Whether an optional argument (bias, projection: empty when absent) is given.
+bool is_present(const at::Tensor& t) { return t.sym_numel().sym_gt(0).guard_bool(__FILE__, __LINE__); }
+
+class Layer : public torch::autograd::Function<Layer> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t mode,
+                                                const at::Tensor& x, const at::Tensor& batch_sizes,
+                                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                                                const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                                const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
+                                                bool save_workspace) {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::rnn_layer", "").typed<decltype(layer_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, h_n, c_n, workspace] =
+        op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+    ctx->save_for_backward({x, batch_sizes, w_ih, w_hh, w_hr, workspace});
+    ctx->saved_data["mode"] = mode;
+    ctx->saved_data["reverse"] = reverse;
+    // Sizes through their symbolic forms: under torch.compile the tensors here have symbolic shapes.
+    ctx->saved_data["has_bias"] = is_present(b_ih);
+    ctx->saved_data["has_workspace"] = save_workspace;
+    ctx->saved_data["batch"] = h0.sym_size(0);
+    ctx->mark_non_differentiable({workspace});
+    // Outputs a loss does not use arrive undefined instead of as materialized zeros (the workspace alone is N x 2H
+    // to 6H); backward fills in the small ones it needs.
+    ctx->set_materialize_grads(false);
+    return {y, h_n, c_n, workspace};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(ctx->saved_data["has_workspace"].toBool(),
+                "pyseq::rnn_layer ran with save_workspace=False, so it cannot be differentiated; run it with "
+                "save_workspace=True when gradients are needed");
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pyseq::rnn_layer_backward", "")
+                               .typed<decltype(layer_backward_cpu)>();
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const at::Tensor &x = s[0], &w_hh = s[3], &w_hr = s[4];
+    const int64_t mode = ctx->saved_data["mode"].toInt();
+    const c10::SymInt batch = ctx->saved_data["batch"].toSymInt(), Hr = w_hh.sym_size(1);
+    const bool lstm = static_cast<CellMode>(mode) == CellMode::Lstm;
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_symint({x.sym_size(0), Hr}, x.options());
+    at::Tensor grad_hn = grads[1].defined() ? grads[1] : at::zeros_symint({batch, Hr}, x.options());
+    at::Tensor grad_cn = !lstm ? at::empty({0}, x.options())
+                         : grads[2].defined() ? grads[2]
+                                              : at::zeros_symint({batch, w_hh.sym_size(0) / 4}, x.options());
+    const bool need_dx = ctx->needs_input_grad(0);  // tensor inputs in order: x is the first
+    auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
+        op.call(mode, x, s[1], s[2], w_hh, w_hr, s[5], grad_y, grad_hn, grad_cn,
+                ctx->saved_data["reverse"].toBool(), has_bias, need_dx);
+    const at::Tensor none;
+    // One gradient per forward argument: mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save.
+    return {none,
+            need_dx ? dx : none,
+            none,
+            dh0,
+            lstm ? dc0 : none,
+            dw_ih,
+            dw_hh,
+            has_bias ? db_ih : none,
+            has_bias ? db_hh : none,
+            is_present(w_hr) ? dw_hr : none,
+            none,
+            none};
+  }
+};
+
+Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                       const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                       const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  torch::autograd::variable_list out =
+      Layer::apply(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+}  // namespace pyseq
+
+TORCH_LIBRARY_FRAGMENT(pyseq, m) {
+  m.def(
+      "rnn_layer(int mode, Tensor x, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor b_ih, Tensor b_hh, Tensor w_hr, bool reverse, bool save_workspace) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "rnn_layer_backward(int mode, Tensor x, Tensor batch_sizes, Tensor w_ih, Tensor w_hh, Tensor w_hr, "
+      "Tensor workspace, Tensor grad_y, Tensor grad_hn, Tensor grad_cn, bool reverse, bool has_bias, bool need_dx) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("rnn_layer", &pyseq::layer_cpu);
+  m.impl("rnn_layer_backward", &pyseq::layer_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", &pyseq::layer_autograd); }
