@@ -1,10 +1,9 @@
-// The one place that exposes pyseq's C++ ops to Python. Each family registers its functions here; the Python side
-// (pyseq/_ops) wraps them as torch custom ops with fake kernels and autograd.
+// The pybind11 module for what is not a torch op: build information, kernel switches, and the decoders that return
+// Python objects or lists. The ops are registered with torch in each family's <family>_ops.cpp.
 #include <torch/extension.h>
 
 #include "common/cpu_dispatch.h"
 #include "common/scratch.h"
-#include "crf/crf.h"
 #include "ctc/ctc.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
@@ -75,27 +74,6 @@ void register_ctc(py::module_& m) {
       "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
-void register_crf(py::module_& m) {
-  m.def("crf_log_partition", &pyseq::crf_log_partition_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CRF forward algorithm: (log_z [B], log_alpha [B, T, K]). See csrc/crf/crf.h.");
-  m.def("crf_log_partition_backward", &pyseq::crf_log_partition_backward_cpu,
-        py::call_guard<py::gil_scoped_release>(),
-        "Gradient of log Z by forward-backward: (emissions, start, end, transitions). See csrc/crf/crf.h.");
-  m.def("crf_marginals", &pyseq::crf_marginals_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CRF tag marginals P(y_t = k | x): [B, T, K]. See csrc/crf/crf.h.");
-  m.def("crf_path_score", &pyseq::crf_path_score_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Scores of given tag paths: [B]. See csrc/crf/crf.h.");
-  m.def("crf_path_score_backward", &pyseq::crf_path_score_backward_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Gradient of the path scores: (emissions, start, end, transitions). See csrc/crf/crf.h.");
-  m.def("crf_log_likelihood", &pyseq::crf_log_likelihood_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CRF log-likelihood of tag paths: (llh [B], log_alpha, alpha_shift). See csrc/crf/crf.h.");
-  m.def("crf_log_likelihood_backward", &pyseq::crf_log_likelihood_backward_cpu,
-        py::call_guard<py::gil_scoped_release>(),
-        "Gradient of the log-likelihood: (emissions, start, end, transitions). See csrc/crf/crf.h.");
-  m.def("crf_viterbi", &pyseq::crf_viterbi_cpu, py::call_guard<py::gil_scoped_release>(),
-        "Viterbi / k-best Viterbi: (paths [B, nbest, T], scores [B, nbest]). See csrc/crf/crf.h.");
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -103,5 +81,4 @@ PYBIND11_MODULE(_C, m) {
   register_build_info(m);
   register_rnn(m);
   register_ctc(m);
-  register_crf(m);
 }

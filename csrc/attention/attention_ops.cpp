@@ -2,13 +2,13 @@
 // csrc/crf/crf_ops.cpp: a decoder step calls attention once per output token, and the Python custom-op wrapper's
 // per-call cost (forward and backward) was 5-20% of a step. The fake kernels stay in Python
 // (pyseq/_ops/attention.py).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
+#include "../common/ops.h"
 #include "attention.h"
 
 namespace pyseq {
@@ -69,9 +69,7 @@ class Additive : public torch::autograd::Function<Additive> {
                                                 const at::Tensor& key_proj, const at::Tensor& v,
                                                 const at::Tensor& value, const Optional& mask,
                                                 const Optional& key_exp2x, const Optional& key_maxabs) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::additive_attention", "")
-                               .typed<decltype(additive_cpu)>();
+    static const auto op = find_op<decltype(additive_cpu)>("pyseq::additive_attention");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [context, weights] = op.call(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs);
     ctx->save_for_backward(
@@ -83,9 +81,7 @@ class Additive : public torch::autograd::Function<Additive> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(7);
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::additive_attention_backward", "")
-                               .typed<decltype(additive_backward_cpu)>();
+    static const auto op = find_op<decltype(additive_backward_cpu)>("pyseq::additive_attention_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const auto [grad_context, grad_weights] = incoming(grads, s[4], s[3]);
     auto [gq, gk, gv, gvalue] =
@@ -99,8 +95,7 @@ class Dot : public torch::autograd::Function<Dot> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& query,
                                                 const at::Tensor& key, const at::Tensor& value, const Optional& mask,
                                                 double scale) {
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::dot_attention", "").typed<decltype(dot_cpu)>();
+    static const auto op = find_op<decltype(dot_cpu)>("pyseq::dot_attention");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [context, weights] = op.call(query, key, value, mask, scale);
     ctx->save_for_backward({query, key, value, weights});
@@ -112,9 +107,7 @@ class Dot : public torch::autograd::Function<Dot> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(5);
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::dot_attention_backward", "")
-                               .typed<decltype(dot_backward_cpu)>();
+    static const auto op = find_op<decltype(dot_backward_cpu)>("pyseq::dot_attention_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const auto [grad_context, grad_weights] = incoming(grads, s[3], s[2]);
     auto [gq, gk, gvalue] =

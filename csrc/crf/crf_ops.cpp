@@ -1,16 +1,18 @@
-// The CRF log-likelihood, the training hot path, registered as a torch operator in C++ with its autograd kernel.
+// The CRF ops registered as torch operators in C++: the schemas, a CPU kernel each, and the autograd kernels of the
+// differentiable ones (log-likelihood, log partition, path score), once for every device.
 //
-// The other pyseq ops are wrapped in Python (torch.library.custom_op, pyseq/_ops). That wrapper costs ~40 us per call
-// when warm and ~170 us right after other Python-heavy work (measured), for the forward and again for the backward:
-// 10-25% of a whole CRF training step at the standard sizes. Registered here, eager calls go straight from the
-// dispatcher to the kernel; the fake (meta) kernels stay in Python (pyseq/_ops/crf.py), so torch.compile traces it
-// like any other op.
-#include <ATen/core/dispatch/Dispatcher.h>
+// A Python wrapper (torch.library.custom_op) costs ~40 us per call when warm and ~170 us right after other
+// Python-heavy work (measured), for the forward and again for the backward: 10-25% of a whole CRF training step at the
+// standard sizes. Registered here, eager calls go straight from the dispatcher to the kernel; the fake (meta) kernels
+// stay in Python (pyseq/_ops/crf.py), so torch.compile traces them like any other op.
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "../common/ops.h"
+#include "../common/checks.h"
 #include "crf.h"
 
 namespace pyseq {
@@ -34,15 +36,90 @@ Gradients log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tens
   return {g[0], g[1], g[2], g[3]};
 }
 
+Forward log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                          const at::Tensor& end, const at::Tensor& transitions) {
+  std::vector<at::Tensor> out = crf_log_partition_cpu(emissions, lengths, start, end, transitions);
+  return {out[0], out[1], out[2]};
+}
+
+Gradients log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+                                     const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                                     const at::Tensor& transitions, const at::Tensor& log_alpha,
+                                     const at::Tensor& alpha_shift) {
+  std::vector<at::Tensor> g = crf_log_partition_backward_cpu(grad_log_z, emissions, lengths, start, end, transitions,
+                                                             log_alpha, alpha_shift);
+  return {g[0], g[1], g[2], g[3]};
+}
+
+Gradients path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions, const at::Tensor& tags,
+                                  const at::Tensor& lengths) {
+  check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
+  std::vector<at::Tensor> g = crf_path_score_backward_cpu(grad_score, emissions, tags, lengths, emissions.size(2));
+  return {g[0], g[1], g[2], g[3]};
+}
+
+std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                               const at::Tensor& start, const at::Tensor& end,
+                                               const at::Tensor& transitions, int64_t nbest) {
+  std::vector<at::Tensor> out = crf_viterbi_cpu(emissions, lengths, start, end, transitions, nbest);
+  return {out[0], out[1]};
+}
+
+class LogPartition : public torch::autograd::Function<LogPartition> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
+                                                const at::Tensor& lengths, const at::Tensor& start,
+                                                const at::Tensor& end, const at::Tensor& transitions) {
+    static const auto op = find_op<decltype(log_partition_cpu)>("pyseq::crf_log_partition");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [log_z, log_alpha, alpha_shift] = op.call(emissions, lengths, start, end, transitions);
+    ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift});
+    ctx->mark_non_differentiable({log_alpha, alpha_shift});
+    ctx->set_materialize_grads(false);
+    return {log_z, log_alpha, alpha_shift};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return torch::autograd::variable_list(5);
+    static const auto op = find_op<decltype(log_partition_backward_cpu)>("pyseq::crf_log_partition_backward");
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+    return {g_em, at::Tensor(), g_start, g_end, g_trans};
+  }
+};
+
+class PathScore : public torch::autograd::Function<PathScore> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
+                                                const at::Tensor& tags, const at::Tensor& lengths,
+                                                const at::Tensor& start, const at::Tensor& end,
+                                                const at::Tensor& transitions) {
+    static const auto op = find_op<decltype(crf_path_score_cpu)>("pyseq::crf_path_score");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor score = op.call(emissions, tags, lengths, start, end, transitions);
+    ctx->save_for_backward({emissions, tags, lengths});
+    ctx->set_materialize_grads(false);
+    return {score};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return torch::autograd::variable_list(6);
+    static const auto op = find_op<decltype(path_score_backward_cpu)>("pyseq::crf_path_score_backward");
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2]);
+    return {g_em, at::Tensor(), at::Tensor(), g_start, g_end, g_trans};
+  }
+};
+
 class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
                                                 const at::Tensor& tags, const at::Tensor& lengths,
                                                 const at::Tensor& start, const at::Tensor& end,
                                                 const at::Tensor& transitions) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::crf_log_likelihood", "")
-                               .typed<decltype(log_likelihood_cpu)>();
+    static const auto op = find_op<decltype(log_likelihood_cpu)>("pyseq::crf_log_likelihood");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [llh, log_alpha, alpha_shift] = op.call(emissions, tags, lengths, start, end, transitions);
     ctx->save_for_backward({emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift});
@@ -54,9 +131,7 @@ class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(6);
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::crf_log_likelihood_backward", "")
-                               .typed<decltype(log_likelihood_backward_cpu)>();
+    static const auto op = find_op<decltype(log_likelihood_backward_cpu)>("pyseq::crf_log_likelihood_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     auto [g_em, g_start, g_end, g_trans] =
         op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]);
@@ -70,10 +145,37 @@ Forward log_likelihood_autograd(const at::Tensor& emissions, const at::Tensor& t
   return {out[0], out[1], out[2]};
 }
 
+Forward log_partition_autograd(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                               const at::Tensor& end, const at::Tensor& transitions) {
+  torch::autograd::variable_list out = LogPartition::apply(emissions, lengths, start, end, transitions);
+  return {out[0], out[1], out[2]};
+}
+
+at::Tensor path_score_autograd(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                               const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  return PathScore::apply(emissions, tags, lengths, start, end, transitions)[0];
+}
+
 }  // namespace
 }  // namespace pyseq
 
 TORCH_LIBRARY_FRAGMENT(pyseq, m) {
+  m.def(
+      "crf_log_partition(Tensor emissions, Tensor lengths, Tensor start, Tensor end, Tensor transitions) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "crf_log_partition_backward(Tensor grad_log_z, Tensor emissions, Tensor lengths, Tensor start, Tensor end, "
+      "Tensor transitions, Tensor log_alpha, Tensor alpha_shift) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "crf_path_score(Tensor emissions, Tensor tags, Tensor lengths, Tensor start, Tensor end, Tensor transitions) "
+      "-> Tensor");
+  m.def(
+      "crf_path_score_backward(Tensor grad_score, Tensor emissions, Tensor tags, Tensor lengths) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("crf_marginals(Tensor emissions, Tensor lengths, Tensor start, Tensor end, Tensor transitions) -> Tensor");
+  m.def(
+      "crf_viterbi(Tensor emissions, Tensor lengths, Tensor start, Tensor end, Tensor transitions, int nbest) "
+      "-> (Tensor, Tensor)");
   m.def(
       "crf_log_likelihood(Tensor emissions, Tensor tags, Tensor lengths, Tensor start, Tensor end, "
       "Tensor transitions) -> (Tensor, Tensor, Tensor)");
@@ -86,6 +188,19 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
   m.impl("crf_log_likelihood", &pyseq::log_likelihood_cpu);
   m.impl("crf_log_likelihood_backward", &pyseq::log_likelihood_backward_cpu);
+  m.impl("crf_log_partition", &pyseq::log_partition_cpu);
+  m.impl("crf_log_partition_backward", &pyseq::log_partition_backward_cpu);
+  m.impl("crf_path_score", &pyseq::crf_path_score_cpu);
+  m.impl("crf_path_score_backward", &pyseq::path_score_backward_cpu);
+  m.impl("crf_marginals", &pyseq::crf_marginals_cpu);
+  m.impl("crf_viterbi", &pyseq::viterbi_cpu);
 }
 
-TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("crf_log_likelihood", &pyseq::log_likelihood_autograd); }
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
+  m.impl("crf_log_likelihood", &pyseq::log_likelihood_autograd);
+  m.impl("crf_log_partition", &pyseq::log_partition_autograd);
+  m.impl("crf_path_score", &pyseq::path_score_autograd);
+  // Decoding and posteriors are not differentiable here: a backward through them raises.
+  m.impl("crf_marginals", torch::autograd::autogradNotImplementedFallback());
+  m.impl("crf_viterbi", torch::autograd::autogradNotImplementedFallback());
+}

@@ -1,12 +1,12 @@
 // The CTC loss registered as a torch operator in C++ with its autograd kernel, for the reason given in
 // csrc/crf/crf_ops.cpp (the Python custom-op wrapper's per-call cost, forward and backward); the fake kernels stay
 // in Python (pyseq/_ops/ctc.py).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "../common/ops.h"
 #include "ctc.h"
 
 namespace pyseq {
@@ -24,8 +24,7 @@ class Loss : public torch::autograd::Function<Loss> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& log_probs,
                                                 const at::Tensor& targets, const at::Tensor& input_lengths,
                                                 const at::Tensor& target_lengths, int64_t blank) {
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::ctc_loss", "").typed<decltype(loss_cpu)>();
+    static const auto op = find_op<decltype(loss_cpu)>("pyseq::ctc_loss");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [nll, log_alpha] = op.call(log_probs, targets, input_lengths, target_lengths, blank);
     ctx->save_for_backward({log_probs, targets, input_lengths, target_lengths, nll, log_alpha});
@@ -38,9 +37,7 @@ class Loss : public torch::autograd::Function<Loss> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(5);
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::ctc_loss_backward", "")
-                               .typed<decltype(ctc_loss_backward_cpu)>();
+    static const auto op = find_op<decltype(ctc_loss_backward_cpu)>("pyseq::ctc_loss_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     at::Tensor grad =
         op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["blank"].toInt());

@@ -2,12 +2,12 @@
 // schemas, and the autograd kernel, once for every device. A decoder loop calls a layer once per token, and the
 // Python custom-op wrapper cost ~40 us per call each way, most of a one-step call at B=1 (see csrc/crf/crf_ops.cpp);
 // from here eager calls go from the dispatcher to the kernel. The fake kernels stay in Python (pyseq/_ops/rnn.py).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "../common/ops.h"
 #include "rnn.h"
 
 namespace pyseq {
@@ -45,8 +45,7 @@ class Layer : public torch::autograd::Function<Layer> {
                                                 const at::Tensor& w_hh, const at::Tensor& b_ih,
                                                 const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
                                                 bool save_workspace) {
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("pyseq::rnn_layer", "").typed<decltype(layer_cpu)>();
+    static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, h_n, c_n, workspace] =
         op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
@@ -69,9 +68,7 @@ class Layer : public torch::autograd::Function<Layer> {
     TORCH_CHECK(ctx->saved_data["has_workspace"].toBool(),
                 "pyseq::rnn_layer ran with save_workspace=False, so it cannot be differentiated; run it with "
                 "save_workspace=True when gradients are needed");
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pyseq::rnn_layer_backward", "")
-                               .typed<decltype(layer_backward_cpu)>();
+    static const auto op = find_op<decltype(layer_backward_cpu)>("pyseq::rnn_layer_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const at::Tensor &x = s[0], &w_hh = s[3], &w_hr = s[4];
     const int64_t mode = ctx->saved_data["mode"].toInt();
