@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._ops import ctc as _ctc_ops
 from .functional import _lengths
 
 __all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "NGramLM", "TokenSpan"]
@@ -46,7 +47,8 @@ def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0) -> list
     """
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     lp, lengths = _batched(log_probs, input_lengths)
-    out = _C.ctc_greedy_decode(lp, lengths, blank)
+    tokens, counts = _ctc_ops.ctc_greedy_decode(lp, lengths, blank)
+    out = [row[:count] for row, count in zip(tokens.tolist(), counts.tolist())]
     return out[0] if unbatched else out
 
 
@@ -135,7 +137,7 @@ def beam_search(
         ngrams = [(_lm_tokens(k, "log_probs"), float(v)) for k, v in lm.log_probs.items()]
         backoffs = [(_lm_tokens(k, "backoffs"), float(v)) for k, v in lm.backoffs.items()]
         order, unk = lm.order, float(lm.unk)
-    found = _C.ctc_beam_search(lp, lengths, beam_width, blank, nbest, top_k,
+    found = _C.ctc_beam_search(lp.cpu(), lengths, beam_width, blank, nbest, top_k,
                                float("-inf") if threshold is None else float(threshold),
                                ngrams, backoffs, order, unk, float(lm_weight), float(insertion_bonus))
     out = [[Hypothesis(tokens, score) for tokens, score in hyps] for hyps in found]
@@ -171,8 +173,8 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
         raise TypeError(f"targets must hold integer class ids, got {targets.dtype}")
     if target_lengths is None:
         target_lengths = [targets.shape[1]] * targets.shape[0]
-    labels, scores = _C.ctc_forced_align(lp, targets.to(torch.int64), lengths,
-                                          _lengths(target_lengths, "target_lengths"), blank)
+    labels, scores = _ctc_ops.ctc_forced_align(lp, targets.to(torch.int64), lengths,
+                                                _lengths(target_lengths, "target_lengths"), blank)
     return (labels[0], scores[0]) if unbatched else (labels, scores)
 
 

@@ -151,6 +151,9 @@ def test_opcheck():
         torch.ops.pyseq.ctc_loss_backward.default,
         (torch.ones_like(nll), lp.detach(), targets, il, tl, nll, log_alpha, 0),
     )
+    # The decoders are ops too (no autograd): opcheck with inputs that need no gradient.
+    torch.library.opcheck(torch.ops.pyseq.ctc_greedy_decode.default, (lp.detach(), il.long(), 0))
+    torch.library.opcheck(torch.ops.pyseq.ctc_forced_align.default, (lp.detach(), targets, il.long(), tl.long(), 0))
 
 
 def test_compile_fullgraph():

@@ -25,9 +25,10 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
                                  const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank);
 
 // Best-path decoding: per frame the most likely class, repeats collapsed, blanks removed. log_probs: [T, N, C];
-// input_lengths: [N] int64. One list of class ids per sequence.
-std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
-                                                        int64_t blank);
+// input_lengths: [N] int64. Returns tokens: [N, T] int64, the class ids of each sequence first, then -1; and
+// counts: [N] int64, how many each sequence has.
+std::vector<at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+                                              int64_t blank);
 
 // Viterbi alignment over the CTC topology for a batch. targets: [N, S] int64 padded. Returns labels: [N, T] int64
 // (the class each frame is aligned to; blank past each input's length) and scores: [N, T] (the log-prob of that

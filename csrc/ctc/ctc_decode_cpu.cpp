@@ -12,35 +12,40 @@
 namespace pyseq {
 namespace {
 
+// Writes the decoded class ids of one sequence into out (room for `steps`) and returns how many there are.
 template <typename T>
-std::vector<int64_t> greedy_sequence(const T* lp, int64_t steps, int64_t stride_t, int64_t C, int64_t blank) {
-  std::vector<int64_t> out;
-  int64_t prev = -1;
+int64_t greedy_sequence(const T* lp, int64_t steps, int64_t stride_t, int64_t C, int64_t blank, int64_t* out) {
+  int64_t count = 0, prev = -1;
   for (int64_t t = 0; t < steps; ++t) {
     const T* row = lp + t * stride_t;
     const int64_t best = std::max_element(row, row + C) - row;
-    if (best != prev && best != blank) out.push_back(best);
+    if (best != prev && best != blank) out[count++] = best;
     prev = best;
   }
-  return out;
+  return count;
 }
 
 }  // namespace
 
-std::vector<std::vector<int64_t>> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
-                                                        int64_t blank) {
+std::vector<at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+                                              int64_t blank) {
   check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
   const std::vector<int64_t> lengths = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));
   const at::Tensor lp = log_probs.contiguous();
-  std::vector<std::vector<int64_t>> out(N);
+  at::Tensor tokens = at::full({N, T}, -1, at::kLong);
+  at::Tensor counts = at::empty({N}, at::kLong);
   AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_greedy_decode_cpu", [&] {
     const scalar_t* p = lp.data_ptr<scalar_t>();
+    int64_t* tokens_p = tokens.data_ptr<int64_t>();
+    int64_t* counts_p = counts.data_ptr<int64_t>();
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) out[n] = greedy_sequence(p + n * C, lengths[n], N * C, C, blank);
+      for (int64_t n = n0; n < n1; ++n) {
+        counts_p[n] = greedy_sequence(p + n * C, lengths[n], N * C, C, blank, tokens_p + n * T);
+      }
     });
   });
-  return out;
+  return {tokens, counts};
 }
 
 std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,

@@ -1,7 +1,9 @@
-// The CTC loss registered as a torch operator in C++ with its autograd kernel, for the reason given in
-// csrc/crf/crf_ops.cpp (the Python custom-op wrapper's per-call cost, forward and backward); the fake kernels stay
-// in Python (pyseq/_ops/ctc.py).
+// The CTC ops registered as torch operators in C++: the loss with its autograd kernel (registered here rather than in
+// Python for the reason given in csrc/crf/crf_ops.cpp: the Python custom-op wrapper's per-call cost, forward and
+// backward), greedy decoding and forced alignment (not differentiable). The fake kernels stay in Python
+// (pyseq/_ops/ctc.py). Beam search returns Python objects and stays a pybind11 function (csrc/bindings.cpp).
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -16,6 +18,19 @@ std::tuple<at::Tensor, at::Tensor> loss_cpu(const at::Tensor& log_probs, const a
                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                             int64_t blank) {
   std::vector<at::Tensor> out = ctc_loss_forward_cpu(log_probs, targets, input_lengths, target_lengths, blank);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+                                                     int64_t blank) {
+  std::vector<at::Tensor> out = ctc_greedy_decode_cpu(log_probs, input_lengths, blank);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                                    const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                    int64_t blank) {
+  std::vector<at::Tensor> out = ctc_forced_align_cpu(log_probs, targets, input_lengths, target_lengths, blank);
   return {out[0], out[1]};
 }
 
@@ -62,11 +77,21 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
   m.def(
       "ctc_loss_backward(Tensor grad_nll, Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, Tensor nll, Tensor log_alpha, int blank) -> Tensor");
+  m.def("ctc_greedy_decode(Tensor log_probs, Tensor input_lengths, int blank) -> (Tensor, Tensor)");
+  m.def(
+      "ctc_forced_align(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, int blank) "
+      "-> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
   m.impl("ctc_loss", &pyseq::loss_cpu);
   m.impl("ctc_loss_backward", &pyseq::ctc_loss_backward_cpu);
+  m.impl("ctc_greedy_decode", &pyseq::greedy_decode_cpu);
+  m.impl("ctc_forced_align", &pyseq::forced_align_cpu);
 }
 
-TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("ctc_loss", &pyseq::loss_autograd); }
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
+  m.impl("ctc_loss", &pyseq::loss_autograd);
+  m.impl("ctc_greedy_decode", torch::autograd::autogradNotImplementedFallback());
+  m.impl("ctc_forced_align", torch::autograd::autogradNotImplementedFallback());
+}

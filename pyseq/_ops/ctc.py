@@ -17,6 +17,11 @@ from .checks import check_same_device
 # input_lengths, target_lengths, nll, log_alpha, blank) -> d(sum grad_nll * nll) / d log_probs [T, N, C] are
 # registered in C++ with their autograd kernel (csrc/ctc/ctc_ops.cpp); their fake kernels are here.
 ctc_loss = torch.ops.pyseq.ctc_loss
+# pyseq::ctc_greedy_decode(log_probs [T, N, C], input_lengths [N], blank) -> (tokens [N, T] int64, -1 after each
+# sequence's; counts [N] int64) and pyseq::ctc_forced_align(log_probs, targets [N, S], input_lengths, target_lengths,
+# blank) -> (labels [N, T] int64, scores [N, T]) are registered in C++ too, without autograd.
+ctc_greedy_decode = torch.ops.pyseq.ctc_greedy_decode
+ctc_forced_align = torch.ops.pyseq.ctc_forced_align
 
 
 @torch.library.register_fake("pyseq::ctc_loss")
@@ -41,3 +46,20 @@ def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_
         cpu_ok=("input_lengths", "target_lengths"),
     )
     return torch.empty_like(log_probs)
+
+
+@torch.library.register_fake("pyseq::ctc_greedy_decode")
+def _ctc_greedy_decode_fake(log_probs, input_lengths, blank):
+    check_same_device("log_probs", log_probs, ("input_lengths", input_lengths), cpu_ok=("input_lengths",))
+    T, N = log_probs.shape[0], log_probs.shape[1]
+    return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, dtype=torch.long)
+
+
+@torch.library.register_fake("pyseq::ctc_forced_align")
+def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank):
+    check_same_device(
+        "log_probs", log_probs, ("targets", targets), ("input_lengths", input_lengths),
+        ("target_lengths", target_lengths), cpu_ok=("input_lengths", "target_lengths"),
+    )
+    T, N = log_probs.shape[0], log_probs.shape[1]
+    return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, T)
