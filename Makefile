@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pyseq-deps
 BENCH_STAMP := $(VENV)/.pyseq-bench-deps
 
-.PHONY: all build test test-slow sanitize bench bench-pytest gpu-check clean
+.PHONY: all build test test-slow sanitize cuda-variant bench bench-pytest gpu-check clean
 
 all: test
 
@@ -42,23 +42,35 @@ test-slow: build
 	$(VENV)/bin/pytest -q -m slow
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/test_fuzz.py
 
-# The test suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer: the extension is built apart
-# (build/sanitize) and staged beside a copy of the Python package, which the tests import through PYTHONPATH
-# (subprocesses too). The interpreter is not instrumented, so the sanitizer runtimes are preloaded. Leak checking is
-# off (the interpreter and torch keep their allocations to the end).
+# $(call staged_build,DIR,CMAKE OPTIONS): builds the extension apart from the normal build, in DIR, and stages it
+# beside a copy of the Python package in DIR/stage, which tests then import through PYTHONPATH (subprocesses too).
+define staged_build
+	cmake -S . -B $(1) -G Ninja -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja -DPython_EXECUTABLE=$(CURDIR)/$(PY) $(2)
+	cmake --build $(1)
+	rm -rf $(1)/stage && mkdir -p $(1)/stage
+	cp -r pyseq $(1)/stage/ && cp $(1)/_C*.so $(1)/stage/pyseq/
+endef
+
+# The test suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer. The interpreter is not
+# instrumented, so the sanitizer runtimes are preloaded. Leak checking is off (the interpreter and torch keep their
+# allocations to the end).
 SANITIZE_DIR := build/sanitize
 SANITIZE_LIBS = $$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)
 sanitize: $(STAMP)
-	cmake -S . -B $(SANITIZE_DIR) -G Ninja -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja \
-		-DPython_EXECUTABLE=$(CURDIR)/$(PY) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYSEQ_SANITIZE=ON -DPYSEQ_CUDA=off \
-		-DPYSEQ_CUDA_CHECK=OFF
-	cmake --build $(SANITIZE_DIR)
-	rm -rf $(SANITIZE_DIR)/stage && mkdir -p $(SANITIZE_DIR)/stage
-	cp -r pyseq $(SANITIZE_DIR)/stage/ && cp $(SANITIZE_DIR)/_C*.so $(SANITIZE_DIR)/stage/pyseq/
+	$(call staged_build,$(SANITIZE_DIR),-DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYSEQ_SANITIZE=ON -DPYSEQ_CUDA=off -DPYSEQ_CUDA_CHECK=OFF)
 	PYSEQ_SANITIZE=1 PYTHONPATH=$(CURDIR)/$(SANITIZE_DIR)/stage LD_PRELOAD="$(SANITIZE_LIBS)" \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:verify_asan_link_order=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The CUDA-enabled variant, built against whatever torch is installed (the CPU one here: the CUDA sources need only
+# the CUDA runtime and device-generic ATen), loaded, and run through the test suite (CUDA tests skip without a GPU).
+CUDA_DIR := build/cuda
+cuda-variant: $(STAMP)
+	$(call staged_build,$(CUDA_DIR),-DCMAKE_BUILD_TYPE=Release -DPYSEQ_CUDA=on -DPYSEQ_CUDA_ARCHITECTURES=$(PYSEQ_CUDA_ARCHITECTURES))
+	cd $(CUDA_DIR) && PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(CURDIR)/$(PY) -c "import json, pyseq; info = pyseq.build_info(); \
+		print(json.dumps(info)); assert info['cuda'] and info['cuda_runtime'] > 0, info"
+	PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: build $(BENCH_STAMP)
 	$(PY) benchmarks/run.py

@@ -268,7 +268,6 @@ PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const Pane
   const int64_t units = share.u1 - share.u0, u0 = share.u0;
   const bool relu = a.mode == CellMode::RnnRelu;
   alignas(64) float tile[R * S * V];
-  alignas(64) float gates[4 * V];  // in inference, the activated gates go here (see cell_rows.h)
   const StepLayout& L = a.layout;
   for (int64_t s = L.steps - 1; s >= 0; --s) {
     const int64_t t = L.reverse ? L.steps - 1 - s : s;
