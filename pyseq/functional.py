@@ -291,13 +291,18 @@ def _lengths(value, name: str) -> Tensor:
     except TypeError:
         raise TypeError(f"{name} must be a tensor or a sequence of ints, got {type(value).__name__}") from None
     for i, item in enumerate(items):
-        if isinstance(item, bool) or not isinstance(item, (int, torch.SymInt)) and not _is_integer_scalar(item):
+        if not _is_integer(item):
             raise TypeError(f"{name} must be a tensor or a sequence of ints, but found {item!r} at position {i}")
     return torch.as_tensor([int(item) for item in items], dtype=torch.int64)
 
 
-def _is_integer_scalar(item) -> bool:
-    """A 0-d integer tensor or a numpy integer (what indexing an integer array gives)."""
+def _is_integer(item) -> bool:
+    """An int (not a bool), a SymInt, a 0-d integer tensor or a numpy integer (what indexing an integer array
+    gives)."""
+    if isinstance(item, bool):
+        return False
+    if isinstance(item, (int, torch.SymInt)):
+        return True
     if isinstance(item, Tensor):
         return item.dim() == 0 and not item.dtype.is_floating_point and not item.dtype.is_complex
     return hasattr(item, "dtype") and hasattr(item, "__index__")

@@ -154,8 +154,8 @@ def _leaves(result):
         return [result]
     if isinstance(result, (list, tuple)):
         return [t for r in result for t in _leaves(r)]
-    if hasattr(result, "_fields") or hasattr(result, "__dict__"):
-        return [t for r in vars(result).values() for t in _leaves(r)] if hasattr(result, "__dict__") else []
+    if hasattr(result, "__dict__"):  # dataclasses such as TokenSpan
+        return [t for r in vars(result).values() for t in _leaves(r)]
     return []
 
 

@@ -26,8 +26,8 @@ def grads_of(fn, *inputs):
 
 
 def layouts(x):
-    """The same values as x [B, T, F] in other layouts: a slice of a padded tensor, a time-major tensor transposed,
-    a copy with a padded last dimension, and (when B > 1) one row expanded over the batch (values differ there)."""
+    """The same values as x [B, T, F] in other layouts: a slice of a tensor padded in every dimension, a slice along
+    time of a longer tensor, and a time-major tensor transposed."""
     B, T, D = x.shape
     padded = torch.zeros(B, T + 3, D + 2, dtype=x.dtype)
     padded[:, :T, :D] = x

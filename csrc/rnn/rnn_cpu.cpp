@@ -54,19 +54,26 @@ struct LstmForwardRows {
   int64_t saved_ld;
 };
 
+// The cell updates run over blocks of kGateBlock units: in inference the activated gates of a block go to a row on
+// the stack (see cell_rows.h), so that a step allocates nothing.
+constexpr int64_t kGateBlock = 64;
+
 template <typename T>
 PYSEQ_ALWAYS_INLINE void lstm_forward_rows_impl(const LstmForwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H, Hr = a.Hr;
-  std::vector<T> gates(a.saved ? 0 : 4 * H);  // in inference, the activated gates go here (see cell_rows.h)
+  T gates[4 * kGateBlock];
   for (int64_t b = r0; b < r1; ++b) {
     T* c = a.c + b * H;
     T* h = a.h_raw ? a.h_raw + b * H : a.h + b * Hr;
-    T* s = a.saved ? a.saved + b * a.saved_ld : gates.data();
-    if (a.saved) {
+    T* s = a.saved ? a.saved + b * a.saved_ld : nullptr;
+    if (s) {
       std::memcpy(s + 4 * H, c, H * sizeof(T));
       std::memcpy(s + 5 * H, a.h + b * Hr, Hr * sizeof(T));
     }
-    lstm_units_forward(H, H, a.gi + b * 4 * H, a.gh + b * 4 * H, H, c, h, s, H);
+    for (int64_t u = 0; u < H; u += kGateBlock) {
+      lstm_units_forward(std::min(kGateBlock, H - u), H, a.gi + b * 4 * H + u, a.gh + b * 4 * H + u, H, c + u, h + u,
+                         s ? s + u : gates, s ? H : kGateBlock);
+    }
     if (!a.h_raw) std::memcpy(a.y + b * Hr, h, H * sizeof(T));
   }
 }
@@ -86,13 +93,16 @@ struct GruForwardRows {
 template <typename T>
 PYSEQ_ALWAYS_INLINE void gru_forward_rows_impl(const GruForwardRows<T>& a, int64_t r0, int64_t r1) {
   const int64_t H = a.H;
-  std::vector<T> gates(a.saved ? 0 : 4 * H);  // in inference, the activated gates go here (see cell_rows.h)
+  T gates[4 * kGateBlock];
   for (int64_t b = r0; b < r1; ++b) {
     T* h = a.h + b * H;
     T* y = a.y + b * H;
-    T* s = a.saved ? a.saved + b * a.saved_ld : gates.data();
-    if (a.saved) std::memcpy(s + 4 * H, h, H * sizeof(T));
-    gru_units_forward(H, H, a.gi + b * 3 * H, a.gh + b * 3 * H, H, a.b_hh, h, y, s, H);
+    T* s = a.saved ? a.saved + b * a.saved_ld : nullptr;
+    if (s) std::memcpy(s + 4 * H, h, H * sizeof(T));
+    for (int64_t u = 0; u < H; u += kGateBlock) {
+      gru_units_forward(std::min(kGateBlock, H - u), H, a.gi + b * 3 * H + u, a.gh + b * 3 * H + u, H, a.b_hh + u,
+                        h + u, y + u, s ? s + u : gates, s ? H : kGateBlock);
+    }
     std::memcpy(h, y, H * sizeof(T));
   }
 }

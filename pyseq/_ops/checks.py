@@ -6,7 +6,6 @@ would build outputs on a CPU argument and the call would return uninitialized me
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -44,13 +44,18 @@ def _gradients_fake(emissions):
     return emissions.new_empty(emissions.shape), emissions.new_empty(K), emissions.new_empty(K), emissions.new_empty(K, K)
 
 
-@torch.library.register_fake("pyseq::crf_log_partition")
-def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
-    _check_devices(emissions, lengths, start, end, transitions)
+def _forward_fake(emissions):
+    """(a value per sequence [B], log_alpha [T, B, Kp], alpha_shift [T, B] float64), Kp: K in whole 64-byte vectors."""
     B, T, K = emissions.shape
     lanes = 64 // emissions.element_size()
     padded = (K + lanes - 1) // lanes * lanes
     return emissions.new_empty(B), emissions.new_empty(T, B, padded), emissions.new_empty(T, B, dtype=torch.float64)
+
+
+@torch.library.register_fake("pyseq::crf_log_partition")
+def _crf_log_partition_fake(emissions, lengths, start, end, transitions):
+    _check_devices(emissions, lengths, start, end, transitions)
+    return _forward_fake(emissions)
 
 
 @torch.library.register_fake("pyseq::crf_log_partition_backward")
@@ -74,7 +79,7 @@ def _crf_path_score_backward_fake(grad_score, emissions, tags, lengths):
 @torch.library.register_fake("pyseq::crf_log_likelihood")
 def _crf_log_likelihood_fake(emissions, tags, lengths, start, end, transitions):
     _check_devices(emissions, lengths, start, end, transitions, tags=tags)
-    return _crf_log_partition_fake(emissions, lengths, start, end, transitions)
+    return _forward_fake(emissions)
 
 
 @torch.library.register_fake("pyseq::crf_log_likelihood_backward")

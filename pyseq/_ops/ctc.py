@@ -24,12 +24,16 @@ ctc_greedy_decode = torch.ops.pyseq.ctc_greedy_decode
 ctc_forced_align = torch.ops.pyseq.ctc_forced_align
 
 
+def _check_devices(log_probs, input_lengths, target_lengths=None, **more):
+    check_same_device(
+        "log_probs", log_probs, ("input_lengths", input_lengths), ("target_lengths", target_lengths), *more.items(),
+        cpu_ok=("input_lengths", "target_lengths"),
+    )
+
+
 @torch.library.register_fake("pyseq::ctc_loss")
 def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
-    check_same_device(
-        "log_probs", log_probs, ("targets", targets), ("input_lengths", input_lengths),
-        ("target_lengths", target_lengths), cpu_ok=("input_lengths", "target_lengths"),
-    )
+    _check_devices(log_probs, input_lengths, target_lengths, targets=targets)
     T, N = log_probs.shape[0], log_probs.shape[1]
     if targets.dim() == 2:
         s_max = targets.shape[1]
@@ -40,26 +44,20 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
 
 @torch.library.register_fake("pyseq::ctc_loss_backward")
 def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank):
-    check_same_device(
-        "log_probs", log_probs, ("grad_nll", grad_nll), ("targets", targets), ("nll", nll), ("log_alpha", log_alpha),
-        ("input_lengths", input_lengths), ("target_lengths", target_lengths),
-        cpu_ok=("input_lengths", "target_lengths"),
-    )
+    _check_devices(log_probs, input_lengths, target_lengths, grad_nll=grad_nll, targets=targets, nll=nll,
+                   log_alpha=log_alpha)
     return torch.empty_like(log_probs)
 
 
 @torch.library.register_fake("pyseq::ctc_greedy_decode")
 def _ctc_greedy_decode_fake(log_probs, input_lengths, blank):
-    check_same_device("log_probs", log_probs, ("input_lengths", input_lengths), cpu_ok=("input_lengths",))
+    _check_devices(log_probs, input_lengths)
     T, N = log_probs.shape[0], log_probs.shape[1]
     return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, dtype=torch.long)
 
 
 @torch.library.register_fake("pyseq::ctc_forced_align")
 def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank):
-    check_same_device(
-        "log_probs", log_probs, ("targets", targets), ("input_lengths", input_lengths),
-        ("target_lengths", target_lengths), cpu_ok=("input_lengths", "target_lengths"),
-    )
+    _check_devices(log_probs, input_lengths, target_lengths, targets=targets)
     T, N = log_probs.shape[0], log_probs.shape[1]
     return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, T)

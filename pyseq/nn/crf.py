@@ -41,8 +41,9 @@ class CRF(nn.Module):
             sequence whose length admits no allowed path gets log Z = -inf (log-likelihood -inf) and no decode.
 
     Masks: ``mask (seq_length, batch)`` (or ``(batch, seq_length)`` with ``batch_first``), bool or any integer dtype
-    (nonzero = on), must be a prefix per sequence (ones, then zeros). Unlike pytorch-crf, a sequence may be empty (all zeros, including the
-    first step): it has one path, the empty one, with score 0, so its log-likelihood is 0 and it decodes to ``[]``.
+    (nonzero = on), must be a prefix per sequence (ones, then zeros). Unlike pytorch-crf, a sequence may be empty
+    (all zeros, including the first step): it has one path, the empty one, with score 0, so its log-likelihood is 0
+    and it decodes to ``[]``.
     """
 
     def __init__(self, num_tags: int, batch_first: bool = False, constraints: TransitionConstraints | None = None):
