@@ -40,6 +40,10 @@ void register_rnn(py::module_& m) {
         return pyseq::rnn_workspace_columns(static_cast<pyseq::CellMode>(mode), H, Hr);
       },
       "Columns of the saved-for-backward workspace of pyseq::rnn_layer.");
+  m.def("rnn_layer_unitwise", &pyseq::rnn_forward_unitwise, py::call_guard<py::gil_scoped_release>(),
+        "pyseq::rnn_layer through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
+  m.def("rnn_layer_backward_unitwise", &pyseq::rnn_backward_unitwise, py::call_guard<py::gil_scoped_release>(),
+        "pyseq::rnn_layer_backward through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
   m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
         "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
   m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");

@@ -26,3 +26,11 @@ def cpu_paths(request):
     pyseq._C.set_avx512_helpers(request.param != "portable")
     yield request.param
     pyseq._C.set_avx512_helpers(True)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Runs a test on each device: the CPU always, CUDA where torch has a GPU (skipped elsewhere)."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)

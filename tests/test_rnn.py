@@ -22,25 +22,26 @@ CELLS = {
 F32 = dict(rtol=1e-5, atol=1e-5)
 
 
-def make_pair(cell, input_size, hidden_size, dtype=torch.float32, **kwargs):
+def make_pair(cell, input_size, hidden_size, dtype=torch.float32, device="cpu", **kwargs):
+    """A pyseq module and its torch.nn counterpart (cuDNN on CUDA) with the same weights, on `device`."""
     ours_cls, ref_cls, extra = CELLS[cell]
     ours = ours_cls(input_size, hidden_size, dtype=dtype, **extra, **kwargs)
     ref = ref_cls(input_size, hidden_size, dtype=dtype, **extra, **kwargs)
     ref.load_state_dict(ours.state_dict())
-    return ours, ref
+    return ours.to(device), ref.to(device)
 
 
 def is_lstm(cell):
     return cell.startswith("lstm")
 
 
-def initial_state(cell, module, batch, dtype=torch.float32, unbatched=False):
+def initial_state(cell, module, batch, dtype=torch.float32, unbatched=False, device="cpu"):
     d = 2 if module.bidirectional else 1
     hr = module.proj_size or module.hidden_size
     shape = (module.num_layers * d,) + (() if unbatched else (batch,))
-    h = torch.randn(*shape, hr, dtype=dtype, requires_grad=True)
+    h = torch.randn(*shape, hr, dtype=dtype, device=device, requires_grad=True)
     if is_lstm(cell):
-        return (h, torch.randn(*shape, module.hidden_size, dtype=dtype, requires_grad=True))
+        return (h, torch.randn(*shape, module.hidden_size, dtype=dtype, device=device, requires_grad=True))
     return h
 
 
@@ -53,7 +54,7 @@ def run(module, input, hx, leaves, seed=1):
     """Forward, then backward of a fixed random projection of every output; returns outputs and leaf gradients."""
     outputs = flat(*module(input, hx))
     gen = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outputs]
+    weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device) for o in outputs]
     loss = sum((o * w).sum() for o, w in zip(outputs, weights))
     params = list(module.parameters())
     grads = torch.autograd.grad(loss, leaves + params, allow_unused=True)
@@ -82,22 +83,23 @@ def assert_matches(cell, ours, ref, input, hx, leaves, rtol=1e-5):
     "cell,num_layers,bidirectional,batch_first,with_state",
     list(itertools.product(CELLS, (1, 2, 3), (False, True), (False, True), (False, True))),
 )
-def test_matches_torch(cell, num_layers, bidirectional, batch_first, with_state):
+def test_matches_torch(cell, num_layers, bidirectional, batch_first, with_state, device):
     torch.manual_seed(0)
-    ours, ref = make_pair(cell, 4, 5, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
+    ours, ref = make_pair(cell, 4, 5, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                          device=device)
     T, B = 6, 3
-    x = torch.randn((B, T, 4) if batch_first else (T, B, 4), requires_grad=True)
-    hx = initial_state(cell, ours, B) if with_state else None
+    x = torch.randn((B, T, 4) if batch_first else (T, B, 4), device=device, requires_grad=True)
+    hx = initial_state(cell, ours, B, device=device) if with_state else None
     leaves = [x] + (list(hx) if isinstance(hx, tuple) else [hx] if hx is not None else [])
     assert_matches(cell, ours, ref, x, hx, leaves)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bias", [False, True])
-def test_without_bias(cell, bias):
+def test_without_bias(cell, bias, device):
     torch.manual_seed(0)
-    ours, ref = make_pair(cell, 3, 4, num_layers=2, bias=bias, bidirectional=True)
-    x = torch.randn(5, 2, 3, requires_grad=True)
+    ours, ref = make_pair(cell, 3, 4, num_layers=2, bias=bias, bidirectional=True, device=device)
+    x = torch.randn(5, 2, 3, device=device, requires_grad=True)
     assert_matches(cell, ours, ref, x, None, [x])
 
 
@@ -105,12 +107,12 @@ def test_without_bias(cell, bias):
     "cell,num_layers,bidirectional,enforce_sorted",
     list(itertools.product(CELLS, (1, 2), (False, True), (False, True))),
 )
-def test_packed_sequence(cell, num_layers, bidirectional, enforce_sorted):
+def test_packed_sequence(cell, num_layers, bidirectional, enforce_sorted, device):
     torch.manual_seed(0)
-    ours, ref = make_pair(cell, 3, 4, num_layers=num_layers, bidirectional=bidirectional)
+    ours, ref = make_pair(cell, 3, 4, num_layers=num_layers, bidirectional=bidirectional, device=device)
     lengths = torch.tensor([7, 7, 5, 2, 1]) if enforce_sorted else torch.tensor([2, 7, 1, 5, 7])
-    x = torch.randn(7, 5, 3, requires_grad=True)
-    hx = initial_state(cell, ours, 5)
+    x = torch.randn(7, 5, 3, device=device, requires_grad=True)
+    hx = initial_state(cell, ours, 5, device=device)
     leaves = [x] + (list(hx) if isinstance(hx, tuple) else [hx])
 
     def packed():
@@ -149,10 +151,10 @@ def test_unbatched_input(cell, with_state):
         if not (cell == "lstm_proj" and H == 1)  # proj_size (2) must be smaller than hidden_size
     ],
 )
-def test_odd_sizes(cell, T, B, H):
+def test_odd_sizes(cell, T, B, H, device):
     torch.manual_seed(0)
-    ours, ref = make_pair(cell, 5, H)
-    x = torch.randn(T, B, 5, requires_grad=True)
+    ours, ref = make_pair(cell, 5, H, device=device)
+    x = torch.randn(T, B, 5, device=device, requires_grad=True)
     # Long sequences accumulate float32 rounding over 113 steps in both implementations.
     assert_matches(cell, ours, ref, x, None, [x], rtol=1e-4 if T > 100 else 1e-5)
 
@@ -198,13 +200,13 @@ GRADCHECK_CASES = [
 
 
 @pytest.mark.parametrize("cell,kwargs", GRADCHECK_CASES)
-def test_gradcheck_float64(cell, kwargs):
+def test_gradcheck_float64(cell, kwargs, device):
     torch.manual_seed(0)
     ours_cls, _, extra = CELLS[cell]
-    module = ours_cls(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64, **extra, **kwargs)
+    module = ours_cls(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64, device=device, **extra, **kwargs)
     lengths = torch.tensor([4, 1, 3])
-    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    hx = initial_state(cell, module, 3, dtype=torch.float64)
+    x = torch.randn(4, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    hx = initial_state(cell, module, 3, dtype=torch.float64, device=device)
     states = list(hx) if isinstance(hx, tuple) else [hx]
     params = [p.detach().clone().requires_grad_() for p in module._flat_weights]
     fn = {"lstm": pyseq.functional.lstm, "lstm_proj": pyseq.functional.lstm, "gru": pyseq.functional.gru}.get(
@@ -219,13 +221,13 @@ def test_gradcheck_float64(cell, kwargs):
     assert torch.autograd.gradcheck(f, (x, *states, *params), atol=1e-6)
 
 
-def sample_layer_args(mode, save_workspace, requires_grad=True, proj=False):
+def sample_layer_args(mode, save_workspace, requires_grad=True, proj=False, device="cpu"):
     G = {rnn_ops.LSTM: 4, rnn_ops.GRU: 3}.get(mode, 1)
     N, B, I, H = 7, 3, 4, 5
     Hr = 2 if proj else H
-    t = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=requires_grad)  # noqa: E731
+    t = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=requires_grad)  # noqa: E731
     batch_sizes = torch.tensor([3, 2, 2])
-    empty = torch.empty(0, dtype=torch.float64)
+    empty = torch.empty(0, dtype=torch.float64, device=device)
     c0 = t(B, H) if mode == rnn_ops.LSTM else empty
     w_hr = t(Hr, H) if proj else empty
     return (mode, t(N, I), batch_sizes, t(B, Hr), c0, t(G * H, I), t(G * H, Hr), t(G * H), t(G * H), w_hr,
@@ -233,11 +235,11 @@ def sample_layer_args(mode, save_workspace, requires_grad=True, proj=False):
 
 
 @pytest.mark.parametrize("mode,proj", [(0, False), (1, False), (2, False), (2, True), (3, False)])
-def test_opcheck(mode, proj):
-    torch.library.opcheck(torch.ops.pyseq.rnn_layer.default, sample_layer_args(mode, True, proj=proj))
+def test_opcheck(mode, proj, device):
+    torch.library.opcheck(torch.ops.pyseq.rnn_layer.default, sample_layer_args(mode, True, proj=proj, device=device))
     torch.library.opcheck(torch.ops.pyseq.rnn_layer.default, sample_layer_args(mode, False, requires_grad=False,
-                                                                                 proj=proj))
-    args = sample_layer_args(mode, True, requires_grad=False, proj=proj)
+                                                                                 proj=proj, device=device))
+    args = sample_layer_args(mode, True, requires_grad=False, proj=proj, device=device)
     _, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _ = args
     y, h_n, c_n, ws = torch.ops.pyseq.rnn_layer(*args)
     grad_cn = torch.randn_like(c_n) if mode == rnn_ops.LSTM else c_n

@@ -10,4 +10,9 @@ int cuda_runtime_version() {
   return version;
 }
 
+const char* cuda_last_error() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
 }  // namespace pyseq

@@ -7,4 +7,9 @@ namespace pyseq {
 // cudaRuntimeGetVersion(), e.g. 13000 for CUDA 13.0.
 int cuda_runtime_version();
 
+// The last error of the CUDA runtime on this thread as a message (and clears it), or nullptr when there is none.
+// Checked after each kernel launch: a launch error (a bad configuration, no kernel image for this GPU) shows there,
+// without waiting for the stream.
+const char* cuda_last_error();
+
 }  // namespace pyseq

@@ -5,13 +5,13 @@
 // stride explicit: `H` for the input projection rows, the saved workspace and gate gradients (torch's [G*H] rows),
 // `ghs` for the recurrent product, which the packed schedule keeps in register-tile order. Pointers are restrict
 // function parameters because that is what lets GCC vectorize the loop over units; the *_impl callers are compiled
-// once per ISA (PYSEQ_CPU_CLONES or a target attribute), so these loops are too.
+// once per ISA (PYSEQ_CPU_CLONES or a target attribute), so these loops are too. The CUDA kernels run them over one
+// unit (rnn_steps.h).
 #pragma once
 
 #include <cstdint>
 
 #include "cells.h"
-#include "../common/cpu_dispatch.h"
 
 namespace pyseq {
 
@@ -22,7 +22,7 @@ namespace pyseq {
 // gi: i, f, g, o rows (stride H); gh: the same from h_prev @ W_hh^T (stride ghs); c: in/out; h: out;
 // s: activated gates out (stride ss).
 template <typename T>
-PYSEQ_ALWAYS_INLINE void lstm_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
+PYSEQ_HD void lstm_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
                                             const T* __restrict__ gh, int64_t ghs, T* __restrict__ c,
                                             T* __restrict__ h, T* __restrict__ s, int64_t ss) {
   for (int64_t j = 0; j < count; ++j) {
@@ -35,7 +35,7 @@ PYSEQ_ALWAYS_INLINE void lstm_units_forward(int64_t count, int64_t H, const T* _
 // gi: r, z, n rows with b_ih (stride H); gh: h_prev @ W_hh^T without bias (stride ghs); bh: b_hh (stride H);
 // h_prev: in; h: out; s: r, z, n, hn out (stride ss).
 template <typename T>
-PYSEQ_ALWAYS_INLINE void gru_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
+PYSEQ_HD void gru_units_forward(int64_t count, int64_t H, const T* __restrict__ gi,
                                            const T* __restrict__ gh, int64_t ghs, const T* __restrict__ bh,
                                            const T* __restrict__ h_prev, T* __restrict__ h, T* __restrict__ s,
                                            int64_t ss) {
@@ -49,7 +49,7 @@ PYSEQ_ALWAYS_INLINE void gru_units_forward(int64_t count, int64_t H, const T* __
 
 // gi: pre-activations with both biases; gh: h_prev @ W_hh^T; h: out.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void rnn_units_forward(int64_t count, bool relu, const T* __restrict__ gi,
+PYSEQ_HD void rnn_units_forward(int64_t count, bool relu, const T* __restrict__ gi,
                                            const T* __restrict__ gh, T* __restrict__ h) {
   if (relu) {
     for (int64_t j = 0; j < count; ++j) h[j] = rnn_relu_forward(gi[j] + gh[j]);
@@ -62,7 +62,7 @@ PYSEQ_ALWAYS_INLINE void rnn_units_forward(int64_t count, bool relu, const T* __
 // dc: in: dL/dc from the next step, out: dL/dc_prev; dg: pre-activation gradients out (stride H);
 // hr: recomputed o * tanh(c) out (for a projection's weight gradient), or nullptr.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void lstm_units_backward(int64_t count, int64_t H, const T* __restrict__ s,
+PYSEQ_HD void lstm_units_backward(int64_t count, int64_t H, const T* __restrict__ s,
                                              const T* __restrict__ dh, const T* __restrict__ dy, T* __restrict__ dc,
                                              T* __restrict__ dg, T* __restrict__ hr) {
   if (dy) {
@@ -82,7 +82,7 @@ PYSEQ_ALWAYS_INLINE void lstm_units_backward(int64_t count, int64_t H, const T* 
 // s: saved r, z, n, hn (stride H) with h_prev at s + 4H; dh, dy: dL/dh and the output gradient;
 // dg: dar, daz, dhn, dain out (stride H: the hidden side first, 3H contiguous); dh_skip: dh * z out.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void gru_units_backward(int64_t count, int64_t H, const T* __restrict__ s,
+PYSEQ_HD void gru_units_backward(int64_t count, int64_t H, const T* __restrict__ s,
                                             const T* __restrict__ dh, const T* __restrict__ dy, T* __restrict__ dg,
                                             T* __restrict__ dh_skip) {
   for (int64_t j = 0; j < count; ++j) {
@@ -93,7 +93,7 @@ PYSEQ_ALWAYS_INLINE void gru_units_backward(int64_t count, int64_t H, const T* _
 
 // h: saved output; dh, dy: dL/dh and the output gradient; dg: pre-activation gradient out.
 template <typename T>
-PYSEQ_ALWAYS_INLINE void rnn_units_backward(int64_t count, bool relu, const T* __restrict__ h,
+PYSEQ_HD void rnn_units_backward(int64_t count, bool relu, const T* __restrict__ h,
                                             const T* __restrict__ dh, const T* __restrict__ dy, T* __restrict__ dg) {
   if (relu) {
     for (int64_t j = 0; j < count; ++j) dg[j] = rnn_relu_backward(h[j], dh[j] + dy[j]);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "../common/cpu_dispatch.h"
 #include "../common/scratch.h"
 #include "cell_rows.h"
 

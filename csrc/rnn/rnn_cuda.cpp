@@ -1,0 +1,183 @@
+// CUDA glue of the recurrent layers: the schedule of rnn_schedule.h (input projection and weight gradients as
+// whole-sequence cuBLAS GEMMs through ATen, per step the recurrent product through ATen into a preallocated buffer
+// and one fused cell-update kernel of rnn_cuda.cu), on the current stream, with no host synchronisation in the time
+// loop. Device-generic ATen only, so that it builds against a CPU torch too (see CMakeLists.txt).
+//
+// The same schedule also runs on the CPU with each unit's function of rnn_steps.h called in a host loop
+// (rnn_forward_unitwise / rnn_backward_unitwise): the tests compare it with the CPU kernels and torch, which covers
+// everything of the CUDA path but the kernels' thread indexing and cuBLAS.
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "rnn.h"
+#include "rnn_schedule.h"
+
+#ifdef PYSEQ_WITH_CUDA
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include "../common/cuda_info.h"
+#include "rnn_cuda.h"
+#endif
+
+namespace pyseq {
+namespace {
+
+// Runs a backend's whole op: checks, then the schedule in the tensors' dtype (16-bit ones where the backend has them).
+template <typename Cells>
+std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::Tensor& x,
+                                   const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+                                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
+  const Dims d = check_forward_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, Cells::kReducedPrecision);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = x.contiguous();
+  switch (x.scalar_type()) {
+    case at::kDouble: return forward_with<double>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+    case at::kBFloat16:
+      if constexpr (Cells::kReducedPrecision) {
+        return forward_with<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+      }
+      break;
+    case at::kHalf:
+      if constexpr (Cells::kReducedPrecision) {
+        return forward_with<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+      }
+      break;
+    default: break;
+  }
+  return forward_with<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+}
+
+template <typename Cells>
+std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::Tensor& x,
+                                    const at::Tensor& batch_sizes, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                    const at::Tensor& w_hr, const at::Tensor& ws, const at::Tensor& grad_y,
+                                    const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
+                                    bool has_bias, bool need_dx) {
+  const Dims d = check_backward_args(mode, x, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, has_bias,
+                                     Cells::kReducedPrecision);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = x.contiguous();
+  switch (x.scalar_type()) {
+    case at::kDouble:
+      return backward_with<double>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse,
+                                   need_dx);
+    case at::kBFloat16:
+      if constexpr (Cells::kReducedPrecision) {
+        return backward_with<at::BFloat16>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn,
+                                           reverse, need_dx);
+      }
+      break;
+    case at::kHalf:
+      if constexpr (Cells::kReducedPrecision) {
+        return backward_with<at::Half>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse,
+                                       need_dx);
+      }
+      break;
+    default: break;
+  }
+  return backward_with<float>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse, need_dx);
+}
+
+// Each unit's function called in a loop on the host, in place of a CUDA kernel's threads.
+struct UnitLoopCells {
+  static constexpr bool kReducedPrecision = false;
+  template <typename Rows>
+  static void each_unit(const Rows& a, int64_t n, void (*unit)(const Rows&, int64_t, int64_t)) {
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t j = 0; j < a.H; ++j) unit(a, b, j);
+    }
+  }
+  template <typename S>
+  void run(const LstmForwardRows<S>& a, int64_t n) const { each_unit(a, n, &lstm_forward_unit<S>); }
+  template <typename S>
+  void run(const GruForwardRows<S>& a, int64_t n) const { each_unit(a, n, &gru_forward_unit<S>); }
+  template <typename S>
+  void run(const RnnForwardRows<S>& a, int64_t n) const { each_unit(a, n, &rnn_forward_unit<S>); }
+  template <typename S>
+  void run(const LstmBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &lstm_backward_unit<S>); }
+  template <typename S>
+  void run(const GruBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &gru_backward_unit<S>); }
+  template <typename S>
+  void run(const RnnBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &rnn_backward_unit<S>); }
+};
+
+}  // namespace
+
+std::vector<at::Tensor> rnn_forward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                                             const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                                             const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  TORCH_CHECK(x.device().is_cpu(), "rnn_forward_unitwise runs on CPU tensors, got ", x.device());
+  return forward_on(UnitLoopCells{}, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                    save_workspace);
+}
+
+std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                              const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                                              const at::Tensor& workspace, const at::Tensor& grad_y,
+                                              const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
+                                              bool has_bias, bool need_dx) {
+  TORCH_CHECK(x.device().is_cpu(), "rnn_backward_unitwise runs on CPU tensors, got ", x.device());
+  return backward_on(UnitLoopCells{}, mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn,
+                     reverse, has_bias, need_dx);
+}
+
+#ifdef PYSEQ_WITH_CUDA
+namespace {
+
+// The cell updates as kernels on the current stream of the tensors' device.
+struct CudaCells {
+  static constexpr bool kReducedPrecision = true;
+  void* stream;
+  template <typename Rows>
+  void run(const Rows& a, int64_t n) const {
+    launch_cell_update(a, n, stream);
+    const char* error = cuda_last_error();
+    TORCH_CHECK(error == nullptr, "pyseq: the recurrent cell-update kernel failed to launch: ", error);
+  }
+};
+
+// The dispatcher picks this kernel when any tensor argument is on CUDA; x decides the device.
+CudaCells cells_on(const at::Tensor& x) {
+  TORCH_CHECK(x.is_cuda(), "Expected all tensors to be on the same device, but found x on ", x.device(),
+              " and other arguments on CUDA");
+  return {c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(x.device()).native_handle()};
+}
+
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor>;
+
+Forward layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  const c10::DeviceGuard guard(x.device());
+  std::vector<at::Tensor> out =
+      forward_on(cells_on(x), mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+Backward layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                             const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                             const at::Tensor& workspace, const at::Tensor& grad_y, const at::Tensor& grad_hn,
+                             const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx) {
+  const c10::DeviceGuard guard(x.device());
+  std::vector<at::Tensor> g = backward_on(cells_on(x), mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y,
+                                          grad_hn, grad_cn, reverse, has_bias, need_dx);
+  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+}
+
+}  // namespace
+#endif
+
+}  // namespace pyseq
+
+#ifdef PYSEQ_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+  m.impl("rnn_layer", &pyseq::layer_cuda);
+  m.impl("rnn_layer_backward", &pyseq::layer_backward_cuda);
+}
+#endif

@@ -1,0 +1,150 @@
+"""The recurrent layers' CUDA path (csrc/rnn/rnn_cuda.*).
+
+Everywhere: its schedule with each unit's cell update (rnn_steps.h, a CUDA thread's work) called on the CPU, against
+the CPU kernels, every output and gradient of both ops. With a GPU: the layers on CUDA against the CPU path and
+torch.nn on CUDA (cuDNN), bfloat16/float16, and the CUDA kernels' registration. Where this build has CUDA sources:
+every recurrent op has a CUDA kernel.
+"""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import pyseq
+from pyseq import _C
+from pyseq._ops import rnn as rnn_ops
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+MODES = {"lstm": rnn_ops.LSTM, "gru": rnn_ops.GRU, "rnn_tanh": rnn_ops.RNN_TANH, "rnn_relu": rnn_ops.RNN_RELU}
+
+
+def layer_args(mode, dtype, batch_sizes, proj=False, bias=True, reverse=False, save=True, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    G = rnn_ops.GATES[mode]
+    I, H = 3, 5
+    Hr = 2 if proj else H
+    B, N = int(batch_sizes[0]), int(batch_sizes.sum())
+
+    def t(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    empty = torch.empty(0, dtype=dtype, device=device)
+    return (mode, t(N, I), batch_sizes, t(B, Hr), t(B, H) if mode == rnn_ops.LSTM else empty, t(G * H, I),
+            t(G * H, Hr), t(G * H) if bias else empty, t(G * H) if bias else empty, t(Hr, H) if proj else empty,
+            reverse, save)
+
+
+def backward_args(args, forward, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    mode, x, batch_sizes, _, _, w_ih, w_hh, b_ih, _, w_hr, reverse, _ = args
+    y, h_n, c_n, ws = forward
+
+    def like(t):
+        return torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+    return (mode, x, batch_sizes, w_ih, w_hh, w_hr, ws, like(y), like(h_n), like(c_n), reverse, b_ih.numel() > 0,
+            True)
+
+
+CASES = [
+    (name, proj, bias, reverse, sizes)
+    for name, proj, bias, reverse, sizes in itertools.product(
+        MODES, (False, True), (True, False), (False, True), ([4, 4, 4], [4, 3, 3, 1], [1]))
+    if not (proj and name != "lstm")
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name,proj,bias,reverse,sizes", CASES)
+def test_unitwise_schedule_matches_cpu_kernels(dtype, name, proj, bias, reverse, sizes):
+    batch_sizes = torch.tensor(sizes)
+    args = layer_args(MODES[name], dtype, batch_sizes, proj=proj, bias=bias, reverse=reverse)
+    expected = torch.ops.pyseq.rnn_layer(*args)
+    got = _C.rnn_layer_unitwise(*args)
+    # float64: the same math in the same order up to the GEMM library's summation order.
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, **tol)
+    grads = backward_args(args, expected)
+    for a, b in zip(_C.rnn_layer_backward_unitwise(*grads), torch.ops.pyseq.rnn_layer_backward(*grads)):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_unitwise_schedule_without_workspace_and_errors():
+    args = layer_args(rnn_ops.GRU, torch.float64, torch.tensor([2, 2]), save=False)
+    y, h_n, c_n, ws = _C.rnn_layer_unitwise(*args)
+    assert ws.shape == (0, _C.rnn_workspace_columns(rnn_ops.GRU, 5, 5))
+    torch.testing.assert_close(y, torch.ops.pyseq.rnn_layer(*args)[0], rtol=1e-12, atol=1e-12)
+    bad = list(args)
+    bad[1] = bad[1].to(torch.bfloat16)
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        _C.rnn_layer_unitwise(*bad)
+
+
+def test_cuda_kernels_registered():
+    if not _C.with_cuda:
+        pytest.skip("this build has no CUDA sources")
+    for op in ("pyseq::rnn_layer", "pyseq::rnn_layer_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
+
+
+# ---- on a GPU ---------------------------------------------------------------------------------------------------
+
+
+@needs_gpu
+@pytest.mark.parametrize("name,proj,bias,reverse,sizes", CASES)
+def test_cuda_ops_match_cpu(name, proj, bias, reverse, sizes):
+    batch_sizes = torch.tensor(sizes)
+    cpu = layer_args(MODES[name], torch.float64, batch_sizes, proj=proj, bias=bias, reverse=reverse)
+    gpu = layer_args(MODES[name], torch.float64, batch_sizes, proj=proj, bias=bias, reverse=reverse, device="cuda")
+    expected, got = torch.ops.pyseq.rnn_layer(*cpu), torch.ops.pyseq.rnn_layer(*gpu)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+    for a, b in zip(torch.ops.pyseq.rnn_layer_backward(*backward_args(gpu, got)),
+                    torch.ops.pyseq.rnn_layer_backward(*backward_args(cpu, expected))):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_cuda_16_bit_close_to_float32(dtype, cell):
+    torch.manual_seed(0)
+    module = getattr(pyseq.nn, cell)(32, 64, num_layers=2, bidirectional=True).cuda()
+    x = torch.randn(20, 8, 32, device="cuda")
+    out32, _ = module(x)
+    out16, _ = module.to(dtype)(x.to(dtype))
+    assert out16.dtype == dtype
+    # bfloat16 keeps 8 bits of mantissa: ~4e-3 relative per rounding, over 20 steps and two layers.
+    err = (out16.float() - out32).abs().max().item()
+    assert err < (5e-2 if dtype == torch.bfloat16 else 1e-2), err
+    out16.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+@needs_gpu
+def test_cuda_packed_sequence_matches_cudnn():
+    torch.manual_seed(0)
+    ours = pyseq.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3).cuda()
+    ref = torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3).cuda()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(9, 5, 4, device="cuda")
+    lengths = torch.tensor([9, 2, 7, 1, 4])
+    out_a, (h_a, c_a) = ours(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    out_b, (h_b, c_b) = ref(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    for a, b in ((out_a.data, out_b.data), (h_a, h_b), (c_a, c_b)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_gpu
+def test_cuda_mixed_devices_raise():
+    module = pyseq.nn.GRU(3, 4).cuda()
+    with pytest.raises(RuntimeError, match="device"):
+        module(torch.randn(2, 1, 3))
+    args = list(layer_args(rnn_ops.GRU, torch.float32, torch.tensor([1]), device="cuda"))
+    args[3] = args[3].cpu()
+    with pytest.raises(RuntimeError, match="device"):
+        torch.ops.pyseq.rnn_layer(*args)
