@@ -79,15 +79,21 @@ bench: build $(BENCH_STAMP)
 bench-pytest: build $(BENCH_STAMP)
 	$(VENV)/bin/pytest -q benchmarks -m "not slow" -p no:cacheprovider --benchmark-only
 
-# On a machine with a CUDA torch (the GPU machines: torch 2.11 + CUDA 13, no network): build with the CUDA sources
-# on, for Hopper, into the environment of the `python3` that holds torch (its packages already satisfy
+# On a machine with a CUDA torch and a GPU (the GPU machines: torch 2.11 + CUDA 13, no network): build with the CUDA
+# sources on, for Hopper, into the environment of the `python3` that holds torch (its packages already satisfy
 # requirements-build.txt; the references of requirements-dev.txt cannot be installed there, and the tests that
-# need them are skipped), and run the test suite.
+# need them are skipped), run the test suite (the CUDA tests run there), then the GPU benchmark against cuDNN,
+# which writes its table to GPU_RESULTS. Each part has its own time limit, so that a slow one cannot eat the others'
+# time: under 8 minutes in all.
+GPU_RESULTS ?= benchmarks/gpu_results.md
 gpu-check:
 	prefix="$$($(PYTHON) -c 'import sys; print(sys.prefix)')" && \
-	$(MAKE) test VENV="$$prefix" TORCH_SPEC= DEV_REQUIREMENTS=requirements-build.txt PYSEQ_CUDA=on \
+	timeout 200 $(MAKE) build VENV="$$prefix" TORCH_SPEC= DEV_REQUIREMENTS=requirements-build.txt PYSEQ_CUDA=on \
 		PYSEQ_CUDA_ARCHITECTURES=90 && \
-	"$$prefix/bin/python" -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']"
+	"$$prefix/bin/python" -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']" && \
+	{ timeout 150 "$$prefix/bin/python" -m pytest -q -x -p no:cacheprovider; tests=$$?; \
+	  timeout 100 "$$prefix/bin/python" benchmarks/gpu_check.py --budget 70 --out $(GPU_RESULTS); bench=$$?; \
+	  echo "gpu-check: tests exit $$tests, benchmark exit $$bench"; test $$tests = 0 -a $$bench = 0; }
 
 clean:
 	rm -rf build dist *.egg-info

@@ -1,0 +1,135 @@
+"""The GPU benchmark of `make gpu-check`: pyseq's recurrent layers against torch.nn's (cuDNN) on CUDA, forward and
+forward+backward, T=100, B in {1, 8, 64}, H in {256, 1024} (input size = H), float32 and bfloat16, one layer.
+
+    python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
+
+Each case first checks that pyseq agrees with cuDNN, then times both alternately (CUDA-synchronized, medians). The
+run stops starting new cases when --budget seconds have passed, and says which it skipped, so that a slow case
+cannot eat the time of what follows it. The table goes to stdout and, with --out, to FILE (markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import pyseq  # noqa: E402
+from harness import time_pair  # noqa: E402
+
+CELLS = ["LSTM", "GRU", "RNN"]
+BATCHES = [1, 8, 64]
+HIDDEN = [256, 1024]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+T = 100
+
+
+def synchronized(fn):
+    def run():
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def build(cell, B, H, dtype, seed=0):
+    torch.manual_seed(seed)
+    ours = getattr(pyseq.nn, cell)(H, H).to("cuda", dtype)
+    ref = getattr(torch.nn, cell)(H, H).to("cuda", dtype)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, H, device="cuda", dtype=dtype)
+    return ours, ref, x
+
+
+def check(ours, ref, x):
+    """Outputs and weight gradients against cuDNN, normwise; float32 to 1e-3 (cuDNN may use TF32-free but
+    differently ordered sums over 100 steps), bfloat16 to 5e-2."""
+    tol = 1e-3 if x.dtype == torch.float32 else 5e-2
+    results = []
+    for module in (ours, ref):
+        out, _ = module(x)
+        out.float().square().mean().backward()
+        results.append([out.detach().float()] + [p.grad.float().clone() for p in module.parameters()])
+        module.zero_grad()
+    for a, b in zip(*results):
+        err = (a - b).abs().max().item()
+        scale = max(1.0, b.abs().max().item())
+        assert err <= tol * scale, f"pyseq differs from cuDNN by {err} (scale {scale})"
+
+
+def forward_fn(module, x):
+    def run():
+        with torch.no_grad():
+            module(x)
+
+    return synchronized(run)
+
+
+def train_fn(module, x):
+    def run():
+        out, _ = module(x)
+        out.sum().backward()
+
+    return synchronized(run)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--budget", type=float, default=150.0, help="seconds after which no new case starts")
+    parser.add_argument("--quick", action="store_true", help="one size per cell and dtype, short timing")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device")
+    batches, hidden = ([8], [256]) if args.quick else (BATCHES, HIDDEN)
+    per_side = 0.05 if args.quick else 0.25
+    start = time.monotonic()
+    rows, skipped = [], []
+    cases = [(c, d, b, h) for d in DTYPES for c in CELLS for h in hidden for b in batches]
+    for cell, dname, B, H in cases:
+        label = f"{cell} {dname} T={T} B={B} H={H}"
+        if time.monotonic() - start > args.budget:
+            skipped.append(label)
+            continue
+        ours, ref, x = build(cell, B, H, DTYPES[dname])
+        try:
+            check(ours, ref, x)
+        except AssertionError as e:
+            rows.append((label, "check", float("nan"), float("nan"), f"FAILED: {e}"))
+            print(rows[-1], flush=True)
+            continue
+        for pass_name, make in (("forward", forward_fn), ("fwd+bwd", train_fn)):
+            t_ours, t_ref = time_pair(make(ours, x), make(ref, x), budget_s=per_side)
+            rows.append((label, pass_name, t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+            print(rows[-1], flush=True)
+        del ours, ref, x
+        torch.cuda.empty_cache()
+
+    props = torch.cuda.get_device_properties(0)
+    lines = [
+        f"GPU: {props.name}; torch {torch.__version__}, CUDA {torch.version.cuda}; pyseq {pyseq.build_info()}",
+        f"command: python benchmarks/gpu_check.py{' --quick' if args.quick else ''}; "
+        f"{time.monotonic() - start:.0f} s",
+        "",
+        "| case | pass | pyseq ms | cuDNN ms | cuDNN/pyseq |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {c} | {p} | {a:.3f} | {b:.3f} | {r} |" for c, p, a, b, r in rows]
+    if skipped:
+        lines += ["", f"Not run (time budget of {args.budget:.0f} s spent): " + "; ".join(skipped)]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+    if any(r[1] == "check" for r in rows):
+        sys.exit("gpu_check: pyseq disagreed with cuDNN (see the table)")
+
+
+if __name__ == "__main__":
+    main()
