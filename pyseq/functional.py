@@ -61,6 +61,22 @@ def _layer_weights(mode, weights, num_layers, num_directions):
     return [list(weights[i * per : (i + 1) * per]) for i in range(groups)], has_bias, has_proj
 
 
+_BATCH_SIZES: dict = {}
+
+
+def _full_batch_sizes(steps: int, batch: int) -> Tensor:
+    """batch_sizes [T] of a padded input (every sequence runs every step), made once per (T, B) in eager mode: the
+    ops only read it, and a decoder step would otherwise make it every call."""
+    if torch.compiler.is_compiling():
+        return torch.full((steps,), batch, dtype=torch.int64)
+    sizes = _BATCH_SIZES.get((steps, batch))
+    if sizes is None:
+        if len(_BATCH_SIZES) >= 64:
+            _BATCH_SIZES.clear()
+        sizes = _BATCH_SIZES[(steps, batch)] = torch.full((steps,), batch, dtype=torch.int64)
+    return sizes
+
+
 def _states(h0, c0):
     return (h0,) if c0 is None else (h0, c0)
 
@@ -111,7 +127,7 @@ def _run(
             raise ValueError(f"{name}: input must have at least one time step, got a sequence of length 0")
         sorted_indices = unsorted_indices = None
         data = x.reshape(steps * batch, x.shape[2])
-        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
+        batch_sizes = _full_batch_sizes(steps, batch)
     if data.dtype != w_ih0.dtype:
         raise ValueError(
             f"{name} input dtype ({data.dtype}) does not match weight dtype ({w_ih0.dtype}). Convert input: "
@@ -195,8 +211,8 @@ def _run(
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
 
-    h_n = torch.stack(h_n)
-    c_n = torch.stack(c_n) if lstm else None
+    h_n = torch.stack(h_n) if len(h_n) > 1 else h_n[0].unsqueeze(0)
+    c_n = (torch.stack(c_n) if len(c_n) > 1 else c_n[0].unsqueeze(0)) if lstm else None
     if packed:
         if unsorted_indices is not None:
             h_n = h_n.index_select(1, unsorted_indices)

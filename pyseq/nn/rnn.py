@@ -105,7 +105,10 @@ class _RNNBase(nn.Module):
 
     @property
     def _flat_weights(self) -> list[Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
+        # Straight from the parameter dict (a decoder step pays nn.Module.__getattr__ per weight otherwise); a name
+        # that is not there (a parametrization, a plain tensor attribute) goes through getattr.
+        params = self._parameters
+        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
