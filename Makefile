@@ -84,14 +84,14 @@ bench-pytest: build $(BENCH_STAMP)
 # requirements-build.txt; the references of requirements-dev.txt cannot be installed there, and the tests that
 # need them are skipped), run the test suite (the CUDA tests run there), then the GPU benchmark against cuDNN,
 # which writes its table to GPU_RESULTS. Each part has its own time limit, so that a slow one cannot eat the others'
-# time: under 8 minutes in all.
+# time: under 8 minutes in all. (-P: the installed pyseq, not the source folder of the working directory.)
 GPU_RESULTS ?= benchmarks/gpu_results.md
 gpu-check:
 	prefix="$$($(PYTHON) -c 'import sys; print(sys.prefix)')" && \
 	timeout 200 $(MAKE) build VENV="$$prefix" TORCH_SPEC= DEV_REQUIREMENTS=requirements-build.txt PYSEQ_CUDA=on \
 		PYSEQ_CUDA_ARCHITECTURES=90 && \
-	"$$prefix/bin/python" -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']" && \
-	{ timeout 150 "$$prefix/bin/python" -m pytest -q -x -p no:cacheprovider; tests=$$?; \
+	"$$prefix/bin/python" -P -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']" && \
+	{ timeout 150 "$$prefix/bin/python" -P -m pytest -q -x -p no:cacheprovider; tests=$$?; \
 	  timeout 100 "$$prefix/bin/python" benchmarks/gpu_check.py --budget 70 --out $(GPU_RESULTS); bench=$$?; \
 	  echo "gpu-check: tests exit $$tests, benchmark exit $$bench"; test $$tests = 0 -a $$bench = 0; }
 
