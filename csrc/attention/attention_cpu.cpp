@@ -199,15 +199,13 @@ std::pair<at::Tensor, at::Tensor> check_key_factors(const at::Tensor& key_exp2x,
 // operation (one vector division per 16 terms, at a throughput of one per ~10 cycles); with AVX-512 it is replaced
 // by the 14-bit reciprocal estimate refined by one Newton step (relative error ~1e-8, below float32 rounding:
 // the argument is >= 1, so no zero, denormal or infinity reaches it).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef PYSEQ_HAVE_TARGETS
 #define PYSEQ_HAVE_AVX512_RECIPROCAL 1
 #include <immintrin.h>
 // For `count` (1 to 4) key rows fk[0..count) at once, sharing the loads of v and fq: out[c] = sum_a v[a] /
 // (fq[a] fk[c][a] + 1).
-__attribute__((target("avx512f"))) void weighted_reciprocal_sums_avx512(const float* __restrict__ v,
-                                                                         const float* __restrict__ fq,
-                                                                         const float* const* fk, int count, int64_t A,
-                                                                         float* out) {
+PYSEQ_TARGET_AVX512 void weighted_reciprocal_sums_avx512(const float* __restrict__ v, const float* __restrict__ fq,
+                                                         const float* const* fk, int count, int64_t A, float* out) {
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   int64_t a = 0;
@@ -240,7 +238,7 @@ PYSEQ_ALWAYS_INLINE void additive_scores_row_impl(const T* __restrict__ q, const
   using V = Block<T>;
   const T* __restrict__ fq = eq.row(q_row);
   // With AVX-512, factored keys are scored four at a time (pending holds the ones not scored yet).
-  [[maybe_unused]] const bool avx512 = cpu_has_avx512f();
+  [[maybe_unused]] const bool avx512 = use_avx512_helpers();
   [[maybe_unused]] int64_t pending[4];
   [[maybe_unused]] int count = 0;
   [[maybe_unused]] const auto flush = [&] {

@@ -149,13 +149,13 @@ void gather_row(int64_t lo, int64_t hi, const double* lp_row, const int32_t* lab
   gather_row_impl(lo, hi, lp_row, labels, emit);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef PYSEQ_HAVE_TARGETS
 #define PYSEQ_HAVE_AVX512_PERMUTE 1
 #include <immintrin.h>
 // emit[s] = lp_row[labels[s]] over [lo, hi) for C <= 32 classes: the row sits in two registers and each 16 cells
 // take one two-table permute, instead of a 16-lane gather from memory (several times slower per cell).
-__attribute__((target("avx512f"))) void gather_row_permute_avx512(int64_t lo, int64_t hi, const float* lp_row,
-                                                                  int64_t C, const int32_t* labels, float* emit) {
+PYSEQ_TARGET_AVX512 void gather_row_permute_avx512(int64_t lo, int64_t hi, const float* lp_row, int64_t C,
+                                                   const int32_t* labels, float* emit) {
   alignas(64) float table[32] = {};
   std::copy(lp_row, lp_row + C, table);
   const __m512 low = _mm512_load_ps(table), high = _mm512_load_ps(table + 16);
@@ -172,7 +172,7 @@ template <typename T>
 void gather_emissions(const T* lp_row, int64_t C, const Lattice& lat, const Band& bd, T* emit) {
 #ifdef PYSEQ_HAVE_AVX512_PERMUTE
   if constexpr (std::is_same_v<T, float>) {
-    if (C <= 32 && cpu_has_avx512f()) {
+    if (C <= 32 && use_avx512_helpers()) {
       gather_row_permute_avx512(bd.lo, bd.hi, lp_row, C, lat.labels.data(), emit);
       return;
     }

@@ -20,14 +20,9 @@ std::atomic<int> g_kernel{static_cast<int>(RecurrentKernel::Auto)};
 const char* const kKernelNames[] = {"auto", "aten", "portable", "avx2", "avx512"};
 
 bool cpu_supports(RecurrentKernel kernel) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (kernel == RecurrentKernel::Avx512) return __builtin_cpu_supports("x86-64-v4");
-  if (kernel == RecurrentKernel::Avx2) return __builtin_cpu_supports("x86-64-v3");
+  if (kernel == RecurrentKernel::Avx512) return cpu_supports(Isa::Avx512);
+  if (kernel == RecurrentKernel::Avx2) return cpu_supports(Isa::Avx2);
   return true;
-#else
-  return kernel != RecurrentKernel::Avx512 && kernel != RecurrentKernel::Avx2;
-#endif
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -346,14 +341,6 @@ PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const 
 
 // The per-thread bodies, compiled once per ISA. They are called from inside the parallel region (an outlined
 // OpenMP body does not inherit a target attribute, so the ISA-specific code must be a function of its own).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYSEQ_TARGET_AVX512 __attribute__((target("arch=x86-64-v4"), noinline))
-#define PYSEQ_TARGET_AVX2 __attribute__((target("arch=x86-64-v3"), noinline))
-#else
-#define PYSEQ_TARGET_AVX512 __attribute__((noinline))
-#define PYSEQ_TARGET_AVX2 __attribute__((noinline))
-#endif
-
 PYSEQ_TARGET_AVX512 void forward_thread_avx512(const PackedForwardArgs& a, const SharedBuffers& b, int tid, int nt) {
   forward_thread_any<16>(a, b, tid, nt);
 }
