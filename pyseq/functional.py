@@ -47,7 +47,8 @@ _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LS
 
 
 def _layer_weights(mode, weights, num_layers, num_directions):
-    """Splits the flat list per (layer, direction) and tells whether there are biases and a projection."""
+    """The number of tensors per (layer, direction) in the flat list, and whether there are biases and a
+    projection."""
     groups = num_layers * num_directions
     per = len(weights) // groups if groups else 0
     allowed = (2, 3, 4, 5) if mode == _rnn_ops.LSTM else (2, 4)
@@ -58,7 +59,7 @@ def _layer_weights(mode, weights, num_layers, num_directions):
         )
     has_bias = per in (4, 5)
     has_proj = per in (3, 5)
-    return [list(weights[i * per : (i + 1) * per]) for i in range(groups)], has_bias, has_proj
+    return per, has_bias, has_proj
 
 
 _BATCH_SIZES: dict = {}
@@ -100,8 +101,8 @@ def _run(
     name = _NAMES[mode]
     lstm = mode == _rnn_ops.LSTM
     num_directions = 2 if bidirectional else 1
-    groups, has_bias, has_proj = _layer_weights(mode, weights, num_layers, num_directions)
-    w_ih0, w_hh0 = groups[0][0], groups[0][1]
+    per, has_bias, has_proj = _layer_weights(mode, weights, num_layers, num_directions)
+    w_ih0, w_hh0 = weights[0], weights[1]
     hidden_size = w_hh0.shape[0] // _rnn_ops.GATES[mode]
     real_hidden = w_hh0.shape[1]
     input_size = w_ih0.shape[1]
@@ -178,8 +179,12 @@ def _run(
 
     needs_grad = torch.is_grad_enabled() and (
         data.requires_grad or h0.requires_grad or (c0 is not None and c0.requires_grad)
-        or any(w.requires_grad for w in weights)
     )
+    if not needs_grad and torch.is_grad_enabled():
+        for w in weights:
+            if w.requires_grad:
+                needs_grad = True
+                break
     empty = data.new_empty(0)
     layer_input = data
     h_n, c_n = [], []
@@ -187,20 +192,18 @@ def _run(
         outputs = []
         for direction in range(num_directions):
             index = layer * num_directions + direction
-            w = groups[index]
-            b_ih, b_hh = (w[2], w[3]) if has_bias else (empty, empty)
-            w_hr = w[-1] if has_proj else empty
+            base = index * per
             y, h, c, _ = _rnn_ops.rnn_layer(
                 mode,
                 layer_input,
                 batch_sizes,
                 h0[index],
                 c0[index] if lstm else empty,
-                w[0],
-                w[1],
-                b_ih,
-                b_hh,
-                w_hr,
+                weights[base],
+                weights[base + 1],
+                weights[base + 2] if has_bias else empty,
+                weights[base + 3] if has_bias else empty,
+                weights[base + per - 1] if has_proj else empty,
                 direction == 1,
                 needs_grad,
             )

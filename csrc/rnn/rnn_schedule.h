@@ -170,6 +170,11 @@ storage_t<T>* data_of(const at::Tensor& t) {
   return reinterpret_cast<storage_t<T>*>(t.data_ptr<T>());
 }
 
+// t.narrow(dim, start, length), or t itself when that is all of it: a one-step call pays for every view it makes.
+inline at::Tensor part(const at::Tensor& t, int64_t dim, int64_t start, int64_t length) {
+  return start == 0 && length == t.size(dim) ? t : t.narrow(dim, start, length);
+}
+
 // ---- forward ----------------------------------------------------------------------------------------------------
 
 // Tensors of one forward call: inputs as the kernels read them, outputs and the workspace.
@@ -231,8 +236,8 @@ void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at
     if (n == 0) continue;
     if (n != active) {  // views change only when sequences end (packed input), not every step
       active = n;
-      gh_active = gh.narrow(0, 0, n);
-      h_active = st.h.narrow(0, 0, n);
+      gh_active = part(gh, 0, 0, n);
+      h_active = part(st.h, 0, 0, n);
     }
     at::mm_out(gh_active, h_active, w_hh_t);
     S* saved = ws_p ? ws_p + row * saved_ld : nullptr;
@@ -312,8 +317,8 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
     const S* saved = ws_p + row * saved_ld;
     if (n != active) {
       active = n;
-      dh_active = b.dh.narrow(0, 0, n);
-      if (gru) dh_skip_active = dh_skip.narrow(0, 0, n);
+      dh_active = part(b.dh, 0, 0, n);
+      if (gru) dh_skip_active = part(dh_skip, 0, 0, n);
     }
     switch (d.mode) {
       case CellMode::Lstm: {
@@ -323,7 +328,7 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
         if (d.proj) {
           dh_active.add_(b.gy.narrow(0, row, n));
           b.dh_all.narrow(0, row, n).copy_(dh_active);
-          at::Tensor dh_raw_n = dh_raw.narrow(0, 0, n);
+          at::Tensor dh_raw_n = part(dh_raw, 0, 0, n);
           at::mm_out(dh_raw_n, dh_active, w_hr);
           dh_in = data_of<T>(dh_raw);
           dy = nullptr;
@@ -361,7 +366,7 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
   const auto opts = x.options();
   // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last, so the input side
   // (dar, daz, dain) is two column blocks; the products run on the blocks rather than on a gathered copy.
-  const at::Tensor dg_hidden = b.dgates.narrow(1, 0, GH);
+  const at::Tensor dg_hidden = part(b.dgates, 1, 0, GH);
   const at::Tensor h_prev = ws.narrow(1, h_prev_column(d.mode, H), Hr);
   at::Tensor dw_hh = at::mm(dg_hidden.t(), h_prev);
   at::Tensor dx = at::empty({need_dx ? d.N : 0, d.I}, opts);
@@ -373,18 +378,18 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
           : std::vector<std::array<int64_t, 3>>{{0, GH, 0}};
   for (size_t k = 0; k < blocks.size(); ++k) {
     const auto [first, rows, col] = blocks[k];
-    const at::Tensor dg = b.dgates.narrow(1, col, rows);
+    const at::Tensor dg = part(b.dgates, 1, col, rows);
     if (need_dx) {
       if (k == 0) {
-        at::mm_out(dx, dg, w_ih.narrow(0, first, rows));
+        at::mm_out(dx, dg, part(w_ih, 0, first, rows));
       } else {
-        dx.addmm_(dg, w_ih.narrow(0, first, rows));
+        dx.addmm_(dg, part(w_ih, 0, first, rows));
       }
     }
-    at::Tensor dw_block = dw_ih.narrow(0, first, rows);
+    at::Tensor dw_block = part(dw_ih, 0, first, rows);
     at::mm_out(dw_block, dg.t(), x);
     if (d.bias) {
-      at::Tensor db_block = db_ih.narrow(0, first, rows);
+      at::Tensor db_block = part(db_ih, 0, first, rows);
       at::sum_out(db_block, dg, {0});
     }
   }

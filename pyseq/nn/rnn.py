@@ -14,10 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from .._ops import rnn as _rnn_ops
 
 __all__ = ["LSTM", "GRU", "RNN", "init_irnn_"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_MODE_IDS = {"LSTM": _rnn_ops.LSTM, "GRU": _rnn_ops.GRU, "RNN_TANH": _rnn_ops.RNN_TANH, "RNN_RELU": _rnn_ops.RNN_RELU}
 
 
 class _RNNBase(nn.Module):
@@ -133,17 +135,18 @@ class _RNNBase(nn.Module):
             s += ", bidirectional={bidirectional}"
         return s.format(**self.__dict__)
 
-    def _forward(self, fn, input, hx, **extra):
-        return fn(
+    def _forward(self, input, hx):
+        # Straight to the functional layer's runner: a decoder step pays for every Python call on the way.
+        return F._run(
+            _MODE_IDS[self.mode],
             input,
             hx,
             self._flat_weights,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            training=self.training,
-            **extra,
+            self.num_layers,
+            self.bidirectional,
+            self.batch_first,
+            self.dropout,
+            self.training,
         )
 
 
@@ -164,7 +167,7 @@ class LSTM(_RNNBase):
         super().__init__("LSTM", *args, **kwargs)
 
     def forward(self, input, hx=None):
-        return self._forward(F.lstm, input, hx)
+        return self._forward(input, hx)
 
 
 class GRU(_RNNBase):
@@ -183,7 +186,7 @@ class GRU(_RNNBase):
         super().__init__("GRU", *args, **kwargs)
 
     def forward(self, input, hx=None):
-        return self._forward(F.gru, input, hx)
+        return self._forward(input, hx)
 
 
 class RNN(_RNNBase):
@@ -213,7 +216,7 @@ class RNN(_RNNBase):
         super().__init__(mode, *args, **kwargs)
 
     def forward(self, input, hx=None):
-        return self._forward(F.rnn, input, hx, nonlinearity=self.nonlinearity)
+        return self._forward(input, hx)
 
 
 def init_irnn_(module: nn.Module, scale: float = 1.0) -> nn.Module:
