@@ -129,6 +129,11 @@ def _run(
         sorted_indices = unsorted_indices = None
         data = x.reshape(steps * batch, x.shape[2])
         batch_sizes = _full_batch_sizes(steps, batch)
+    if data.device != w_ih0.device:
+        raise RuntimeError(
+            "Input and parameter tensors are not at the same device, found input tensor at "
+            f"{data.device} and parameter tensor at {w_ih0.device}"
+        )
     if data.dtype != w_ih0.dtype:
         raise ValueError(
             f"{name} input dtype ({data.dtype}) does not match weight dtype ({w_ih0.dtype}). Convert input: "

@@ -465,3 +465,16 @@ def test_build_info():
     assert info["version"] == pyseq.__version__
     assert info["cpu_isa"] in ("avx512", "avx2", "baseline")
     assert info["cuda"] is False or isinstance(info["cuda_runtime"], int)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_input_and_weights_on_different_devices_raise_like_torch(cell):
+    ours, ref = make_pair(cell, 3, 4)
+    x = torch.randn(2, 1, 3, device="meta")
+    messages = []
+    for module in (ours, ref):
+        with pytest.raises(RuntimeError) as info:
+            module(x)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "Input and parameter tensors are not at the same device" in messages[0]
