@@ -1,5 +1,6 @@
 """The GPU benchmark of `make gpu-check`: pyseq's recurrent layers against torch.nn's (cuDNN) on CUDA, forward and
-forward+backward, T=100, B in {1, 8, 64}, H in {256, 1024} (input size = H), float32 and bfloat16, one layer.
+forward+backward, T=100, B in {1, 8, 64}, H in {256, 1024} (input size = H), float32 and bfloat16, one layer; at
+B <= 16 both forward kernels (the step schedule and the persistent kernel, see pyseq.set_cuda_recurrent_kernel).
 
     python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
 
@@ -103,10 +104,22 @@ def main():
             rows.append((label, "check", float("nan"), float("nan"), f"FAILED: {e}"))
             print(rows[-1], flush=True)
             continue
-        for pass_name, make in (("forward", forward_fn), ("fwd+bwd", train_fn)):
-            t_ours, t_ref = time_pair(make(ours, x), make(ref, x), budget_s=per_side)
-            rows.append((label, pass_name, t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
-            print(rows[-1], flush=True)
+        # The persistent forward kernel (opt-in, batch <= 16) is measured beside the default step schedule.
+        kernels = ["steps", "persistent"] if B <= 16 else ["steps"]
+        for kernel in kernels:
+            pyseq.set_cuda_recurrent_kernel(kernel)
+            try:
+                if kernel != "steps":
+                    check(ours, ref, x)
+                for pass_name, make in (("forward", forward_fn), ("fwd+bwd", train_fn)):
+                    t_ours, t_ref = time_pair(make(ours, x), make(ref, x), budget_s=per_side)
+                    rows.append((label, f"{pass_name} ({kernel})", t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+                    print(rows[-1], flush=True)
+            except AssertionError as e:
+                rows.append((label, f"check ({kernel})", float("nan"), float("nan"), f"FAILED: {e}"))
+                print(rows[-1], flush=True)
+            finally:
+                pyseq.set_cuda_recurrent_kernel("steps")
         del ours, ref, x
         torch.cuda.empty_cache()
 
@@ -127,7 +140,7 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(table + "\n")
-    if any(r[1] == "check" for r in rows):
+    if any(r[1].startswith("check") for r in rows):
         sys.exit("gpu_check: pyseq disagreed with cuDNN (see the table)")
 
 

@@ -44,6 +44,9 @@ void register_rnn(py::module_& m) {
         "pyseq::rnn_layer through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
   m.def("rnn_layer_backward_unitwise", &pyseq::rnn_backward_unitwise, py::call_guard<py::gil_scoped_release>(),
         "pyseq::rnn_layer_backward through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
+  m.def("set_cuda_recurrent_kernel", &pyseq::set_cuda_recurrent_kernel,
+        "The forward of the CUDA recurrent layers: steps (default) or persistent (small batches).");
+  m.def("cuda_recurrent_kernel", &pyseq::cuda_recurrent_kernel_name, "The CUDA recurrent-kernel setting.");
   m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
         "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
   m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");

@@ -18,7 +18,8 @@ def build_info() -> dict:
     compiled in), ``cuda_runtime`` (their CUDA runtime version, or None), ``cpu_isa`` (the instruction set that
     the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``) and
     ``recurrent_kernel`` (what float32 recurrent layers run: ``avx512``, ``avx2`` or ``portable`` packed-weight
-    kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`)."""
+    kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`) and ``cuda_recurrent_kernel`` (the forward
+    the CUDA recurrent layers run, see :func:`set_cuda_recurrent_kernel`)."""
     return {
         "version": __version__,
         "torch": torch.__version__,
@@ -26,6 +27,7 @@ def build_info() -> dict:
         "cuda_runtime": _C.cuda_runtime_version() if _C.with_cuda else None,
         "cpu_isa": _C.cpu_isa(),
         "recurrent_kernel": _C.recurrent_kernel_in_use(),
+        "cuda_recurrent_kernel": _C.cuda_recurrent_kernel(),
     }
 
 
@@ -35,6 +37,15 @@ def set_recurrent_kernel(name: str) -> None:
     the CPU lacks it) or ``"aten"`` (per-step GEMM library calls). For float32 layers without a projection; float64
     and LSTM projections always take the ``aten`` path. Meant for tests and measurements; process-wide."""
     _C.set_recurrent_kernel(name)
+
+
+def set_cuda_recurrent_kernel(name: str) -> None:
+    """Chooses the forward of the CUDA recurrent layers: ``"steps"`` (default: per step a cuBLAS recurrent product
+    and one fused cell-update kernel) or ``"persistent"``: one kernel for the whole time loop that keeps W_hh in
+    shared memory and synchronises the grid once per step, for padded input without projection, batch <= 16, in
+    float32, bfloat16 or float16, where the weights fit (the step schedule elsewhere; the backward always runs the
+    step schedule). Not yet run on a GPU, so not the default; process-wide."""
+    _C.set_cuda_recurrent_kernel(name)
 
 
 def empty_cache() -> None:
@@ -63,6 +74,7 @@ __all__ = [
     "crf",
     "build_info",
     "set_recurrent_kernel",
+    "set_cuda_recurrent_kernel",
     "empty_cache",
     "set_scratch_limit",
     "scratch_info",

@@ -465,6 +465,14 @@ def test_build_info():
     assert info["version"] == pyseq.__version__
     assert info["cpu_isa"] in ("avx512", "avx2", "baseline")
     assert info["cuda"] is False or isinstance(info["cuda_runtime"], int)
+    assert info["cuda_recurrent_kernel"] == "steps"
+    pyseq.set_cuda_recurrent_kernel("persistent")
+    try:
+        assert pyseq.build_info()["cuda_recurrent_kernel"] == "persistent"
+    finally:
+        pyseq.set_cuda_recurrent_kernel("steps")
+    with pytest.raises(ValueError, match="'steps' or 'persistent'"):
+        pyseq.set_cuda_recurrent_kernel("fast")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])

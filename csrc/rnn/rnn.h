@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 
+#include <string>
 #include <vector>
 
 namespace pyseq {
@@ -55,5 +56,11 @@ std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x,
                                               const at::Tensor& workspace, const at::Tensor& grad_y,
                                               const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
                                               bool has_bias, bool need_dx);
+
+// Which forward the CUDA recurrent layers run: "steps" (the default: cuBLAS recurrent product and one cell-update
+// kernel per step) or "persistent" (one persistent kernel for the whole time loop where it takes the layer, see
+// rnn_cuda.h; the step schedule elsewhere). A setting in every build; only CUDA builds read it.
+void set_cuda_recurrent_kernel(const std::string& name);
+std::string cuda_recurrent_kernel_name();
 
 }  // namespace pyseq

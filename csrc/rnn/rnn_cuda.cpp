@@ -1,13 +1,19 @@
 // CUDA glue of the recurrent layers: the schedule of rnn_schedule.h (input projection and weight gradients as
 // whole-sequence cuBLAS GEMMs through ATen, per step the recurrent product through ATen into a preallocated buffer
 // and one fused cell-update kernel of rnn_cuda.cu), on the current stream, with no host synchronisation in the time
-// loop. Device-generic ATen only, so that it builds against a CPU torch too (see CMakeLists.txt).
+// loop; or, when set_cuda_recurrent_kernel("persistent") asks for it, the forward time loop in the persistent kernel
+// of rnn_cuda.cu (the backward always runs the step schedule: the workspace is the same). Device-generic ATen only,
+// so that it builds against a CPU torch too (see CMakeLists.txt).
 //
 // The same schedule also runs on the CPU with each unit's function of rnn_steps.h called in a host loop
 // (rnn_forward_unitwise / rnn_backward_unitwise): the tests compare it with the CPU kernels and torch, which covers
 // everything of the CUDA path but the kernels' thread indexing and cuBLAS.
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <string>
 #include <tuple>
 
 #include "rnn.h"
@@ -34,7 +40,8 @@ std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::T
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = x.contiguous();
   switch (x.scalar_type()) {
-    case at::kDouble: return forward_with<double>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+    case at::kDouble:
+      return forward_with<double>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
     case at::kBFloat16:
       if constexpr (Cells::kReducedPrecision) {
         return forward_with<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
@@ -125,6 +132,18 @@ std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x,
                      reverse, has_bias, need_dx);
 }
 
+namespace {
+std::atomic<bool> g_persistent{false};
+}
+
+void set_cuda_recurrent_kernel(const std::string& name) {
+  TORCH_CHECK_VALUE(name == "steps" || name == "persistent",
+                    "CUDA recurrent kernel must be 'steps' or 'persistent', got '", name, "'");
+  g_persistent = name == "persistent";
+}
+
+std::string cuda_recurrent_kernel_name() { return g_persistent ? "persistent" : "steps"; }
+
 #ifdef PYSEQ_WITH_CUDA
 namespace {
 
@@ -148,6 +167,63 @@ CudaCells cells_on(const at::Tensor& x) {
 }
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The forward in the persistent kernel (rnn_cuda.h), where the setting asks for it and it takes the layer: padded
+// input (every sequence runs every step), no projection, B <= kPersistentMaxBatch, 32- or 16-bit floats, and a size
+// whose W_hh share fits each block's shared memory. nullopt otherwise.
+template <typename T>
+std::optional<Forward> persistent_forward_typed(const CudaCells& cells, const Dims& d, const Steps& steps,
+                                                const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                                const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse,
+                                                bool save) {
+  const auto opts = x.options();
+  const int64_t T_steps = static_cast<int64_t>(steps.sizes.size()), GH = d.G * d.H;
+  ForwardState st = forward_setup(d, x, h0, c0, w_ih, b_ih, b_hh, save, at::empty({d.N, GH}, opts));
+  at::Tensor h = at::empty({2, d.B, d.H}, opts);
+  h.select(0, 0).copy_(st.h);
+  at::Tensor gh = at::empty({d.B, GH}, opts);
+  const at::Tensor w = w_hh.contiguous();
+  const bool lstm = d.mode == CellMode::Lstm, gru = d.mode == CellMode::Gru;
+  const PersistentForward<storage_t<T>> args{static_cast<int>(d.mode),
+                                             T_steps,
+                                             d.B,
+                                             d.H,
+                                             reverse,
+                                             data_of<T>(st.gi),
+                                             data_of<T>(w),
+                                             gru ? data_of<T>(st.gru_b_hh) : nullptr,
+                                             data_of<T>(h),
+                                             lstm ? data_of<T>(st.c) : nullptr,
+                                             data_of<T>(gh),
+                                             data_of<T>(st.y),
+                                             save ? data_of<T>(st.ws) : nullptr,
+                                             st.saved_ld};
+  if (!launch_persistent_forward(args, cells.stream)) return std::nullopt;
+  st.h.copy_(h.select(0, T_steps % 2));
+  return Forward{st.y, st.h, st.c, st.ws};
+}
+
+std::optional<Forward> persistent_forward(const CudaCells& cells, int64_t mode, const at::Tensor& x,
+                                          const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                          const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
+  const Dims d = check_forward_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const bool padded = std::all_of(steps.sizes.begin(), steps.sizes.end(), [&](int64_t n) { return n == d.B; });
+  if (d.proj || !padded || d.B < 1 || d.B > kPersistentMaxBatch) return std::nullopt;
+  const at::Tensor xc = x.contiguous();
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      return persistent_forward_typed<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+    case at::kBFloat16:
+      return persistent_forward_typed<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse,
+                                                    save);
+    case at::kHalf:
+      return persistent_forward_typed<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+    default: return std::nullopt;
+  }
+}
 using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                             at::Tensor>;
 
@@ -155,8 +231,14 @@ Forward layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_si
                    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                    const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
   const c10::DeviceGuard guard(x.device());
+  const CudaCells cells = cells_on(x);
+  if (g_persistent) {
+    std::optional<Forward> out =
+        persistent_forward(cells, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+    if (out) return *out;
+  }
   std::vector<at::Tensor> out =
-      forward_on(cells_on(x), mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+      forward_on(cells, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
   return {out[0], out[1], out[2], out[3]};
 }
 
