@@ -127,7 +127,7 @@ def _run(
         if steps == 0:
             raise ValueError(f"{name}: input must have at least one time step, got a sequence of length 0")
         sorted_indices = unsorted_indices = None
-        data = x.reshape(steps * batch, x.shape[2])
+        data = x  # [T, B, I]: the layer op takes padded input as it is
         batch_sizes = _full_batch_sizes(steps, batch)
     if data.device != w_ih0.device:
         raise RuntimeError(
@@ -215,7 +215,7 @@ def _run(
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)
-        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, 1)
+        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, -1)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
 
@@ -227,7 +227,7 @@ def _run(
             c_n = c_n.index_select(1, unsorted_indices) if lstm else None
         output = PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices)
     else:
-        output = layer_input.view(steps, batch, layer_input.shape[1])
+        output = layer_input
         if not batched:
             output = output.squeeze(1)
             h_n = h_n.squeeze(1)

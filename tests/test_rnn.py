@@ -246,7 +246,7 @@ def test_opcheck(mode, proj, device):
     torch.library.opcheck(
         torch.ops.pyseq.rnn_layer_backward.default,
         (mode, x, batch_sizes, w_ih, w_hh, w_hr, ws, torch.randn_like(y), torch.randn_like(h_n), grad_cn, reverse,
-         True, True),
+         True, True, True),
     )
 
 
@@ -442,7 +442,8 @@ def test_kernel_argument_errors_name_the_argument():
         (1, torch.zeros(7, 4, dtype=torch.float32), TypeError, "w_ih must have the dtype of x"),
         (1, torch.zeros(7, 4, dtype=torch.int64), TypeError, "x must be float32 or float64"),
         (7, torch.zeros(14, dtype=torch.float64), RuntimeError, "b_ih must have shape \\[15\\], got \\[14\\]"),
-        (1, torch.zeros(7, dtype=torch.float64), ValueError, "x must be 2-D \\(N, input_size\\), got 1-D"),
+        (1, torch.zeros(7, dtype=torch.float64), ValueError,
+         "x must be 2-D \\(N, input_size\\) or 3-D \\(T, B, input_size\\), got 1-D"),
     ]
     for index, value, error, message in bad:
         call = list(args)
@@ -486,3 +487,32 @@ def test_input_and_weights_on_different_devices_raise_like_torch(cell):
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "Input and parameter tensors are not at the same device" in messages[0]
+
+
+@pytest.mark.parametrize("mode,proj", [(0, False), (2, False), (2, True), (3, False)])
+def test_layer_op_takes_padded_input_as_3d(mode, proj):
+    # [T, B, I] is the same layer as its T*B rows; y and dx come back [T, B, *].
+    args = list(sample_layer_args(mode, True, requires_grad=False, proj=proj))
+    T, B = 3, 3
+    args[1] = torch.randn(T * B, 4, dtype=torch.float64)
+    args[2] = torch.tensor([B] * T)
+    rows = tuple(args)
+    padded = tuple(args[:1] + [args[1].view(T, B, 4)] + args[2:])
+    y2, h2, c2, ws2 = torch.ops.pyseq.rnn_layer(*rows)
+    y3, h3, c3, ws3 = torch.ops.pyseq.rnn_layer(*padded)
+    assert y3.shape == (T, B, y2.shape[1])
+    for a, b in ((y3.reshape(y2.shape), y2), (h3, h2), (c3, c2), (ws3, ws2)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    mode_, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _ = rows
+    grad_y = torch.randn_like(y2)
+    back = (w_ih, w_hh, w_hr)
+    tail = (torch.randn_like(h2), torch.randn_like(c2) if mode == rnn_ops.LSTM else c2, reverse, True, True, True)
+    g2 = torch.ops.pyseq.rnn_layer_backward(mode, x, batch_sizes, *back, ws2, grad_y, *tail)
+    g3 = torch.ops.pyseq.rnn_layer_backward(mode, x.view(T, B, 4), batch_sizes, *back, ws3, grad_y.view(y3.shape),
+                                            *tail)
+    assert g3[0].shape == (T, B, 4)
+    for a, b in zip(g3, g2):
+        torch.testing.assert_close(a.reshape(b.shape), b, rtol=0, atol=0)
+    torch.library.opcheck(torch.ops.pyseq.rnn_layer.default,
+                          tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                                and a.numel() else a for a in padded))

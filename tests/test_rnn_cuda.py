@@ -45,7 +45,7 @@ def backward_args(args, forward, seed=1):
         return torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
 
     return (mode, x, batch_sizes, w_ih, w_hh, w_hr, ws, like(y), like(h_n), like(c_n), reverse, b_ih.numel() > 0,
-            True)
+            True, True)
 
 
 CASES = [
@@ -167,3 +167,21 @@ def test_cuda_persistent_forward_matches_step_schedule(cell, B, H, bidirectional
         pyseq.set_cuda_recurrent_kernel("steps")
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("kernel", ["auto", "aten"])
+def test_backward_without_the_initial_state_gradient(name, kernel):
+    # need_dh0=False skips the last step's product with W_hh: dh0 comes back empty, every other gradient the same.
+    args = layer_args(MODES[name], torch.float32, torch.tensor([3] * 9), bias=True)
+    grads = backward_args(args, torch.ops.pyseq.rnn_layer(*args))
+    pyseq.set_recurrent_kernel(kernel)
+    try:
+        for op in (torch.ops.pyseq.rnn_layer_backward, _C.rnn_layer_backward_unitwise):
+            full = op(*grads)
+            partial = op(*grads[:-1], False)
+            assert full[1].shape == (3, 5) and partial[1].numel() == 0
+            for i in (0, 2, 3, 4, 5, 6, 7):
+                torch.testing.assert_close(partial[i], full[i], rtol=0, atol=0)
+    finally:
+        pyseq.set_recurrent_kernel("auto")

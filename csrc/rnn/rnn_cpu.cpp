@@ -216,7 +216,7 @@ template <typename T>
 std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
                                       const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& ws,
                                       const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                                      bool reverse, bool need_dx) {
+                                      bool reverse, bool need_dx, bool need_dh0) {
   BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn,
                                    scratch(Scratch::GateGradients, {d.N, dgates_columns(d)}, x.options()));
   bool done = false;
@@ -240,8 +240,8 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
       done = true;
     }
   }
-  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, CpuCells{});
-  return parameter_gradients(d, x, w_ih, ws, b, need_dx);
+  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
+  return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
 }
 
 void check_cpu(const at::Tensor& x) {
@@ -263,29 +263,37 @@ std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const
                                         const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
                                         const at::Tensor& w_hr, bool reverse, bool save_workspace) {
   check_cpu(x);
-  const Dims d = check_forward_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/false);
+  const at::Tensor rows = input_rows(x);
+  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/false);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = x.contiguous();
-  if (x.scalar_type() == at::kFloat) {
-    return forward_impl<float>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-  }
-  return forward_impl<double>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  const at::Tensor xc = rows.contiguous();
+  std::vector<at::Tensor> out =
+      x.scalar_type() == at::kFloat
+          ? forward_impl<float>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace)
+          : forward_impl<double>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  out[0] = in_layout_of(out[0], x);
+  return out;
 }
 
 std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                                          const at::Tensor& workspace, const at::Tensor& grad_y,
                                          const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                         bool has_bias, bool need_dx) {
+                                         bool has_bias, bool need_dx, bool need_dh0) {
   check_cpu(x);
-  const Dims d = check_backward_args(mode, x, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, has_bias,
+  const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
+  const Dims d = check_backward_args(mode, rows, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, has_bias,
                                      /*reduced_precision=*/false);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = x.contiguous();
-  if (x.scalar_type() == at::kFloat) {
-    return backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, reverse, need_dx);
-  }
-  return backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn, reverse, need_dx);
+  const at::Tensor xc = rows.contiguous();
+  std::vector<at::Tensor> out =
+      x.scalar_type() == at::kFloat
+          ? backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, reverse, need_dx,
+                                 need_dh0)
+          : backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, reverse, need_dx,
+                                  need_dh0);
+  out[0] = in_layout_of(out[0], x);
+  return out;
 }
 
 }  // namespace pyseq

@@ -36,25 +36,24 @@ std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::T
                                    const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
                                    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                                    const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
-  const Dims d = check_forward_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, Cells::kReducedPrecision);
+  const at::Tensor rows = input_rows(x);
+  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, Cells::kReducedPrecision);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = x.contiguous();
-  switch (x.scalar_type()) {
-    case at::kDouble:
-      return forward_with<double>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
-    case at::kBFloat16:
-      if constexpr (Cells::kReducedPrecision) {
-        return forward_with<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
-      }
-      break;
-    case at::kHalf:
-      if constexpr (Cells::kReducedPrecision) {
-        return forward_with<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
-      }
-      break;
-    default: break;
+  const at::Tensor xc = rows.contiguous();
+  const auto run = [&](auto scalar) {
+    using T = decltype(scalar);
+    return forward_with<T>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+  };
+  std::vector<at::Tensor> out;
+  const at::ScalarType dtype = x.scalar_type();
+  if constexpr (Cells::kReducedPrecision) {
+    if (dtype == at::kBFloat16) out = run(at::BFloat16());
+    if (dtype == at::kHalf) out = run(at::Half());
   }
-  return forward_with<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+  if (dtype == at::kDouble) out = run(double());
+  if (dtype == at::kFloat) out = run(float());
+  out[0] = in_layout_of(out[0], x);
+  return out;
 }
 
 template <typename Cells>
@@ -62,30 +61,27 @@ std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::
                                     const at::Tensor& batch_sizes, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                     const at::Tensor& w_hr, const at::Tensor& ws, const at::Tensor& grad_y,
                                     const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                    bool has_bias, bool need_dx) {
-  const Dims d = check_backward_args(mode, x, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, has_bias,
-                                     Cells::kReducedPrecision);
+                                    bool has_bias, bool need_dx, bool need_dh0) {
+  const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
+  const Dims d =
+      check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, Cells::kReducedPrecision);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = x.contiguous();
-  switch (x.scalar_type()) {
-    case at::kDouble:
-      return backward_with<double>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse,
-                                   need_dx);
-    case at::kBFloat16:
-      if constexpr (Cells::kReducedPrecision) {
-        return backward_with<at::BFloat16>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn,
-                                           reverse, need_dx);
-      }
-      break;
-    case at::kHalf:
-      if constexpr (Cells::kReducedPrecision) {
-        return backward_with<at::Half>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse,
-                                       need_dx);
-      }
-      break;
-    default: break;
+  const at::Tensor xc = rows.contiguous();
+  const auto run = [&](auto scalar) {
+    using T = decltype(scalar);
+    return backward_with<T>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, reverse, need_dx,
+                            need_dh0);
+  };
+  std::vector<at::Tensor> out;
+  const at::ScalarType dtype = x.scalar_type();
+  if constexpr (Cells::kReducedPrecision) {
+    if (dtype == at::kBFloat16) out = run(at::BFloat16());
+    if (dtype == at::kHalf) out = run(at::Half());
   }
-  return backward_with<float>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse, need_dx);
+  if (dtype == at::kDouble) out = run(double());
+  if (dtype == at::kFloat) out = run(float());
+  out[0] = in_layout_of(out[0], x);
+  return out;
 }
 
 // Each unit's function called in a loop on the host, in place of a CUDA kernel's threads.
@@ -126,10 +122,10 @@ std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x,
                                               const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                                               const at::Tensor& workspace, const at::Tensor& grad_y,
                                               const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                              bool has_bias, bool need_dx) {
+                                              bool has_bias, bool need_dx, bool need_dh0) {
   TORCH_CHECK(x.device().is_cpu(), "rnn_backward_unitwise runs on CPU tensors, got ", x.device());
   return backward_on(UnitLoopCells{}, mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn,
-                     reverse, has_bias, need_dx);
+                     reverse, has_bias, need_dx, need_dh0);
 }
 
 namespace {
@@ -208,22 +204,29 @@ std::optional<Forward> persistent_forward(const CudaCells& cells, int64_t mode, 
                                           const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                                           const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
-  const Dims d = check_forward_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
+  const at::Tensor rows = input_rows(x);
+  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const bool padded = std::all_of(steps.sizes.begin(), steps.sizes.end(), [&](int64_t n) { return n == d.B; });
   if (d.proj || !padded || d.B < 1 || d.B > kPersistentMaxBatch) return std::nullopt;
-  const at::Tensor xc = x.contiguous();
+  const at::Tensor xc = rows.contiguous();
+  std::optional<Forward> out;
   switch (x.scalar_type()) {
     case at::kFloat:
-      return persistent_forward_typed<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      out = persistent_forward_typed<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      break;
     case at::kBFloat16:
-      return persistent_forward_typed<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse,
-                                                    save);
+      out = persistent_forward_typed<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      break;
     case at::kHalf:
-      return persistent_forward_typed<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
-    default: return std::nullopt;
+      out = persistent_forward_typed<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      break;
+    default: break;
   }
+  if (out) std::get<0>(*out) = in_layout_of(std::get<0>(*out), x);
+  return out;
 }
+
 using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                             at::Tensor>;
 
@@ -245,10 +248,10 @@ Forward layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_si
 Backward layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
                              const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                              const at::Tensor& workspace, const at::Tensor& grad_y, const at::Tensor& grad_hn,
-                             const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx) {
+                             const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx, bool need_dh0) {
   const c10::DeviceGuard guard(x.device());
   std::vector<at::Tensor> g = backward_on(cells_on(x), mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y,
-                                          grad_hn, grad_cn, reverse, has_bias, need_dx);
+                                          grad_hn, grad_cn, reverse, has_bias, need_dx, need_dh0);
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 

@@ -28,9 +28,9 @@ Forward layer_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_siz
 Backward layer_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& w_ih,
                             const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& workspace,
                             const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                            bool reverse, bool has_bias, bool need_dx) {
+                            bool reverse, bool has_bias, bool need_dx, bool need_dh0) {
   std::vector<at::Tensor> g = rnn_backward_cpu(mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn,
-                                               grad_cn, reverse, has_bias, need_dx);
+                                               grad_cn, reverse, has_bias, need_dx, need_dh0);
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 
@@ -75,21 +75,25 @@ class Layer : public torch::autograd::Function<Layer> {
     const c10::SymInt batch = ctx->saved_data["batch"].toSymInt(), Hr = w_hh.sym_size(1);
     const bool lstm = static_cast<CellMode>(mode) == CellMode::Lstm;
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_symint({x.sym_size(0), Hr}, x.options());
+    // y has the layout of x ([N, Hr] or [T, B, Hr]).
+    std::vector<c10::SymInt> y_shape(x.sym_sizes().begin(), x.sym_sizes().end());
+    y_shape.back() = Hr;
+    at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_symint(y_shape, x.options());
     at::Tensor grad_hn = grads[1].defined() ? grads[1] : at::zeros_symint({batch, Hr}, x.options());
     at::Tensor grad_cn = !lstm ? at::empty({0}, x.options())
                          : grads[2].defined() ? grads[2]
                                               : at::zeros_symint({batch, w_hh.sym_size(0) / 4}, x.options());
-    const bool need_dx = ctx->needs_input_grad(0);  // tensor inputs in order: x is the first
+    // Tensor inputs in order: x, batch_sizes, h0, ...
+    const bool need_dx = ctx->needs_input_grad(0), need_dh0 = ctx->needs_input_grad(2);
     auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
         op.call(mode, x, s[1], s[2], w_hh, w_hr, s[5], grad_y, grad_hn, grad_cn,
-                ctx->saved_data["reverse"].toBool(), has_bias, need_dx);
+                ctx->saved_data["reverse"].toBool(), has_bias, need_dx, need_dh0);
     const at::Tensor none;
     // One gradient per forward argument: mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save.
     return {none,
             need_dx ? dx : none,
             none,
-            dh0,
+            need_dh0 ? dh0 : none,
             lstm ? dc0 : none,
             dw_ih,
             dw_hh,
@@ -127,7 +131,8 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "Tensor b_ih, Tensor b_hh, Tensor w_hr, bool reverse, bool save_workspace) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "rnn_layer_backward(int mode, Tensor x, Tensor batch_sizes, Tensor w_ih, Tensor w_hh, Tensor w_hr, "
-      "Tensor workspace, Tensor grad_y, Tensor grad_hn, Tensor grad_cn, bool reverse, bool has_bias, bool need_dx) "
+      "Tensor workspace, Tensor grad_y, Tensor grad_hn, Tensor grad_cn, bool reverse, bool has_bias, bool need_dx, "
+      "bool need_dh0) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

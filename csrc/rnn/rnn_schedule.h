@@ -72,6 +72,19 @@ inline void check_recurrent_dtype(const at::Tensor& x, bool reduced_precision) {
                    " on the ", x.device().type(), ", got ", t);
 }
 
+// The ops take x as [N, I] rows, or as [T, B, I] (padded input: its T*B rows, so that a layer needs no view of its
+// input and output around it); y and dx then come back [T, B, *] too.
+inline at::Tensor input_rows(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() == 2 || x.dim() == 3, "x must be 2-D (N, input_size) or 3-D (T, B, input_size), got ",
+                    x.dim(), "-D");
+  return x.dim() == 3 ? x.reshape({x.size(0) * x.size(1), x.size(2)}) : x;
+}
+
+// rows: [N, C] in the layout of x: [T, B, C] for a 3-D x (an absent output, 1-D and empty, stays as it is).
+inline at::Tensor in_layout_of(const at::Tensor& rows, const at::Tensor& x) {
+  return x.dim() == 3 && rows.dim() == 2 ? rows.view({x.size(0), x.size(1), rows.size(1)}) : rows;
+}
+
 inline Dims check_weights(int64_t mode_id, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                           const at::Tensor& w_hr, bool reduced_precision) {
   TORCH_CHECK_VALUE(mode_id >= 0 && mode_id <= 3, "mode must be 0 (RNN_TANH), 1 (RNN_RELU), 2 (LSTM) or 3 (GRU), got ",
@@ -290,11 +303,11 @@ inline BackwardState backward_setup(const Dims& d, const at::Tensor& grad_y, con
 
 inline int64_t dgates_columns(const Dims& d) { return d.mode == CellMode::Gru ? 4 * d.H : d.G * d.H; }
 
-// The time loop of the backward: fills dgates (and, with a projection, dh_all and h_raw_all) and leaves dh, dc at
-// the initial states' gradients.
+// The time loop of the backward: fills dgates (and, with a projection, dh_all and h_raw_all) and leaves dc, and dh
+// when need_dh0, at the initial states' gradients (without need_dh0 the last step's product with W_hh is skipped).
 template <typename T, typename Cells>
 void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                    const at::Tensor& ws, BackwardState& b, bool reverse, const Cells& cells) {
+                    const at::Tensor& ws, BackwardState& b, bool reverse, bool need_dh0, const Cells& cells) {
   using S = storage_t<T>;
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const bool gru = d.mode == CellMode::Gru;
@@ -348,6 +361,7 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
                                      dg_p + row * H},
                   n);
     }
+    if (s == 0 && !need_dh0) break;
     const at::Tensor dg_rows = b.dgates.as_strided({n, GH}, {dg_cols, 1}, row * dg_cols);
     if (gru) {
       at::addmm_out(dh_active, dh_skip_active, dg_rows, w_hh_c);
@@ -357,10 +371,11 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
   }
 }
 
-// The whole-sequence GEMMs after the time loop. Returns dx (empty unless need_dx), dh0, dc0, dw_ih, dw_hh, db_ih,
-// db_hh, dw_hr as pyseq::rnn_layer_backward does.
+// The whole-sequence GEMMs after the time loop. Returns dx (empty unless need_dx), dh0 (empty unless need_dh0),
+// dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr as pyseq::rnn_layer_backward does.
 inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
-                                                   const at::Tensor& ws, const BackwardState& b, bool need_dx) {
+                                                   const at::Tensor& ws, const BackwardState& b, bool need_dx,
+                                                   bool need_dh0) {
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const bool gru = d.mode == CellMode::Gru;
   const auto opts = x.options();
@@ -369,7 +384,7 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
   const at::Tensor dg_hidden = part(b.dgates, 1, 0, GH);
   const at::Tensor h_prev = ws.narrow(1, h_prev_column(d.mode, H), Hr);
   at::Tensor dw_hh = at::mm(dg_hidden.t(), h_prev);
-  at::Tensor dx = at::empty({need_dx ? d.N : 0, d.I}, opts);
+  at::Tensor dx = need_dx ? at::empty({d.N, d.I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
   at::Tensor db_ih = d.bias ? at::empty({GH}, opts) : at::empty({0}, opts);
   // (first gate row, gate rows, dgates column) of each block of the input side
@@ -395,7 +410,7 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
   }
   at::Tensor db_hh = d.bias ? (gru ? dg_hidden.sum(0) : db_ih.clone()) : at::empty({0}, opts);
   at::Tensor dw_hr = d.proj ? at::mm(b.dh_all.t(), b.h_raw_all) : at::empty({0}, opts);
-  return {dx, b.dh, b.dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+  return {dx, need_dh0 ? b.dh : at::empty({0}, opts), b.dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 
 // ---- a whole op on a backend that runs the cell updates through `cells` (no packed path) -------------------------
@@ -415,10 +430,10 @@ template <typename T, typename Cells>
 std::vector<at::Tensor> backward_with(const Cells& cells, const Dims& d, const Steps& steps, const at::Tensor& x,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                                       const at::Tensor& ws, const at::Tensor& grad_y, const at::Tensor& grad_hn,
-                                      const at::Tensor& grad_cn, bool reverse, bool need_dx) {
+                                      const at::Tensor& grad_cn, bool reverse, bool need_dx, bool need_dh0) {
   BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn, at::empty({d.N, dgates_columns(d)}, x.options()));
-  backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, cells);
-  return parameter_gradients(d, x, w_ih, ws, b, need_dx);
+  backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, cells);
+  return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
 }
 
 }  // namespace pyseq
