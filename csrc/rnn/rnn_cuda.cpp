@@ -30,6 +30,17 @@
 namespace pyseq {
 namespace {
 
+// run(T()) for the scalar type T of `dtype` (already checked): float, double, and with kReducedPrecision bfloat16
+// and float16.
+template <bool kReducedPrecision, typename Run>
+std::vector<at::Tensor> for_dtype(at::ScalarType dtype, const Run& run) {
+  if constexpr (kReducedPrecision) {
+    if (dtype == at::kBFloat16) return run(at::BFloat16());
+    if (dtype == at::kHalf) return run(at::Half());
+  }
+  return dtype == at::kDouble ? run(double()) : run(float());
+}
+
 // Runs a backend's whole op: checks, then the schedule in the tensors' dtype (16-bit ones where the backend has them).
 template <typename Cells>
 std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::Tensor& x,
@@ -40,18 +51,10 @@ std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::T
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, Cells::kReducedPrecision);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
-  const auto run = [&](auto scalar) {
+  std::vector<at::Tensor> out = for_dtype<Cells::kReducedPrecision>(x.scalar_type(), [&](auto scalar) {
     using T = decltype(scalar);
     return forward_with<T>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
-  };
-  std::vector<at::Tensor> out;
-  const at::ScalarType dtype = x.scalar_type();
-  if constexpr (Cells::kReducedPrecision) {
-    if (dtype == at::kBFloat16) out = run(at::BFloat16());
-    if (dtype == at::kHalf) out = run(at::Half());
-  }
-  if (dtype == at::kDouble) out = run(double());
-  if (dtype == at::kFloat) out = run(float());
+  });
   out[0] = in_layout_of(out[0], x);
   return out;
 }
@@ -67,19 +70,11 @@ std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::
       check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, Cells::kReducedPrecision);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
-  const auto run = [&](auto scalar) {
+  std::vector<at::Tensor> out = for_dtype<Cells::kReducedPrecision>(x.scalar_type(), [&](auto scalar) {
     using T = decltype(scalar);
     return backward_with<T>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, reverse, need_dx,
                             need_dh0);
-  };
-  std::vector<at::Tensor> out;
-  const at::ScalarType dtype = x.scalar_type();
-  if constexpr (Cells::kReducedPrecision) {
-    if (dtype == at::kBFloat16) out = run(at::BFloat16());
-    if (dtype == at::kHalf) out = run(at::Half());
-  }
-  if (dtype == at::kDouble) out = run(double());
-  if (dtype == at::kFloat) out = run(float());
+  });
   out[0] = in_layout_of(out[0], x);
   return out;
 }
