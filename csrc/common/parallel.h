@@ -1,7 +1,10 @@
-// Splitting a batch over the CPU threads.
+// Splitting work over the CPU threads. Independent work goes through at::parallel_for (torch's thread pool, torch's
+// thread count); the two helpers here add what it lacks: a split of batch reductions that does not depend on the
+// thread count, and a team of threads that stays together for a whole recurrence and meets once per step.
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -30,6 +33,24 @@ void for_each_chunk(int64_t B, const F& body) {
   for_each_chunk_range(B, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) body(chunk_begin(c, B), chunk_begin(c + 1, B), c);
   });
+}
+
+// Runs body(thread, threads) on `threads` threads at once, a team that lives for the whole call, so that a
+// recurrence can split each step over the team and meet at team_barrier() between steps (at::parallel_for would
+// start and join its threads at every step). One thread runs body(0, 1) without starting a team.
+template <typename F>
+void on_thread_team(int threads, const F& body) {
+  if (threads <= 1) {
+    body(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  body(omp_get_thread_num(), omp_get_num_threads());
+}
+
+// Waits until every thread of the team has arrived; called by all of them from inside on_thread_team's body.
+inline void team_barrier() {
+#pragma omp barrier
 }
 
 }  // namespace pyseq

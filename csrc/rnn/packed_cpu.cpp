@@ -2,13 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 
 #include "../common/cpu_dispatch.h"
+#include "../common/parallel.h"
 #include "../common/scratch.h"
 #include "cell_rows.h"
 
@@ -243,7 +243,7 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const PanelS
     // Rows whose sequence ends here keep this step's state as their final one.
     const int64_t n_next = s + 1 < L.steps ? L.sizes[L.reverse ? t - 1 : t + 1] : 0;
     if (n_next < n) retire_rows(h_next, a.h_n, n_next, n, H, share.u0, share.u1);
-#pragma omp barrier
+    team_barrier();
     std::swap(h_cur, h_next);
   }
 }
@@ -284,7 +284,7 @@ PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const Pane
         }
       }
     }
-#pragma omp barrier
+    team_barrier();
     for (int64_t q = share.q0; q < share.q1; ++q) {
       const float* panel = panels + q * p.group_floats();
       for (int64_t r0 = 0; r0 < n; r0 += R) {
@@ -423,13 +423,9 @@ void run_packed(const Args& a, RecurrentKernel kernel, const Panels& p, const Pa
                              state.data_ptr<float>() + a.B * a.H};
   const ThreadBody<Args> body =
       kernel == RecurrentKernel::Avx512 ? avx512 : kernel == RecurrentKernel::Avx2 ? avx2 : portable;
-  const int nt = thread_count(a.B * gate_count(a.mode) * a.H * a.H, p.groups());
-  if (nt == 1) {
-    body(a, shared, 0, 1);  // no parallel region: entering one costs more than a small step
-  } else {
-#pragma omp parallel num_threads(nt)
-    body(a, shared, omp_get_thread_num(), omp_get_num_threads());
-  }
+  // One thread for a small step: starting a team costs more than it saves.
+  on_thread_team(thread_count(a.B * gate_count(a.mode) * a.H * a.H, p.groups()),
+                 [&](int tid, int nt) { body(a, shared, tid, nt); });
 }
 
 }  // namespace
