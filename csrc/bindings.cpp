@@ -60,10 +60,6 @@ void register_rnn(py::module_& m) {
 }
 
 void register_ctc(py::module_& m) {
-  m.def("ctc_loss_forward", &pyseq::ctc_loss_forward_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CTC loss forward: (nll [N], log_alpha [N, T, 2 S_max + 1]). See csrc/ctc/ctc.h.");
-  m.def("ctc_loss_backward", &pyseq::ctc_loss_backward_cpu, py::call_guard<py::gil_scoped_release>(),
-        "CTC loss backward: d loss / d log_probs [T, N, C]. See csrc/ctc/ctc.h.");
   m.def(
       "ctc_beam_search",
       [](const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t beam_width, int64_t blank,
