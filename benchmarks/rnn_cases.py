@@ -128,6 +128,36 @@ def all_cases():
     return [Case(cell, *size) for size in SIZES for cell in CELLS]
 
 
+# Under CPU bfloat16 autocast (the sizes of the mixed-precision targets): float32 modules, float32 input.
+AUTOCAST_SIZES = [(100, 32, 256, 256), (100, 64, 512, 512), (200, 1, 128, 128)]
+
+
+def autocast_cases():
+    return [Case(cell, *size) for size in AUTOCAST_SIZES for cell in CELLS]
+
+
+def under_autocast(fn):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fn()
+
+    return run
+
+
+def measure_autocast(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
+    """pyseq and torch.nn under torch.autocast("cpu", torch.bfloat16), after checking that their outputs agree to
+    bfloat16's resolution."""
+    ours, ref, x = build(case)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, _ = ours(x)
+        b, _ = ref(x)
+    err = (a.float() - b.float()).abs().max().item()
+    assert err <= 5e-2 * max(1.0, b.float().abs().max().item()), f"pyseq differs from torch by {err} under autocast"
+    make = train_fn if backward else forward_fn
+    t_ours, t_ref = time_pair(under_autocast(make(ours, x)), under_autocast(make(ref, x)), budget_s=budget_s)
+    return comparison(case.label + " bf16 autocast", "fwd+bwd" if backward else "fwd", t_ours, t_ref)
+
+
 # (B, H) for the recurrent step measured alone.
 STEP_SIZES = [(16, 256), (32, 256), (64, 512)]
 

@@ -120,6 +120,8 @@ def main() -> int:
         cases = [c for c in cases if (c.T, c.B, c.I, c.H) == rnn_cases.SIZES[2]]
         budget = 0.1
     rows = measure_all(rnn_cases.measure, cases, COLUMNS, budget)
+    autocast_list = rnn_cases.autocast_cases()[:1] if args.quick else rnn_cases.autocast_cases()
+    autocast_rows = measure_all(rnn_cases.measure_autocast, autocast_list, CTC_COLUMNS, budget)
     ctc_list = ctc_cases.all_cases()[:1] if args.quick else ctc_cases.all_cases()
     ctc_rows = measure_all(ctc_cases.measure, ctc_list, CTC_COLUMNS, budget)
     decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
@@ -162,7 +164,7 @@ def main() -> int:
     attention_cases.set_exact_peak_memory()
     for row, comparison, backward in attention_rows:
         attention_cases.add_memory(row, *comparison[1:5], backward)
-    for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
+    for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, autocast_rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
                            (CRF_COLUMNS, crf_rows), (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
                            (STEP_COLUMNS, step_rows)):
         print_table(columns, table, args.markdown)

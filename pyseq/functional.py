@@ -78,6 +78,22 @@ def _full_batch_sizes(steps: int, batch: int) -> Tensor:
     return sizes
 
 
+def _cpu_autocast_result_dtypes(mode, packed, has_proj, input_dtype, output, h_n, c_n):
+    """The layer ops return their results in the autocast dtype; under CPU autocast torch.nn's modules hand some of
+    theirs back in the input's dtype instead: the GRU's output and state, a projected LSTM's cell state, and
+    everything of an LSTM run on a PackedSequence. The same results go back to the input's dtype here, so that the
+    code after a pyseq layer sees torch's dtypes."""
+
+    def keep(t):
+        return t.to(input_dtype) if t is not None else None
+
+    if mode == _rnn_ops.GRU or (mode == _rnn_ops.LSTM and packed and not has_proj):
+        return keep(output), keep(h_n), keep(c_n)
+    if mode == _rnn_ops.LSTM and has_proj:
+        return output, h_n, keep(c_n)
+    return output, h_n, c_n
+
+
 def _states(h0, c0):
     return (h0,) if c0 is None else (h0, c0)
 
@@ -134,7 +150,8 @@ def _run(
             "Input and parameter tensors are not at the same device, found input tensor at "
             f"{data.device} and parameter tensor at {w_ih0.device}"
         )
-    if data.dtype != w_ih0.dtype:
+    # Under autocast the layer op casts input, state and weights to the autocast dtype itself.
+    if data.dtype != w_ih0.dtype and not torch.is_autocast_enabled(data.device.type):
         raise ValueError(
             f"{name} input dtype ({data.dtype}) does not match weight dtype ({w_ih0.dtype}). Convert input: "
             f"input.to({w_ih0.dtype}), or convert model: model.to({data.dtype})"
@@ -173,7 +190,8 @@ def _run(
         else:
             _check_hidden(h0, expected_h, "Expected hidden size {}, got {}")
         for s, what in zip(_states(h0, c0), ("hx", "cx")):
-            if s.dtype != data.dtype or s.device != data.device:
+            dtype_differs = s.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type)
+            if dtype_differs or s.device != data.device:
                 raise RuntimeError(
                     f"{name}: {what} must have the dtype and device of the input ({data.dtype}, {data.device}), "
                     f"got ({s.dtype}, {s.device})"
@@ -221,6 +239,8 @@ def _run(
 
     h_n = torch.stack(h_n) if len(h_n) > 1 else h_n[0].unsqueeze(0)
     c_n = (torch.stack(c_n) if len(c_n) > 1 else c_n[0].unsqueeze(0)) if lstm else None
+    if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        layer_input, h_n, c_n = _cpu_autocast_result_dtypes(mode, packed, has_proj, data.dtype, layer_input, h_n, c_n)
     if packed:
         if unsorted_indices is not None:
             h_n = h_n.index_select(1, unsorted_indices)

@@ -248,6 +248,17 @@ void check_cpu(const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "x must be on the CPU for the CPU kernel, got ", x.device());
 }
 
+// bfloat16 and float16 run through the float32 kernels: their tensors are converted on the way in, and the results
+// (the workspace too) go back to the input's dtype.
+bool is_16_bit(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+}
+at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
+std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType dtype) {
+  for (at::Tensor& t : tensors) t = t.to(dtype);
+  return tensors;
+}
+
 }  // namespace
 
 int64_t rnn_workspace_columns(CellMode mode, int64_t H, int64_t Hr) {
@@ -264,7 +275,13 @@ std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const
                                         const at::Tensor& w_hr, bool reverse, bool save_workspace) {
   check_cpu(x);
   const at::Tensor rows = input_rows(x);
-  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/false);
+  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
+  if (is_16_bit(x)) {
+    return to_dtype(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0), as_float(w_ih),
+                                    as_float(w_hh), as_float(b_ih), as_float(b_hh), as_float(w_hr), reverse,
+                                    save_workspace),
+                    x.scalar_type());
+  }
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out =
@@ -283,7 +300,13 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
   check_cpu(x);
   const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
   const Dims d = check_backward_args(mode, rows, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, has_bias,
-                                     /*reduced_precision=*/false);
+                                     /*reduced_precision=*/true);
+  if (is_16_bit(x)) {
+    return to_dtype(rnn_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh), as_float(w_hr),
+                                     as_float(workspace), as_float(grad_y), as_float(grad_hn), as_float(grad_cn),
+                                     reverse, has_bias, need_dx, need_dh0),
+                    x.scalar_type());
+  }
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out =
