@@ -1,8 +1,10 @@
 """Mixed precision: the recurrent layers under CPU autocast (bfloat16) against torch.nn's under the same autocast and
-a float64 reference, and bfloat16 / float16 modules. (The other families: still to come.)"""
+a float64 reference, and bfloat16 / float16 modules; CTC, CRF and attention under autocast (in float32, as torch's
+CTC loss), backward passes run inside the autocast region too."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import pyseq
@@ -86,3 +88,76 @@ def test_16_bit_modules(cell, dtype):
     out.float().sum().backward()
     for p in ours.parameters():
         assert p.grad.dtype == dtype and torch.isfinite(p.grad).all()
+
+
+def test_backward_inside_autocast():
+    # backward() inside the autocast region: the backward op must not have its GEMMs cast (the parameters' gradients
+    # stay float32 and match a backward run outside the region).
+    ours, _, _ = modules("lstm")
+    x = torch.randn(8, 3, 12)
+    grads = []
+    for inside in (False, True):
+        ours.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = ours(x)
+            if inside:
+                out.float().sum().backward()
+        if not inside:
+            out.float().sum().backward()
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    for a, b in zip(*grads):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_ctc_loss_under_autocast_runs_in_float32_like_torch():
+    torch.manual_seed(0)
+    T, N, C, S = 30, 4, 7, 6
+    logits = torch.randn(T, N, C, requires_grad=True)
+    targets = torch.randint(1, C, (N, S))
+    lengths, target_lengths = torch.full((N,), T), torch.tensor([6, 3, 0, 5])
+    results = []
+    for fn in (pyseq.functional.ctc_loss, F.ctc_loss):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_probs = logits.log_softmax(-1).to(torch.bfloat16)
+            loss = fn(log_probs, targets, lengths, target_lengths)
+            (grad,) = torch.autograd.grad(loss, logits)
+        assert loss.dtype == torch.float32
+        results.append((loss, grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    # torch's CTC gradient is exp(lp) - posterior, which equals pyseq's (-posterior) through log_softmax only when lp
+    # is an exact log_softmax: rounded to bfloat16 its exp sums to 1 within ~2^-8, hence the tolerance.
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=2e-3)
+    with pytest.raises(TypeError, match="log_probs must be float32 or float64"):
+        pyseq.functional.ctc_loss(log_probs.detach(), targets, lengths, target_lengths)  # 16 bits without autocast
+
+
+def test_crf_under_autocast_runs_in_float32():
+    torch.manual_seed(0)
+    crf = pyseq.nn.CRF(5, batch_first=True)
+    emissions = torch.randn(3, 9, 5).to(torch.bfloat16)
+    tags = torch.randint(0, 5, (3, 9))
+    expected = crf(emissions.float(), tags)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crf(emissions, tags)
+        decoded = crf.decode(emissions)
+        got.backward()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert decoded == crf.decode(emissions.float())
+    assert crf.transitions.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("module", ["dot", "additive"])
+def test_attention_under_autocast(module):
+    torch.manual_seed(0)
+    attention = pyseq.nn.DotAttention() if module == "dot" else pyseq.nn.AdditiveAttention(8, 8, 16)
+    q = torch.randn(2, 3, 8, requires_grad=True)
+    k, v = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    expected = attention(q, k, v)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q, k, v)[0]
+        (grad,) = torch.autograd.grad(got.float().sum(), q)
+    # Runs in float32 for now; the additive module's query projection is an autocast Linear (bfloat16).
+    assert got.dtype == torch.float32 and grad.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0 if module == "dot" else 2e-2, atol=0 if module == "dot" else 1e-2)

@@ -8,6 +8,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../common/autocast.h"
 #include "../common/ops.h"
 #include "attention.h"
 
@@ -157,3 +158,18 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("additive_attention", &pyseq::additive_autograd);
   m.impl("dot_attention", &pyseq::dot_autograd);
 }
+
+// Under autocast: float32 for now (the kernels are float32 and float64), which also keeps autocast from
+// intercepting the GEMMs inside the kernels (csrc/common/autocast.h); the backward ops run below autocast.
+#define PYSEQ_FLOAT32_OPS \
+  {"additive_attention", "dot_attention"}
+#define PYSEQ_BACKWARD_OPS \
+  {"additive_attention_backward", "dot_attention_backward"}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+#undef PYSEQ_FLOAT32_OPS
+#undef PYSEQ_BACKWARD_OPS

@@ -11,6 +11,7 @@
 
 #include <tuple>
 
+#include "../common/autocast.h"
 #include "../common/ops.h"
 #include "../common/checks.h"
 #include "crf.h"
@@ -204,3 +205,17 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("crf_marginals", torch::autograd::autogradNotImplementedFallback());
   m.impl("crf_viterbi", torch::autograd::autogradNotImplementedFallback());
 }
+
+// Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.
+#define PYSEQ_FLOAT32_OPS \
+  {"crf_log_likelihood", "crf_log_partition", "crf_path_score", "crf_marginals", "crf_viterbi"}
+#define PYSEQ_BACKWARD_OPS \
+  {"crf_log_likelihood_backward", "crf_log_partition_backward", "crf_path_score_backward"}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+#undef PYSEQ_FLOAT32_OPS
+#undef PYSEQ_BACKWARD_OPS

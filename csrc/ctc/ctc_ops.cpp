@@ -8,6 +8,7 @@
 
 #include <tuple>
 
+#include "../common/autocast.h"
 #include "../common/ops.h"
 #include "ctc.h"
 
@@ -95,3 +96,17 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("ctc_greedy_decode", torch::autograd::autogradNotImplementedFallback());
   m.impl("ctc_forced_align", torch::autograd::autogradNotImplementedFallback());
 }
+
+// Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.
+#define PYSEQ_FLOAT32_OPS \
+  {"ctc_loss", "ctc_greedy_decode", "ctc_forced_align"}
+#define PYSEQ_BACKWARD_OPS \
+  {"ctc_loss_backward"}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+}
+#undef PYSEQ_FLOAT32_OPS
+#undef PYSEQ_BACKWARD_OPS

@@ -8,6 +8,7 @@
 
 #include <tuple>
 
+#include "../common/autocast.h"
 #include "../common/ops.h"
 #include "rnn.h"
 
@@ -162,8 +163,10 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", &pyseq::layer_autog
 
 TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
   m.impl("rnn_layer", &pyseq::layer_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>);
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, {}, {"rnn_layer_backward"});
 }
 
 TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
   m.impl("rnn_layer", &pyseq::layer_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>);
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, {}, {"rnn_layer_backward"});
 }

@@ -1,0 +1,49 @@
+// Autocast kernels shared by the ops, boxed, registered per op for AutocastCPU and AutocastCUDA in the family's
+// <family>_ops.cpp:
+// - float32_under_autocast, for the ops that run in float32 under autocast as torch's CTC loss does (CTC, CRF, and
+//   attention for now): 16-bit floating tensor arguments are cast to float32 (recorded by autograd, so their
+//   gradients come back in their own dtype), float32 and float64 ones pass as they are;
+// - below_autocast, for the backward ops: no casts (a backward computes in the dtypes its forward saved), only
+//   autocast kept from intercepting the ATen calls inside the kernel when backward() runs inside an autocast region.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+namespace pyseq {
+
+template <c10::DispatchKey kAutocast>
+void float32_under_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocast);
+  const size_t arguments = op.schema().arguments().size();
+  for (size_t i = stack->size() - arguments; i < stack->size(); ++i) {
+    c10::IValue& value = (*stack)[i];
+    if (!value.isTensor()) continue;
+    const at::Tensor& t = value.toTensor();
+    if (t.defined() && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf)) value = t.to(at::kFloat);
+  }
+  op.callBoxed(stack);
+}
+
+template <c10::DispatchKey kAutocast>
+void below_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocast);
+  op.callBoxed(stack);
+}
+
+// Registers float32_under_autocast for `float32_ops` and below_autocast for `backward_ops` in m, a
+// TORCH_LIBRARY_IMPL block of kAutocast.
+template <c10::DispatchKey kAutocast>
+void register_autocast(torch::Library& m, std::initializer_list<const char*> float32_ops,
+                       std::initializer_list<const char*> backward_ops) {
+  for (const char* name : float32_ops) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&float32_under_autocast<kAutocast>>());
+  }
+  for (const char* name : backward_ops) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&below_autocast<kAutocast>>());
+  }
+}
+
+}  // namespace pyseq
