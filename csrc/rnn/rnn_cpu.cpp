@@ -157,6 +157,10 @@ struct CpuCells {
 // packed panels) that pay off over many steps: a decoder that feeds one step per call pays them every call.
 constexpr int64_t kMinStepsToCopyWeights = 8;
 
+bool long_enough_to_copy_weights(const Steps& steps) {
+  return static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToCopyWeights;
+}
+
 StepLayout layout_of(const Steps& steps, bool reverse) {
   return {steps.sizes.data(), steps.offsets.data(), static_cast<int64_t>(steps.sizes.size()), reverse};
 }
@@ -173,12 +177,9 @@ template <typename T>
 bool use_packed(const Dims& d, const Steps& steps) {
   const RecurrentKernel setting = recurrent_kernel_setting();
   return std::is_same_v<T, float> && !d.proj && setting != RecurrentKernel::Aten &&
-         (setting != RecurrentKernel::Auto || static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToCopyWeights);
+         (setting != RecurrentKernel::Auto || long_enough_to_copy_weights(steps));
 }
 
-bool long_enough_to_copy_weights(const Steps& steps) {
-  return static_cast<int64_t>(steps.sizes.size()) >= kMinStepsToCopyWeights;
-}
 
 template <typename T>
 std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& h0,
