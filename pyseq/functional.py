@@ -365,7 +365,7 @@ def ctc_loss(
 
     Args:
         log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) log-probabilities, usually ``log_softmax`` output;
-            float32 or float64.
+            float32 or float64 (bfloat16 and float16 are computed in float32, and the loss is float32).
         targets: ``[N, S]`` padded, or 1-D ``[sum(target_lengths)]`` concatenated (unbatched: ``[S]``); class ids
             in ``[0, C)``, never the blank. Under ``torch.compile``, padded only.
         input_lengths, target_lengths: ``[N]`` tensors (int32/int64) or sequences of ints (unbatched: scalars).

@@ -1,6 +1,6 @@
 """Mixed precision: the recurrent layers under CPU autocast (bfloat16) against torch.nn's under the same autocast and
 a float64 reference, and bfloat16 / float16 modules; CTC, CRF and attention under autocast (in float32, as torch's
-CTC loss), backward passes run inside the autocast region too."""
+CTC loss) and on 16-bit inputs, backward passes run inside the autocast region too."""
 
 import pytest
 import torch
@@ -128,8 +128,6 @@ def test_ctc_loss_under_autocast_runs_in_float32_like_torch():
     # torch's CTC gradient is exp(lp) - posterior, which equals pyseq's (-posterior) through log_softmax only when lp
     # is an exact log_softmax: rounded to bfloat16 its exp sums to 1 within ~2^-8, hence the tolerance.
     torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=2e-3)
-    with pytest.raises(TypeError, match="log_probs must be float32 or float64"):
-        pyseq.functional.ctc_loss(log_probs.detach(), targets, lengths, target_lengths)  # 16 bits without autocast
 
 
 def test_crf_under_autocast_runs_in_float32():
@@ -161,3 +159,101 @@ def test_attention_under_autocast(module):
     # Runs in float32 for now; the additive module's query projection is an autocast Linear (bfloat16).
     assert got.dtype == torch.float32 and grad.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0 if module == "dot" else 2e-2, atol=0 if module == "dot" else 1e-2)
+
+
+# ---- 16-bit inputs without autocast: CTC and CRF compute and return float32, attention returns the input dtype ----
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_ctc_loss_of_16_bit_log_probs_is_the_float32_loss(dtype):
+    torch.manual_seed(0)
+    T, N, C, S = 30, 4, 7, 6
+    log_probs = torch.randn(T, N, C).log_softmax(-1).to(dtype)
+    targets = torch.randint(1, C, (N, S))
+    lengths, target_lengths = torch.full((N,), T), torch.tensor([6, 3, 0, 5])
+    results = []
+    for lp in (log_probs.requires_grad_(), log_probs.detach().float().requires_grad_()):
+        loss = pyseq.nn.CTCLoss(reduction="sum")(lp, targets, lengths, target_lengths)
+        loss.backward()
+        results.append((loss, lp.grad))
+    (loss, grad), (loss32, grad32) = results
+    assert loss.dtype == torch.float32 and grad.dtype == dtype  # the gradient in its input's dtype
+    torch.testing.assert_close(loss, loss32, rtol=0, atol=0)
+    torch.testing.assert_close(grad, grad32.to(dtype), rtol=0, atol=0)
+    aligned = pyseq.ctc.forced_align(log_probs.detach(), targets, lengths, target_lengths)
+    aligned32 = pyseq.ctc.forced_align(log_probs.detach().float(), targets, lengths, target_lengths)
+    torch.testing.assert_close(aligned, aligned32, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_crf_module(dtype):
+    torch.manual_seed(0)
+    crf = pyseq.nn.CRF(5, batch_first=True)
+    crf16 = pyseq.nn.CRF(5, batch_first=True).to(dtype)
+    crf16.load_state_dict(crf.state_dict())
+    crf.load_state_dict(crf16.state_dict())  # the float32 module holds the 16-bit parameters' values
+    emissions = torch.randn(3, 9, 5).to(dtype)
+    tags = torch.randint(0, 5, (3, 9))
+    got, expected = crf16(emissions, tags), crf(emissions.float(), tags)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    got.backward()
+    expected.backward()
+    assert crf16.transitions.grad.dtype == dtype
+    torch.testing.assert_close(crf16.transitions.grad, crf.transitions.grad.to(dtype), rtol=0, atol=0)
+    assert crf16.decode(emissions) == crf.decode(emissions.float())
+    # 16-bit emissions into a float32 module (a bfloat16 encoder under a float32 CRF)
+    torch.testing.assert_close(crf(emissions, tags), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("module", ["dot", "general", "additive"])
+def test_16_bit_attention_modules(module, dtype):
+    torch.manual_seed(0)
+    make = {
+        "dot": lambda: pyseq.nn.DotAttention(),
+        "general": lambda: pyseq.nn.DotAttention(8, 8, "general"),
+        "additive": lambda: pyseq.nn.AdditiveAttention(8, 8, 16),
+    }[module]
+    attention = make()
+    reference = make().double()
+    reference.load_state_dict(attention.state_dict())
+    attention.to(dtype)
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 4)
+    q16, k16, v16 = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    q64, k64, v64 = (t.to(dtype).double().requires_grad_() for t in (q, k, v))
+    context, weights = attention(q16, k16, v16, return_weights=True)
+    expected, expected_weights = reference(q64, k64, v64, return_weights=True)
+    assert context.dtype == weights.dtype == dtype
+    context.sum().backward()
+    expected.sum().backward()
+    assert q16.grad.dtype == k16.grad.dtype == v16.grad.dtype == dtype
+    # Against float64 on the same (rounded) inputs: the error of rounding the results and, for the module's
+    # projections, of 16-bit GEMMs (8 significant bits for bfloat16).
+    tol = 2e-2 if dtype == torch.bfloat16 else 3e-3
+    torch.testing.assert_close(context.double(), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(weights.double(), expected_weights, rtol=tol, atol=tol)
+    for got, want in ((q16, q64), (k16, k64), (v16, v64)):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=tol, atol=tol)
+
+
+def test_16_bit_inputs_opcheck():
+    """The fake kernels give the dtypes the CPU kernels return for 16-bit inputs."""
+    torch.manual_seed(0)
+    ops = torch.ops.pyseq
+    T, N, C = 6, 2, 4
+    lp = torch.randn(T, N, C).log_softmax(-1).bfloat16().requires_grad_()
+    targets, lengths, target_lengths = torch.tensor([[1, 2], [3, 3]]), torch.full((N,), T), torch.tensor([2, 1])
+    torch.library.opcheck(ops.ctc_loss.default, (lp, targets, lengths, target_lengths, 0))
+    nll, log_alpha = ops.ctc_loss(lp.detach(), targets, lengths, target_lengths, 0)
+    torch.library.opcheck(
+        ops.ctc_loss_backward.default, (torch.ones_like(nll), lp.detach(), targets, lengths, target_lengths, nll,
+                                        log_alpha, 0)
+    )
+    em = torch.randn(2, 5, 3).bfloat16().requires_grad_()
+    start, end, trans = torch.randn(3), torch.randn(3), torch.randn(3, 3)
+    crf_lengths = torch.tensor([5, 3])
+    torch.library.opcheck(ops.crf_log_partition.default, (em, crf_lengths, start, end, trans))
+    torch.library.opcheck(ops.crf_viterbi.default, (em.detach(), crf_lengths, start, end, trans, 2))
+    q, k, v = (torch.randn(2, n, 4).half().requires_grad_() for n in (3, 5, 5))
+    torch.library.opcheck(ops.dot_attention.default, (q, k, v, None, 0.5))

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "attention.h"
 
@@ -148,10 +149,10 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 }
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("additive_attention", &pyseq::additive_cpu);
-  m.impl("additive_attention_backward", &pyseq::additive_backward_cpu);
-  m.impl("dot_attention", &pyseq::dot_cpu);
-  m.impl("dot_attention_backward", &pyseq::dot_backward_cpu);
+  m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_cpu));
+  m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_backward_cpu));
+  m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_cpu));
+  m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_backward_cpu));
 }
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "../common/checks.h"
 #include "crf.h"
@@ -187,14 +188,14 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 }
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("crf_log_likelihood", &pyseq::log_likelihood_cpu);
-  m.impl("crf_log_likelihood_backward", &pyseq::log_likelihood_backward_cpu);
-  m.impl("crf_log_partition", &pyseq::log_partition_cpu);
-  m.impl("crf_log_partition_backward", &pyseq::log_partition_backward_cpu);
-  m.impl("crf_path_score", &pyseq::crf_path_score_cpu);
-  m.impl("crf_path_score_backward", &pyseq::path_score_backward_cpu);
-  m.impl("crf_marginals", &pyseq::crf_marginals_cpu);
-  m.impl("crf_viterbi", &pyseq::viterbi_cpu);
+  m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_cpu));
+  m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_backward_cpu));
+  m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_cpu));
+  m.impl("crf_log_partition_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_backward_cpu));
+  m.impl("crf_path_score", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_cpu));
+  m.impl("crf_path_score_backward", PYSEQ_FLOAT32_RESULTS(pyseq::path_score_backward_cpu));
+  m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::crf_marginals_cpu));
+  m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::viterbi_cpu));
 }
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {

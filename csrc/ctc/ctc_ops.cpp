@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "ctc.h"
 
@@ -85,10 +86,10 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 }
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("ctc_loss", &pyseq::loss_cpu);
-  m.impl("ctc_loss_backward", &pyseq::ctc_loss_backward_cpu);
-  m.impl("ctc_greedy_decode", &pyseq::greedy_decode_cpu);
-  m.impl("ctc_forced_align", &pyseq::forced_align_cpu);
+  m.impl("ctc_loss", PYSEQ_FLOAT32_RESULTS(pyseq::loss_cpu));
+  m.impl("ctc_loss_backward", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_loss_backward_cpu));
+  m.impl("ctc_greedy_decode", PYSEQ_FLOAT32_RESULTS(pyseq::greedy_decode_cpu));
+  m.impl("ctc_forced_align", PYSEQ_FLOAT32_RESULTS(pyseq::forced_align_cpu));
 }
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {

@@ -6,6 +6,7 @@ would build outputs on a CPU argument and the call would return uninitialized me
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -20,3 +21,9 @@ def check_same_device(ref_name: str, ref: Tensor, *named: tuple[str, Tensor | No
             f"Expected all tensors to be on the same device, but found at least two devices, {ref.device} and "
             f"{t.device}! ({ref_name} is on {ref.device}, {name} on {t.device})"
         )
+
+
+def float32_if_16_bit(t: Tensor) -> torch.dtype:
+    """The dtype CTC and CRF compute and return in for an input ``t``: float32 for bfloat16 and float16 (the kernels
+    convert them, csrc/common/float32_compute.h), else ``t``'s own."""
+    return torch.float32 if t.dtype in (torch.bfloat16, torch.float16) else t.dtype

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_same_device
+from .checks import check_same_device, float32_if_16_bit
 
 crf_log_partition = torch.ops.pyseq.crf_log_partition
 crf_path_score = torch.ops.pyseq.crf_path_score
@@ -40,16 +40,23 @@ def _check_devices(emissions, lengths, start=None, end=None, transitions=None, *
 
 def _gradients_fake(emissions):
     """The gradients for (emissions, start, end, transitions): contiguous, whatever the strides of the inputs."""
-    K = emissions.shape[2]
-    return emissions.new_empty(emissions.shape), emissions.new_empty(K), emissions.new_empty(K), emissions.new_empty(K, K)
+    K, dtype = emissions.shape[2], float32_if_16_bit(emissions)
+    return (
+        emissions.new_empty(emissions.shape, dtype=dtype), emissions.new_empty(K, dtype=dtype),
+        emissions.new_empty(K, dtype=dtype), emissions.new_empty(K, K, dtype=dtype),
+    )
 
 
 def _forward_fake(emissions):
     """(a value per sequence [B], log_alpha [T, B, Kp], alpha_shift [T, B] float64), Kp: K in whole 64-byte vectors."""
     B, T, K = emissions.shape
-    lanes = 64 // emissions.element_size()
+    dtype = float32_if_16_bit(emissions)
+    lanes = 64 // dtype.itemsize
     padded = (K + lanes - 1) // lanes * lanes
-    return emissions.new_empty(B), emissions.new_empty(T, B, padded), emissions.new_empty(T, B, dtype=torch.float64)
+    return (
+        emissions.new_empty(B, dtype=dtype), emissions.new_empty(T, B, padded, dtype=dtype),
+        emissions.new_empty(T, B, dtype=torch.float64),
+    )
 
 
 @torch.library.register_fake("pyseq::crf_log_partition")
@@ -67,7 +74,7 @@ def _crf_log_partition_backward_fake(grad_log_z, emissions, lengths, start, end,
 @torch.library.register_fake("pyseq::crf_path_score")
 def _crf_path_score_fake(emissions, tags, lengths, start, end, transitions):
     _check_devices(emissions, lengths, start, end, transitions, tags=tags)
-    return emissions.new_empty(emissions.shape[0])
+    return emissions.new_empty(emissions.shape[0], dtype=float32_if_16_bit(emissions))
 
 
 @torch.library.register_fake("pyseq::crf_path_score_backward")
@@ -93,11 +100,11 @@ def _crf_log_likelihood_backward_fake(
 @torch.library.register_fake("pyseq::crf_marginals")
 def _crf_marginals_fake(emissions, lengths, start, end, transitions):
     _check_devices(emissions, lengths, start, end, transitions)
-    return emissions.new_empty(emissions.shape)
+    return emissions.new_empty(emissions.shape, dtype=float32_if_16_bit(emissions))
 
 
 @torch.library.register_fake("pyseq::crf_viterbi")
 def _crf_viterbi_fake(emissions, lengths, start, end, transitions, nbest):
     _check_devices(emissions, lengths, start, end, transitions)
     B, T, _ = emissions.shape
-    return emissions.new_empty(B, nbest, T, dtype=torch.long), emissions.new_empty(B, nbest)
+    return emissions.new_empty(B, nbest, T, dtype=torch.long), emissions.new_empty(B, nbest, dtype=float32_if_16_bit(emissions))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_same_device
+from .checks import check_same_device, float32_if_16_bit
 
 # pyseq::ctc_loss(log_probs [T, N, C], targets [N, S] or 1-D concatenated, input_lengths [N], target_lengths [N],
 # blank) -> (nll [N], log_alpha [N, T, 2 * S_max + 1]) and pyseq::ctc_loss_backward(grad_nll, log_probs, targets,
@@ -39,14 +39,15 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
         s_max = targets.shape[1]
     else:  # the longest target of a concatenated batch is data-dependent
         s_max = torch.library.get_ctx().new_dynamic_size()
-    return log_probs.new_empty(N), log_probs.new_empty(N, T, 2 * s_max + 1)
+    dtype = float32_if_16_bit(log_probs)
+    return log_probs.new_empty(N, dtype=dtype), log_probs.new_empty(N, T, 2 * s_max + 1, dtype=dtype)
 
 
 @torch.library.register_fake("pyseq::ctc_loss_backward")
 def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank):
     _check_devices(log_probs, input_lengths, target_lengths, grad_nll=grad_nll, targets=targets, nll=nll,
                    log_alpha=log_alpha)
-    return torch.empty_like(log_probs)
+    return torch.empty_like(log_probs, dtype=float32_if_16_bit(log_probs))
 
 
 @torch.library.register_fake("pyseq::ctc_greedy_decode")
@@ -60,4 +61,4 @@ def _ctc_greedy_decode_fake(log_probs, input_lengths, blank):
 def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank):
     _check_devices(log_probs, input_lengths, target_lengths, targets=targets)
     T, N = log_probs.shape[0], log_probs.shape[1]
-    return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, T)
+    return log_probs.new_empty(N, T, dtype=torch.long), log_probs.new_empty(N, T, dtype=float32_if_16_bit(log_probs))
