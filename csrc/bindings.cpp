@@ -50,6 +50,10 @@ void register_rnn(py::module_& m) {
   m.def("set_recurrent_kernel", &pyseq::set_recurrent_kernel,
         "Force the CPU recurrent kernel: auto, aten, portable, avx2 or avx512 (for tests and measurements).");
   m.def("recurrent_kernel", &pyseq::recurrent_kernel_name, "The recurrent-kernel setting.");
+  m.def("set_bf16_recurrent_kernel", &pyseq::set_bf16_recurrent_kernel,
+        "What bfloat16 recurrent layers run on the CPU: auto, avx512_bf16 or float32 (tests and measurements).");
+  m.def("bf16_recurrent_kernel", &pyseq::bf16_recurrent_kernel,
+        "What a bfloat16 recurrent layer without projection runs: avx512_bf16 or float32.");
   m.def(
       "recurrent_kernel_in_use",
       [] {

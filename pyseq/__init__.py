@@ -18,8 +18,10 @@ def build_info() -> dict:
     compiled in), ``cuda_runtime`` (their CUDA runtime version, or None), ``cpu_isa`` (the instruction set that
     the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``) and
     ``recurrent_kernel`` (what float32 recurrent layers run: ``avx512``, ``avx2`` or ``portable`` packed-weight
-    kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`) and ``cuda_recurrent_kernel`` (the forward
-    the CUDA recurrent layers run, see :func:`set_cuda_recurrent_kernel`)."""
+    kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`), ``bf16_recurrent_kernel`` (what bfloat16
+    recurrent layers run on the CPU: ``avx512_bf16`` kernels or ``float32``, converted, see
+    :func:`set_bf16_recurrent_kernel`) and ``cuda_recurrent_kernel`` (the forward the CUDA recurrent layers run, see
+    :func:`set_cuda_recurrent_kernel`)."""
     return {
         "version": __version__,
         "torch": torch.__version__,
@@ -27,6 +29,7 @@ def build_info() -> dict:
         "cuda_runtime": _C.cuda_runtime_version() if _C.with_cuda else None,
         "cpu_isa": _C.cpu_isa(),
         "recurrent_kernel": _C.recurrent_kernel_in_use(),
+        "bf16_recurrent_kernel": _C.bf16_recurrent_kernel(),
         "cuda_recurrent_kernel": _C.cuda_recurrent_kernel(),
     }
 
@@ -37,6 +40,16 @@ def set_recurrent_kernel(name: str) -> None:
     the CPU lacks it) or ``"aten"`` (per-step GEMM library calls). For float32 layers without a projection; float64
     and LSTM projections always take the ``aten`` path. Meant for tests and measurements; process-wide."""
     _C.set_recurrent_kernel(name)
+
+
+def set_bf16_recurrent_kernel(name: str) -> None:
+    """Chooses what bfloat16 recurrent layers (under CPU autocast, or converted with ``.to(torch.bfloat16)``) run on
+    the CPU: ``"auto"`` (default: ``"avx512_bf16"`` where the CPU has AVX512-BF16), ``"avx512_bf16"`` (the forward's
+    products on bfloat16 operands by the ``vdpbf16ps`` dot product with float32 accumulation; ValueError if the CPU
+    lacks it) or ``"float32"`` (the portable path: tensors converted to float32 and the float32 kernels run). The
+    bfloat16 kernel serves the forward of layers without a projection, of 8 steps or more (as the float32 packed
+    kernel); the rest, and every backward, runs the float32 path. Meant for tests and measurements; process-wide."""
+    _C.set_bf16_recurrent_kernel(name)
 
 
 def set_cuda_recurrent_kernel(name: str) -> None:
@@ -74,6 +87,7 @@ __all__ = [
     "crf",
     "build_info",
     "set_recurrent_kernel",
+    "set_bf16_recurrent_kernel",
     "set_cuda_recurrent_kernel",
     "empty_cache",
     "set_scratch_limit",

@@ -115,3 +115,97 @@ def test_kernel_setting_errors():
     with pytest.raises(ValueError, match="recurrent kernel must be one of"):
         pyseq.set_recurrent_kernel("sse9")
     assert pyseq._C.recurrent_kernel() == "auto"
+
+
+# ---- the bfloat16 kernel (AVX512-BF16) against the portable bfloat16 path (float32 kernels on converted tensors) --
+
+HAS_BF16_KERNEL = pyseq.build_info()["bf16_recurrent_kernel"] == "avx512_bf16"
+
+
+@contextlib.contextmanager
+def bf16_kernel(name, threads=None):
+    previous_threads = torch.get_num_threads()
+    pyseq.set_bf16_recurrent_kernel(name)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        pyseq.set_bf16_recurrent_kernel("auto")
+        torch.set_num_threads(previous_threads)
+
+
+def test_bf16_kernel_setting():
+    with bf16_kernel("float32"):
+        assert pyseq.build_info()["bf16_recurrent_kernel"] == "float32"
+    with pytest.raises(ValueError, match="must be one of auto, avx512_bf16, float32"):
+        pyseq.set_bf16_recurrent_kernel("amx")
+    if not HAS_BF16_KERNEL:
+        with pytest.raises(ValueError, match="AVX512-BF16"):
+            pyseq.set_bf16_recurrent_kernel("avx512_bf16")
+
+
+@pytest.mark.skipif(not HAS_BF16_KERNEL, reason="this CPU has no AVX512-BF16")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "cell, kwargs, T, B, I, H, packed",
+    [
+        ("LSTM", {}, 9, 1, 5, 3, False),  # one partial lane group, odd input size (a padded pair)
+        ("LSTM", {"bidirectional": True}, 12, 13, 16, 33, True),  # 3 row blocks, a partial group, variable lengths
+        ("GRU", {"num_layers": 2}, 10, 9, 7, 64, False),
+        ("GRU", {"bias": False}, 8, 5, 32, 17, True),
+        ("RNN", {}, 11, 7, 6, 70, False),  # RNN packs 4 unit groups per panel
+        ("RNN", {"nonlinearity": "relu", "bidirectional": True}, 9, 3, 9, 20, True),
+    ],
+)
+def test_bf16_kernel_against_float32_path(threads, cell, kwargs, T, B, I, H, packed):
+    torch.manual_seed(0)
+    module = getattr(pyseq.nn, cell)(I, H, **kwargs)
+    reference = getattr(torch.nn, cell)(I, H, dtype=torch.float64, **kwargs)
+    module.to(torch.bfloat16)
+    reference.load_state_dict(module.state_dict())  # the bfloat16 weights, exactly
+    x = torch.randn(T, B, I).to(torch.bfloat16)
+    lengths = torch.randint(1, T + 1, (B,)) if packed else None
+    if packed:
+        lengths[0] = T
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    h0 = torch.randn(layers, B, H).to(torch.bfloat16)
+    hidden = (h0, torch.randn(layers, B, H).to(torch.bfloat16)) if cell == "LSTM" else h0
+
+    def run(m, dtype):
+        inp = x.to(dtype)
+        if packed:
+            inp = pack_padded_sequence(inp, lengths, enforce_sorted=False)
+        state = tuple(s.to(dtype) for s in hidden) if cell == "LSTM" else hidden.to(dtype)
+        out, h = m(inp, state)
+        return [(out.data if packed else out).double()] + [s.double() for s in (h if cell == "LSTM" else (h,))]
+
+    expected = run(reference, torch.float64)
+    results = {}
+    for kernel in ("float32", "avx512_bf16"):
+        with bf16_kernel(kernel, threads), torch.no_grad():
+            results[kernel] = run(module, torch.bfloat16)
+    for got, portable, want in zip(results["avx512_bf16"], results["float32"], expected):
+        err, err_portable = (got - want).abs().max().item(), (portable - want).abs().max().item()
+        # The products on bfloat16 operands round the state to bfloat16 each step, which the portable path does
+        # not: no further from float64 than the portable path beyond a margin of a few bfloat16 roundings.
+        assert err <= 1.5 * err_portable + 1e-2, (err, err_portable)
+        assert (got - portable).abs().max().item() <= 3e-2
+
+
+@pytest.mark.skipif(not HAS_BF16_KERNEL, reason="this CPU has no AVX512-BF16")
+def test_bf16_kernel_training_gradients():
+    """The backward after the bfloat16 forward (its workspace) against the portable path's."""
+    torch.manual_seed(0)
+    module = pyseq.nn.LSTM(10, 24, bidirectional=True).to(torch.bfloat16)
+    x = torch.randn(12, 5, 10).to(torch.bfloat16)
+    grads = {}
+    for kernel in ("float32", "avx512_bf16"):
+        with bf16_kernel(kernel):
+            xg = x.clone().requires_grad_()
+            out, (h, c) = module(xg)
+            (out.float().square().sum() + h.float().sum() + c.float().sum()).backward()
+            grads[kernel] = [xg.grad.float()] + [p.grad.float() for p in module.parameters()]
+            module.zero_grad()
+    for a, b in zip(grads["avx512_bf16"], grads["float32"]):
+        assert (a - b).abs().max().item() <= 3e-2 * max(1.0, b.abs().max().item())

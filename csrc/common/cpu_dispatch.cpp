@@ -7,6 +7,7 @@ namespace pyseq {
 bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
+  if (isa == Isa::Avx512Bf16) return __builtin_cpu_supports("x86-64-v4") && __builtin_cpu_supports("avx512bf16");
   if (isa == Isa::Avx512) return __builtin_cpu_supports("x86-64-v4");
   if (isa == Isa::Avx2) return __builtin_cpu_supports("x86-64-v3");
   return true;

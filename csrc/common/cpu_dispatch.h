@@ -26,7 +26,9 @@
 
 namespace pyseq {
 
-enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2 };
+// Avx512Bf16: AVX-512 with the bfloat16 dot product (vdpbf16ps), used by the bfloat16 recurrent kernel through
+// inline assembly inside PYSEQ_TARGET_AVX512 functions.
+enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 
 // Whether this CPU runs code compiled for `isa` (the feature sets of the levels above).
 bool cpu_supports(Isa isa);

@@ -26,6 +26,13 @@ RecurrentKernel recurrent_kernel_setting();
 // The kernel a float32 layer without projection runs under the current setting on this CPU.
 RecurrentKernel resolved_recurrent_kernel();
 
+// What bfloat16 layers without a projection run where the packed schedule serves them: "avx512_bf16" (the products
+// on bfloat16 operands, packed_forward_bf16) where the CPU has AVX512-BF16 and the setting allows, else "float32"
+// (the tensors converted and the float32 kernels run). The setting: "auto" (the best this CPU runs), "avx512_bf16"
+// (an error on a CPU without it) or "float32".
+void set_bf16_recurrent_kernel(const std::string& name);
+std::string bf16_recurrent_kernel();
+
 // Step layout shared with rnn_cpu.cpp: step t has sizes[t] active rows starting at packed row offsets[t].
 struct StepLayout {
   const int64_t* sizes;
@@ -66,5 +73,20 @@ struct PackedBackwardArgs {
 // Both run the kernel resolved_recurrent_kernel() names (Portable, Avx2 or Avx512).
 void packed_forward(const PackedForwardArgs& args);
 void packed_backward(const PackedBackwardArgs& args);
+
+// The bfloat16 operands of packed_forward_bf16 (bfloat16 values as their 16 bits).
+struct Bf16Inputs {
+  const uint16_t* x;     // [rows, x_ld]: the input, each row zero-padded to whole pairs (x_ld = I + I % 2)
+  int64_t rows, x_ld, I;
+  const uint16_t* w_ih;  // [G*H, I]
+  const uint16_t* w_hh;  // [G*H, H]
+  const float* bias;     // [G*H]: b_ih + b_hh (LSTM, RNN) or b_ih (GRU), zeros without bias
+  float* gi;             // [rows, G*H] out: the input projection, float32 (args.gi points here too)
+};
+
+// The forward with bfloat16 products: x @ W_ih^T and h @ W_hh^T by vdpbf16ps on bfloat16 operands with float32
+// accumulation (the state is rounded to bfloat16 for the product only; the cell math, the state, the outputs and
+// the workspace stay float32). args.w_hh is unused. Needs cpu_supports(Isa::Avx512Bf16).
+void packed_forward_bf16(const PackedForwardArgs& args, const Bf16Inputs& inputs);
 
 }  // namespace pyseq

@@ -173,11 +173,62 @@ constexpr int64_t kMaxPackedBackwardStepFma = int64_t(1) << 22;
 // float32 without a projection runs the packed-weight kernels unless the `aten` kernel is forced, or, under `auto`,
 // the sequence is too short to repay packing W_hh (measured at batch 1 and 32, H=256 and 512: under 8 steps the
 // GEMM library on the untransposed weights is faster, from 8 steps on the packed kernels are).
+bool packed_schedule(const Dims& d, const Steps& steps) {
+  const RecurrentKernel setting = recurrent_kernel_setting();
+  return !d.proj && setting != RecurrentKernel::Aten &&
+         (setting != RecurrentKernel::Auto || long_enough_to_copy_weights(steps));
+}
+
 template <typename T>
 bool use_packed(const Dims& d, const Steps& steps) {
-  const RecurrentKernel setting = recurrent_kernel_setting();
-  return std::is_same_v<T, float> && !d.proj && setting != RecurrentKernel::Aten &&
-         (setting != RecurrentKernel::Auto || long_enough_to_copy_weights(steps));
+  return std::is_same_v<T, float> && packed_schedule(d, steps);
+}
+
+// A bfloat16 layer whose float32 counterpart would run the packed schedule runs its bfloat16 variant where the CPU
+// has AVX512-BF16 (bf16_recurrent_kernel()).
+bool use_packed_bf16(const at::Tensor& x, const Dims& d, const Steps& steps) {
+  return x.scalar_type() == at::kBFloat16 && packed_schedule(d, steps) && bf16_recurrent_kernel() == "avx512_bf16";
+}
+
+const uint16_t* bf16_data(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+// The forward of a bfloat16 layer through packed_forward_bf16: x, W_ih and W_hh stay bfloat16; the biases, the
+// initial state, the results and the workspace are float32 here (the caller converts the results back).
+std::vector<at::Tensor> forward_bf16(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse, bool save) {
+  const bool lstm = d.mode == CellMode::Lstm, gru = d.mode == CellMode::Gru;
+  const int64_t GH = d.G * d.H, I = x.size(1);
+  const at::TensorOptions f32 = x.options().dtype(at::kFloat);
+  const at::Tensor xp = I % 2 ? at::constant_pad_nd(x, {0, 1}) : x.contiguous();
+  const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+  const at::Tensor bias = !d.bias ? at::zeros({GH}, f32) : gru ? b_ih.to(at::kFloat) : b_ih.to(at::kFloat) + b_hh.to(at::kFloat);
+  const at::Tensor gru_b_hh = gru ? (d.bias ? b_hh.to(at::kFloat) : at::zeros({GH}, f32)) : at::Tensor();
+  at::Tensor gi = scratch(Scratch::InputProjection, {d.N, GH}, f32);
+  at::Tensor y = at::empty({d.N, d.H}, f32);
+  at::Tensor h = h0.to(at::kFloat).contiguous().clone();
+  at::Tensor c = lstm ? c0.to(at::kFloat).contiguous().clone() : at::empty({0}, f32);
+  const int64_t saved_ld = rnn_workspace_columns(d.mode, d.H, d.Hr);
+  at::Tensor ws = at::empty({save ? d.N : 0, saved_ld}, f32);
+  const Bf16Inputs inputs{bf16_data(xp), d.N, xp.size(1), I, bf16_data(wi), bf16_data(wh),
+                          bias.data_ptr<float>(), gi.data_ptr<float>()};
+  const PackedForwardArgs args{d.mode,
+                               d.H,
+                               d.B,
+                               layout_of(steps, reverse),
+                               gi.data_ptr<float>(),
+                               nullptr,
+                               gru ? gru_b_hh.data_ptr<float>() : nullptr,
+                               h.data_ptr<float>(),
+                               y.data_ptr<float>(),
+                               h.data_ptr<float>(),
+                               lstm ? c.data_ptr<float>() : nullptr,
+                               save ? ws.data_ptr<float>() : nullptr,
+                               saved_ld};
+  packed_forward_bf16(args, inputs);
+  return {y, h, c, ws};
 }
 
 
@@ -277,13 +328,19 @@ std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const
   check_cpu(x);
   const at::Tensor rows = input_rows(x);
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  if (use_packed_bf16(x, d, steps)) {
+    std::vector<at::Tensor> out = to_dtype(
+        forward_bf16(d, steps, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save_workspace), x.scalar_type());
+    out[0] = in_layout_of(out[0], x);
+    return out;
+  }
   if (is_16_bit(x)) {
     return to_dtype(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0), as_float(w_ih),
                                     as_float(w_hh), as_float(b_ih), as_float(b_hh), as_float(w_hr), reverse,
                                     save_workspace),
                     x.scalar_type());
   }
-  const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out =
       x.scalar_type() == at::kFloat
