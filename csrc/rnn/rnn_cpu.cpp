@@ -170,6 +170,17 @@ StepLayout layout_of(const Steps& steps, bool reverse) {
 // at (T=100, B=64, I=H=512) 261 ms packed vs 232 ms ATen, equal at (B=32, H=256), packed ahead at batch 1.
 constexpr int64_t kMaxPackedBackwardStepFma = int64_t(1) << 22;
 
+// bfloat16 and float16 run through the float32 kernels: their tensors are converted on the way in, and the results
+// (the workspace too) go back to the input's dtype.
+bool is_16_bit(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+}
+at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
+std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType dtype) {
+  for (at::Tensor& t : tensors) t = t.to(dtype);
+  return tensors;
+}
+
 // float32 without a projection runs the packed-weight kernels unless the `aten` kernel is forced, or, under `auto`,
 // the sequence is too short to repay packing W_hh (measured at batch 1 and 32, H=256 and 512: under 8 steps the
 // GEMM library on the untransposed weights is faster, from 8 steps on the packed kernels are).
@@ -264,13 +275,13 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   return {st.y, st.h, st.c, st.ws};
 }
 
+// The time loop of the backward: the gate gradients of every step, and those of h0 and c0.
 template <typename T>
-std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
-                                      const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& ws,
-                                      const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                                      bool reverse, bool need_dx, bool need_dh0) {
+BackwardState backward_time_loop(const Dims& d, const Steps& steps, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                                 const at::Tensor& ws, const at::Tensor& grad_y, const at::Tensor& grad_hn,
+                                 const at::Tensor& grad_cn, bool reverse, bool need_dh0) {
   BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn,
-                                   scratch(Scratch::GateGradients, {d.N, dgates_columns(d)}, x.options()));
+                                   scratch(Scratch::GateGradients, {d.N, dgates_columns(d)}, ws.options()));
   bool done = false;
   if constexpr (std::is_same_v<T, float>) {
     if (use_packed<T>(d, steps) && (recurrent_kernel_setting() != RecurrentKernel::Auto ||
@@ -293,23 +304,35 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
     }
   }
   if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
+  return b;
+}
+
+template <typename T>
+std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& ws,
+                                      const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                                      bool reverse, bool need_dx, bool need_dh0) {
+  const BackwardState b = backward_time_loop<T>(d, steps, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse, need_dh0);
   return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
+}
+
+// The backward of a layer whose forward ran forward_bf16: the time loop in float32 (the cell backward needs the
+// precision; its products are a quarter of the work), then the whole-sequence GEMMs on bfloat16 operands (the gate
+// gradients rounded to bfloat16, as the forward's products round their operands), through the GEMM library.
+std::vector<at::Tensor> backward_bf16(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
+                                      const at::Tensor& w_hh, const at::Tensor& ws, const at::Tensor& grad_y,
+                                      const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
+                                      bool need_dx, bool need_dh0) {
+  BackwardState b = backward_time_loop<float>(d, steps, as_float(w_hh), at::Tensor(), as_float(ws), as_float(grad_y),
+                                              as_float(grad_hn), as_float(grad_cn), reverse, need_dh0);
+  b.dgates = b.dgates.to(x.scalar_type());
+  return to_dtype(parameter_gradients(d, x.contiguous(), w_ih, ws, b, need_dx, need_dh0), x.scalar_type());
 }
 
 void check_cpu(const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "x must be on the CPU for the CPU kernel, got ", x.device());
 }
 
-// bfloat16 and float16 run through the float32 kernels: their tensors are converted on the way in, and the results
-// (the workspace too) go back to the input's dtype.
-bool is_16_bit(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
-}
-at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
-std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType dtype) {
-  for (at::Tensor& t : tensors) t = t.to(dtype);
-  return tensors;
-}
 
 }  // namespace
 
@@ -359,13 +382,19 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
   const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
   const Dims d = check_backward_args(mode, rows, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, has_bias,
                                      /*reduced_precision=*/true);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  if (use_packed_bf16(x, d, steps)) {
+    std::vector<at::Tensor> out = backward_bf16(d, steps, rows, w_ih, w_hh, workspace, gy, grad_hn, grad_cn, reverse,
+                                                need_dx, need_dh0);
+    out[0] = in_layout_of(out[0], x);
+    return out;
+  }
   if (is_16_bit(x)) {
     return to_dtype(rnn_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh), as_float(w_hr),
                                      as_float(workspace), as_float(grad_y), as_float(grad_hn), as_float(grad_cn),
                                      reverse, has_bias, need_dx, need_dh0),
                     x.scalar_type());
   }
-  const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out =
       x.scalar_type() == at::kFloat
