@@ -194,17 +194,33 @@ def test_bf16_kernel_against_float32_path(threads, cell, kwargs, T, B, I, H, pac
 
 
 @pytest.mark.skipif(not HAS_BF16_KERNEL, reason="this CPU has no AVX512-BF16")
-def test_bf16_kernel_training_gradients():
-    """The backward after the bfloat16 forward (its workspace) against the portable path's."""
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "cell, kwargs, H, packed",
+    [
+        ("LSTM", {"bidirectional": True}, 24, False),
+        ("GRU", {}, 17, True),  # odd H: the GRU's gate gradients have an odd hidden side
+        ("GRU", {"bias": False}, 40, False),
+        ("RNN", {"bidirectional": True}, 13, True),  # odd H: a padding column in the bfloat16 gate gradients
+    ],
+)
+def test_bf16_kernel_training_gradients(threads, cell, kwargs, H, packed):
+    """The backward of the bfloat16 kernel (bfloat16 products per step and in the weight gradients) against the
+    portable path's (float32 throughout)."""
     torch.manual_seed(0)
-    module = pyseq.nn.LSTM(10, 24, bidirectional=True).to(torch.bfloat16)
-    x = torch.randn(12, 5, 10).to(torch.bfloat16)
+    module = getattr(pyseq.nn, cell)(10, H, **kwargs).to(torch.bfloat16)
+    T, B = 12, 7
+    x = torch.randn(T, B, 10).to(torch.bfloat16)
+    lengths = torch.tensor([12, 3, 9, 12, 1, 5, 8])
     grads = {}
     for kernel in ("float32", "avx512_bf16"):
-        with bf16_kernel(kernel):
+        with bf16_kernel(kernel, threads):
             xg = x.clone().requires_grad_()
-            out, (h, c) = module(xg)
-            (out.float().square().sum() + h.float().sum() + c.float().sum()).backward()
+            inp = pack_padded_sequence(xg, lengths, enforce_sorted=False) if packed else xg
+            out, hidden = module(inp)
+            out = out.data if packed else out
+            states = hidden if cell == "LSTM" else (hidden,)
+            (out.float().square().sum() + sum(s.float().sum() for s in states)).backward()
             grads[kernel] = [xg.grad.float()] + [p.grad.float() for p in module.parameters()]
             module.zero_grad()
     for a, b in zip(grads["avx512_bf16"], grads["float32"]):

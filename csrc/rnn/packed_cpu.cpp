@@ -276,7 +276,8 @@ void retire_rows(const float* src, float* dst, int64_t from, int64_t to, int64_t
 
 // What the threads of one call share: where W_hh comes from, the panel buffer (each thread packs its own groups),
 // and the two [B, H] state buffers (swapped after each step). With bfloat16 operands (E = bf16_bits) also the
-// state rounded to bfloat16, the product's operand (two [B, op_ld] buffers, swapped with the state), and the
+// products' bfloat16 operand, rows of operand_ld: in the forward the state rounded to bfloat16 (two [B, .] buffers,
+// swapped with the state), in the backward the gate gradients rounded to bfloat16 ([N, .]); and for the forward the
 // bfloat16 input projection's sources with their panel buffer.
 template <typename E>
 struct SharedBuffers {
@@ -284,9 +285,9 @@ struct SharedBuffers {
   E* panels;
   float* cur;
   float* next;
-  E* op_cur = nullptr;
-  E* op_next = nullptr;
-  int64_t op_ld = 0;
+  E* operand = nullptr;
+  E* operand_next = nullptr;
+  int64_t operand_ld = 0;
   const Bf16Inputs* inputs = nullptr;
   E* input_panels = nullptr;
 };
@@ -344,9 +345,9 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const Shared
   int64_t ld = H;
   if constexpr (bf16) {
     project_inputs<M>(a, sb, share);
-    op_cur = sb.op_cur;
-    op_next = sb.op_next;
-    ld = sb.op_ld;
+    op_cur = sb.operand;
+    op_next = sb.operand_next;
+    ld = sb.operand_ld;
   } else {
     op_cur = h_cur;
   }
@@ -420,12 +421,14 @@ PYSEQ_ALWAYS_INLINE void forward_thread(const PackedForwardArgs& a, const Shared
 // the same units): dh_prev = dgates @ W_hh into the other buffer. Each thread reads and writes only its own units of
 // the dh buffers, so one barrier per step suffices.
 
-template <CellMode M, int V>
-PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const SharedBuffers<float>& sb, int tid,
-                                         int nt) {
+// With bfloat16 operands (E = bf16_bits), phase 1 also rounds the thread's columns of the gate gradients into the
+// bfloat16 copy that phase 2 multiplies.
+template <CellMode M, int V, typename E>
+PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const SharedBuffers<E>& sb, int tid, int nt) {
+  constexpr bool bf16 = std::is_same_v<E, bf16_bits>;
   constexpr int S = 4, G = gate_count(M), R = block_rows<S, V>();
   const int64_t H = a.H, GH = G * H;
-  const Panels p{1, S, H, GH, V};
+  const Panels p{1, S, H, GH, V, pair_size<E>()};
   const Share share = share_of(p, tid, nt);
   pack(p, sb.source, sb.panels, share.q0, share.q1);
   float* d_cur = sb.cur;
@@ -451,14 +454,31 @@ PYSEQ_ALWAYS_INLINE void backward_thread(const PackedBackwardArgs& a, const Shar
         } else {
           rnn_units_backward(units, relu, saved, dh, dy, dg);
         }
+        if constexpr (bf16) {
+          // Every block of H columns: the gates, and the GRU's input-side dain after its hidden side. (With an odd
+          // H, the GRU's last hidden-side pair takes dain's first column as its second element, against a zero
+          // of the panel's padding: it adds nothing unless that gradient is not finite, and then the layer's
+          // gradients are not anyway.)
+          bf16_bits* copy = sb.operand + prow * sb.operand_ld + u0;
+          for (int64_t c = 0; c < a.dg_ld; c += H) round_to_bf16(copy + c, dg + c, units);
+        }
       }
     }
     team_barrier();
+    const E* operand;
+    int64_t ld;
+    if constexpr (bf16) {
+      operand = sb.operand;
+      ld = sb.operand_ld;
+    } else {
+      operand = a.dgates;
+      ld = a.dg_ld;
+    }
     for (int64_t q = share.q0; q < share.q1; ++q) {
-      const float* panel = sb.panels + q * p.group_size();
+      const E* panel = sb.panels + q * p.group_size();
       for (int64_t r0 = 0; r0 < n; r0 += R) {
         const int rows = static_cast<int>(std::min<int64_t>(R, n - r0));
-        tile_product_rows<S, R, V>(rows, GH, a.dgates + (row + r0) * a.dg_ld, a.dg_ld, panel, tile);
+        tile_product_rows<S, R, V>(rows, p.k_steps(), operand + (row + r0) * ld, ld, panel, tile);
         for (int r = 0; r < rows; ++r) {
           for (int sl = 0; sl < S; ++sl) {
             const int64_t u = (q * S + sl) * V;
@@ -490,9 +510,8 @@ PYSEQ_ALWAYS_INLINE void forward_thread_any(const PackedForwardArgs& a, const Sh
   }
 }
 
-template <int V>
-PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const SharedBuffers<float>& b, int tid,
-                                             int nt) {
+template <int V, typename E>
+PYSEQ_ALWAYS_INLINE void backward_thread_any(const PackedBackwardArgs& a, const SharedBuffers<E>& b, int tid, int nt) {
   switch (a.mode) {
     case CellMode::Lstm: return backward_thread<CellMode::Lstm, V>(a, b, tid, nt);
     case CellMode::Gru: return backward_thread<CellMode::Gru, V>(a, b, tid, nt);
@@ -517,6 +536,10 @@ __attribute__((noinline)) void forward_thread_portable(const PackedForwardArgs& 
 PYSEQ_TARGET_AVX512 void forward_thread_avx512_bf16(const PackedForwardArgs& a, const SharedBuffers<bf16_bits>& b,
                                                     int tid, int nt) {
   forward_thread_any<16>(a, b, tid, nt);
+}
+PYSEQ_TARGET_AVX512 void backward_thread_avx512_bf16(const PackedBackwardArgs& a, const SharedBuffers<bf16_bits>& b,
+                                                     int tid, int nt) {
+  backward_thread_any<16>(a, b, tid, nt);
 }
 PYSEQ_TARGET_AVX512 void backward_thread_avx512(const PackedBackwardArgs& a, const Float32Buffers& b, int tid,
                                                 int nt) {
@@ -653,6 +676,20 @@ void packed_forward_bf16(const PackedForwardArgs& a, const Bf16Inputs& in) {
                                         &in,
                                         hh_panels + p.groups() * p.group_size()};
   run_on_team(a, p.groups(), [&](int tid, int nt) { forward_thread_avx512_bf16(a, shared, tid, nt); });
+}
+
+void packed_backward_bf16(const PackedBackwardArgs& a, const uint16_t* w_hh, uint16_t* dgates, int64_t dgates_ld) {
+  TORCH_CHECK(cpu_supports(Isa::Avx512Bf16), "the bfloat16 recurrent kernel needs AVX512-BF16");
+  const Panels p{1, 4, a.H, gate_count(a.mode) * a.H, 16, 2};
+  at::Tensor panels = scratch(Scratch::PackedWeights, {p.groups() * p.group_size()}, at::kBFloat16);
+  at::Tensor state = state_buffers(a.dh, a.B, a.H);
+  SharedBuffers<bf16_bits> shared{PanelSource<bf16_bits>{w_hh, 1, a.H},
+                                  reinterpret_cast<bf16_bits*>(panels.data_ptr<at::BFloat16>()),
+                                  state.data_ptr<float>(),
+                                  state.data_ptr<float>() + a.B * a.H};
+  shared.operand = dgates;
+  shared.operand_ld = dgates_ld;
+  run_on_team(a, p.groups(), [&](int tid, int nt) { backward_thread_avx512_bf16(a, shared, tid, nt); });
 }
 
 void packed_backward(const PackedBackwardArgs& a) {

@@ -89,4 +89,9 @@ struct Bf16Inputs {
 // the workspace stay float32). args.w_hh is unused. Needs cpu_supports(Isa::Avx512Bf16).
 void packed_forward_bf16(const PackedForwardArgs& args, const Bf16Inputs& inputs);
 
+// The backward's time loop with its per-step product dgates @ W_hh on bfloat16 operands: w_hh [G*H, H] bfloat16;
+// dgates [N, dgates_ld] out: args.dgates rounded to bfloat16 (dgates_ld >= args.dg_ld, even; a padding column
+// stays as given), the operand of the whole-sequence GEMMs after the loop too. args.w_hh is unused.
+void packed_backward_bf16(const PackedBackwardArgs& args, const uint16_t* w_hh, uint16_t* dgates, int64_t dgates_ld);
+
 }  // namespace pyseq

@@ -275,36 +275,21 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
   return {st.y, st.h, st.c, st.ws};
 }
 
-// The time loop of the backward: the gate gradients of every step, and those of h0 and c0.
-template <typename T>
-BackwardState backward_time_loop(const Dims& d, const Steps& steps, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                                 const at::Tensor& ws, const at::Tensor& grad_y, const at::Tensor& grad_hn,
-                                 const at::Tensor& grad_cn, bool reverse, bool need_dh0) {
-  BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn,
-                                   scratch(Scratch::GateGradients, {d.N, dgates_columns(d)}, ws.options()));
-  bool done = false;
-  if constexpr (std::is_same_v<T, float>) {
-    if (use_packed<T>(d, steps) && (recurrent_kernel_setting() != RecurrentKernel::Auto ||
-                                    d.B * d.G * d.H * d.H <= kMaxPackedBackwardStepFma)) {
-      const at::Tensor w = w_hh.contiguous();
-      PackedBackwardArgs args{d.mode,
-                              d.H,
-                              d.B,
-                              layout_of(steps, reverse),
-                              w.data_ptr<float>(),
-                              ws.data_ptr<float>(),
-                              ws.size(1),
-                              b.gy.data_ptr<float>(),
-                              b.dh.data_ptr<float>(),
-                              d.mode == CellMode::Lstm ? b.dc.data_ptr<float>() : nullptr,
-                              b.dgates.data_ptr<float>(),
-                              b.dgates.size(1)};
-      packed_backward(args);
-      done = true;
-    }
-  }
-  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
-  return b;
+// The packed backward kernel's arguments (W_hh set by the caller).
+PackedBackwardArgs packed_backward_args(const Dims& d, const Steps& steps, bool reverse, const at::Tensor& ws,
+                                        BackwardState& b) {
+  return {d.mode,
+          d.H,
+          d.B,
+          layout_of(steps, reverse),
+          nullptr,
+          ws.data_ptr<float>(),
+          ws.size(1),
+          b.gy.data_ptr<float>(),
+          b.dh.data_ptr<float>(),
+          d.mode == CellMode::Lstm ? b.dc.data_ptr<float>() : nullptr,
+          b.dgates.data_ptr<float>(),
+          b.dgates.size(1)};
 }
 
 template <typename T>
@@ -312,20 +297,40 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
                                       const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& ws,
                                       const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
                                       bool reverse, bool need_dx, bool need_dh0) {
-  const BackwardState b = backward_time_loop<T>(d, steps, w_hh, w_hr, ws, grad_y, grad_hn, grad_cn, reverse, need_dh0);
+  BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn,
+                                   scratch(Scratch::GateGradients, {d.N, dgates_columns(d)}, x.options()));
+  bool done = false;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_packed<T>(d, steps) && (recurrent_kernel_setting() != RecurrentKernel::Auto ||
+                                    d.B * d.G * d.H * d.H <= kMaxPackedBackwardStepFma)) {
+      const at::Tensor w = w_hh.contiguous();
+      PackedBackwardArgs args = packed_backward_args(d, steps, reverse, ws, b);
+      args.w_hh = w.data_ptr<float>();
+      packed_backward(args);
+      done = true;
+    }
+  }
+  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
   return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
 }
 
-// The backward of a layer whose forward ran forward_bf16: the time loop in float32 (the cell backward needs the
-// precision; its products are a quarter of the work), then the whole-sequence GEMMs on bfloat16 operands (the gate
-// gradients rounded to bfloat16, as the forward's products round their operands), through the GEMM library.
+// The backward of a bfloat16 layer that forward_bf16 serves: the cell backward in float32, the products on bfloat16
+// operands: per step through packed_backward_bf16, which also leaves the gate gradients rounded to bfloat16 for
+// the whole-sequence GEMMs (weight and input gradients) after the loop, through the GEMM library.
 std::vector<at::Tensor> backward_bf16(const Dims& d, const Steps& steps, const at::Tensor& x, const at::Tensor& w_ih,
                                       const at::Tensor& w_hh, const at::Tensor& ws, const at::Tensor& grad_y,
                                       const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
                                       bool need_dx, bool need_dh0) {
-  BackwardState b = backward_time_loop<float>(d, steps, as_float(w_hh), at::Tensor(), as_float(ws), as_float(grad_y),
-                                              as_float(grad_hn), as_float(grad_cn), reverse, need_dh0);
-  b.dgates = b.dgates.to(x.scalar_type());
+  const int64_t columns = dgates_columns(d), ld = columns + columns % 2;
+  const at::Tensor ws_float = as_float(ws);
+  BackwardState b = backward_setup(d, as_float(grad_y), as_float(grad_hn), as_float(grad_cn),
+                                   scratch(Scratch::GateGradients, {d.N, columns}, ws_float.options()));
+  at::Tensor dgates = at::empty({d.N, ld}, x.options());
+  if (ld > columns) dgates.narrow(1, columns, 1).zero_();
+  const at::Tensor w = w_hh.contiguous();
+  packed_backward_bf16(packed_backward_args(d, steps, reverse, ws_float, b), bf16_data(w),
+                       reinterpret_cast<uint16_t*>(dgates.data_ptr<at::BFloat16>()), ld);
+  b.dgates = dgates.narrow(1, 0, columns);
   return to_dtype(parameter_gradients(d, x.contiguous(), w_ih, ws, b, need_dx, need_dh0), x.scalar_type());
 }
 
