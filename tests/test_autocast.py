@@ -257,3 +257,34 @@ def test_16_bit_inputs_opcheck():
     torch.library.opcheck(ops.crf_viterbi.default, (em.detach(), crf_lengths, start, end, trans, 2))
     q, k, v = (torch.randn(2, n, 4).half().requires_grad_() for n in (3, 5, 5))
     torch.library.opcheck(ops.dot_attention.default, (q, k, v, None, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("steps", [3, 9])  # short: the float32 kernels on converted tensors; long: the packed kernels
+@pytest.mark.parametrize("mode", [0, 2, 3])  # RNN (tanh), LSTM, GRU
+def test_16_bit_layer_opcheck(mode, steps, dtype):
+    """The fake kernels give the dtypes of the CPU kernels for 16-bit layers: a float32 workspace, the rest in the
+    layer's dtype."""
+    torch.manual_seed(0)
+    G = {2: 4, 3: 3}.get(mode, 1)
+    B, I, H = 2, 5, 6
+
+    def t(*shape, grad=True):
+        return torch.randn(*shape).to(dtype).requires_grad_(grad)
+
+    empty = torch.empty(0, dtype=dtype)
+    batch_sizes = torch.full((steps,), B)
+    c0 = t(B, H) if mode == 2 else empty
+    args = (mode, t(steps * B, I), batch_sizes, t(B, H), c0, t(G * H, I), t(G * H, H), t(G * H), t(G * H), empty,
+            False, True)
+    y, h_n, c_n, ws = torch.ops.pyseq.rnn_layer(*args)
+    assert y.dtype == h_n.dtype == dtype and ws.dtype == torch.float32
+    torch.library.opcheck(torch.ops.pyseq.rnn_layer.default, args)
+    detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    _, x, _, _, _, w_ih, w_hh, _, _, w_hr, reverse, _ = detached
+    grad_cn = torch.randn_like(c_n) if mode == 2 else c_n
+    torch.library.opcheck(
+        torch.ops.pyseq.rnn_layer_backward.default,
+        (mode, x, batch_sizes, w_ih, w_hh, w_hr, ws.detach(), torch.randn_like(y), torch.randn_like(h_n),
+         grad_cn.detach(), reverse, True, True, True),
+    )

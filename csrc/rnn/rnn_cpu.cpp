@@ -170,8 +170,8 @@ StepLayout layout_of(const Steps& steps, bool reverse) {
 // at (T=100, B=64, I=H=512) 261 ms packed vs 232 ms ATen, equal at (B=32, H=256), packed ahead at batch 1.
 constexpr int64_t kMaxPackedBackwardStepFma = int64_t(1) << 22;
 
-// bfloat16 and float16 run through the float32 kernels: their tensors are converted on the way in, and the results
-// (the workspace too) go back to the input's dtype.
+// bfloat16 and float16 run through the float32 kernels unless the bfloat16 kernel serves them: their tensors are
+// converted on the way in, and the results go back to the input's dtype (not the workspace, see below).
 bool is_16_bit(const at::Tensor& x) {
   return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
 }
@@ -179,6 +179,12 @@ at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
 std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType dtype) {
   for (at::Tensor& t : tensors) t = t.to(dtype);
   return tensors;
+}
+// The forward's results (y, h_n, c_n, workspace) of a 16-bit layer: the workspace stays float32, so that the
+// backward reads the saved gates at the precision they were computed in (and converts nothing).
+std::vector<at::Tensor> forward_results_to(std::vector<at::Tensor> results, at::ScalarType dtype) {
+  for (size_t i = 0; i < 3; ++i) results[i] = results[i].to(dtype);
+  return results;
 }
 
 // float32 without a projection runs the packed-weight kernels unless the `aten` kernel is forced, or, under `auto`,
@@ -311,7 +317,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
     }
   }
   if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
-  return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
+  return parameter_gradients(d, x, w_ih, previous_states(d, ws), b, need_dx, need_dh0);
 }
 
 // The backward of a bfloat16 layer that forward_bf16 serves: the cell backward in float32, the products on bfloat16
@@ -331,7 +337,9 @@ std::vector<at::Tensor> backward_bf16(const Dims& d, const Steps& steps, const a
   packed_backward_bf16(packed_backward_args(d, steps, reverse, ws_float, b), bf16_data(w),
                        reinterpret_cast<uint16_t*>(dgates.data_ptr<at::BFloat16>()), ld);
   b.dgates = dgates.narrow(1, 0, columns);
-  return to_dtype(parameter_gradients(d, x.contiguous(), w_ih, ws, b, need_dx, need_dh0), x.scalar_type());
+  return to_dtype(parameter_gradients(d, x.contiguous(), w_ih, previous_states(d, ws).to(x.scalar_type()), b,
+                                      need_dx, need_dh0),
+                  x.scalar_type());
 }
 
 void check_cpu(const at::Tensor& x) {
@@ -358,16 +366,16 @@ std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   if (use_packed_bf16(x, d, steps)) {
-    std::vector<at::Tensor> out = to_dtype(
+    std::vector<at::Tensor> out = forward_results_to(
         forward_bf16(d, steps, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save_workspace), x.scalar_type());
     out[0] = in_layout_of(out[0], x);
     return out;
   }
   if (is_16_bit(x)) {
-    return to_dtype(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0), as_float(w_ih),
-                                    as_float(w_hh), as_float(b_ih), as_float(b_hh), as_float(w_hr), reverse,
-                                    save_workspace),
-                    x.scalar_type());
+    return forward_results_to(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0),
+                                              as_float(w_ih), as_float(w_hh), as_float(b_ih), as_float(b_hh),
+                                              as_float(w_hr), reverse, save_workspace),
+                              x.scalar_type());
   }
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out =
@@ -386,7 +394,7 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
   check_cpu(x);
   const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
   const Dims d = check_backward_args(mode, rows, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, has_bias,
-                                     /*reduced_precision=*/true);
+                                     /*reduced_precision=*/true, /*float32_workspace=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   if (use_packed_bf16(x, d, steps)) {
     std::vector<at::Tensor> out = backward_bf16(d, steps, rows, w_ih, w_hh, workspace, gy, grad_hn, grad_cn, reverse,

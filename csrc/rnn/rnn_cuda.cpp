@@ -67,7 +67,8 @@ std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::
                                     bool has_bias, bool need_dx, bool need_dh0) {
   const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
   const Dims d =
-      check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, Cells::kReducedPrecision);
+      check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, Cells::kReducedPrecision,
+                          /*float32_workspace=*/false);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
   std::vector<at::Tensor> out = for_dtype<Cells::kReducedPrecision>(x.scalar_type(), [&](auto scalar) {

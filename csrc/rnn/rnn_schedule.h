@@ -139,18 +139,27 @@ inline Dims check_forward_args(int64_t mode, const at::Tensor& x, const at::Tens
   return d;
 }
 
-// The checks of pyseq::rnn_layer_backward's arguments.
+// The checks of pyseq::rnn_layer_backward's arguments. float32_workspace: a 16-bit layer's workspace is float32
+// (the CPU's), else the workspace has x's dtype.
 inline Dims check_backward_args(int64_t mode, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                 const at::Tensor& w_hr, const at::Tensor& workspace, const at::Tensor& grad_y,
                                 const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool has_bias,
-                                bool reduced_precision) {
+                                bool reduced_precision, bool float32_workspace) {
   Dims d = check_weights(mode, x, w_ih, w_hh, w_hr, reduced_precision);
   check_dim(grad_hn, "grad_hn", 2, "(batch, hidden_size or proj_size)");
   d.B = grad_hn.size(0);
   d.bias = has_bias;
   check_like(grad_hn, "grad_hn", x, "x");
   check_like(grad_y, "grad_y", x, "x");
-  check_like(workspace, "workspace", x, "x");
+  const bool x_16_bit = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  if (float32_workspace && x_16_bit) {
+    TORCH_CHECK_TYPE(workspace.scalar_type() == at::kFloat, "workspace must be float32 for ", x.scalar_type(),
+                     " x, got ", workspace.scalar_type());
+    TORCH_CHECK(workspace.device() == x.device(), "workspace must be on the device of x (", x.device(), "), got ",
+                workspace.device());
+  } else {
+    check_like(workspace, "workspace", x, "x");
+  }
   check_shape(grad_hn, "grad_hn", {d.B, d.Hr});
   check_shape(grad_y, "grad_y", {d.N, d.Hr});
   check_shape(workspace, "workspace", {d.N, rnn_workspace_columns(d.mode, d.H, d.Hr)});
@@ -371,10 +380,16 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
   }
 }
 
+// The states h_prev of every row, [N, Hr], as columns of the workspace.
+inline at::Tensor previous_states(const Dims& d, const at::Tensor& ws) {
+  return ws.narrow(1, h_prev_column(d.mode, d.H), d.Hr);
+}
+
 // The whole-sequence GEMMs after the time loop. Returns dx (empty unless need_dx), dh0 (empty unless need_dh0),
 // dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr as pyseq::rnn_layer_backward does.
+// h_prev: [N, Hr] the state before each row's step (the workspace's columns from h_prev_column).
 inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
-                                                   const at::Tensor& ws, const BackwardState& b, bool need_dx,
+                                                   const at::Tensor& h_prev, const BackwardState& b, bool need_dx,
                                                    bool need_dh0) {
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const bool gru = d.mode == CellMode::Gru;
@@ -382,7 +397,6 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
   // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last, so the input side
   // (dar, daz, dain) is two column blocks; the products run on the blocks rather than on a gathered copy.
   const at::Tensor dg_hidden = part(b.dgates, 1, 0, GH);
-  const at::Tensor h_prev = ws.narrow(1, h_prev_column(d.mode, H), Hr);
   at::Tensor dw_hh = at::mm(dg_hidden.t(), h_prev);
   at::Tensor dx = need_dx ? at::empty({d.N, d.I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
@@ -433,7 +447,7 @@ std::vector<at::Tensor> backward_with(const Cells& cells, const Dims& d, const S
                                       const at::Tensor& grad_cn, bool reverse, bool need_dx, bool need_dh0) {
   BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn, at::empty({d.N, dgates_columns(d)}, x.options()));
   backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, cells);
-  return parameter_gradients(d, x, w_ih, ws, b, need_dx, need_dh0);
+  return parameter_gradients(d, x, w_ih, previous_states(d, ws), b, need_dx, need_dh0);
 }
 
 }  // namespace pyseq

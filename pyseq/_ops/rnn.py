@@ -42,7 +42,9 @@ def _rnn_layer_fake(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, 
     h_n = x.new_empty(batch, hr)
     c_n = x.new_empty(batch, h) if mode == LSTM else x.new_empty(0)
     cols = _C.rnn_workspace_columns(mode, int(h), int(hr))
-    workspace = x.new_empty(n if save_workspace else 0, cols)
+    # The CPU keeps a 16-bit layer's workspace in float32 (csrc/rnn/rnn_cpu.cpp), CUDA in the layer's dtype.
+    ws_dtype = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+    workspace = x.new_empty(n if save_workspace else 0, cols, dtype=ws_dtype)
     return y, h_n, c_n, workspace
 
 
