@@ -391,7 +391,7 @@ inline at::Tensor previous_states(const Dims& d, const at::Tensor& ws) {
 inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
                                                    const at::Tensor& h_prev, const BackwardState& b, bool need_dx,
                                                    bool need_dh0) {
-  const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
+  const int64_t H = d.H, GH = d.G * d.H;
   const bool gru = d.mode == CellMode::Gru;
   const auto opts = x.options();
   // GRU keeps the hidden-side gradients (dar, daz, dhn) in the first 3H columns and dain last, so the input side
