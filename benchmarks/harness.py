@@ -47,9 +47,10 @@ def time_one(fn, budget_s: float = 0.5, min_repeats: int = 5, max_repeats: int =
     return statistics.median(_once(fn) for _ in range(repeats))
 
 
-def sgemm_rate(n: int = 2048) -> float:
-    """GFLOP/s of torch's float32 GEMM at n x n x n: the machine's practical FMA rate on these threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_rate(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """GFLOP/s of torch's GEMM at n x n x n in `dtype`: the machine's practical multiply-add rate on these threads
+    (float32: FMA; bfloat16: the bfloat16 dot product where the CPU has one)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / time_one(lambda: torch.mm(a, b)) / 1e9
 
 

@@ -144,9 +144,17 @@ def under_autocast(fn):
     return run
 
 
-def measure_autocast(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
+def matrix_product_flops(case: Case, backward: bool) -> float:
+    """FLOPs of a layer's matrix products: the forward's x @ W_ih^T and h @ W_hh^T over the sequence; the backward
+    twice that (the input and state gradients, and the weight gradients)."""
+    forward = 2 * case.T * case.B * GATES[case.cell] * case.H * (case.I + case.H)
+    return 3 * forward if backward else forward
+
+
+def measure_autocast(case: Case, backward: bool, budget_s: float = 1.0, bf16_gflops: float | None = None) -> dict:
     """pyseq and torch.nn under torch.autocast("cpu", torch.bfloat16), after checking that their outputs agree to
-    bfloat16's resolution."""
+    bfloat16's resolution. With bf16_gflops (torch's bfloat16 GEMM rate), also the floor: the time of the layer's
+    matrix products at that rate."""
     ours, ref, x = build(case)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         a, _ = ours(x)
@@ -155,7 +163,10 @@ def measure_autocast(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
     assert err <= 5e-2 * max(1.0, b.float().abs().max().item()), f"pyseq differs from torch by {err} under autocast"
     make = train_fn if backward else forward_fn
     t_ours, t_ref = time_pair(under_autocast(make(ours, x)), under_autocast(make(ref, x)), budget_s=budget_s)
-    return comparison(case.label + " bf16 autocast", "fwd+bwd" if backward else "fwd", t_ours, t_ref)
+    row = comparison(case.label + " bf16 autocast", "fwd+bwd" if backward else "fwd", t_ours, t_ref)
+    if bf16_gflops:
+        row["floor_ms"] = matrix_product_flops(case, backward) / bf16_gflops / 1e6
+    return row
 
 
 # (B, H) for the recurrent step measured alone.

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pyseq  # noqa: E402
-from harness import cpu_model, sgemm_rate  # noqa: E402
+from harness import cpu_model, gemm_rate  # noqa: E402
 import attention_cases  # noqa: E402
 import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
@@ -36,6 +37,7 @@ COLUMNS = [
     ("gemm_gflops", "GEMM-only GF/s", "{:.0f}"),
 ]
 CTC_COLUMNS = COLUMNS[:5]
+AUTOCAST_COLUMNS = CTC_COLUMNS + [("floor_ms", "matrix products at bf16 GEMM rate, ms", "{:.2f}")]
 DECODE_COLUMNS = [
     ("case", "decoding / alignment", "{}"),
     ("pyseq_ms", "pyseq ms", "{:.2f}"),
@@ -109,8 +111,9 @@ def main() -> int:
     info = pyseq.build_info()
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {threads} threads; "
           f"pyseq {info['version']} (CPU kernels: {info['cpu_isa']})")
-    peak = sgemm_rate()
-    print(f"torch float32 GEMM 2048^3: {peak:.0f} GFLOP/s; pyseq recurrent kernel: {info['recurrent_kernel']}")
+    peak, peak_bf16 = gemm_rate(), gemm_rate(torch.bfloat16)
+    print(f"torch GEMM 2048^3: float32 {peak:.0f} GFLOP/s, bfloat16 {peak_bf16:.0f} GFLOP/s; pyseq recurrent "
+          f"kernels: {info['recurrent_kernel']} (float32), {info['bf16_recurrent_kernel']} (bfloat16)")
     print("GEMM-only: torch.mm alone on the same matrix products, at the same shapes (the floor for a design built")
     print("on per-step GEMM calls); GF/s columns count matrix-product FLOPs only.\n")
 
@@ -121,7 +124,8 @@ def main() -> int:
         budget = 0.1
     rows = measure_all(rnn_cases.measure, cases, COLUMNS, budget)
     autocast_list = rnn_cases.autocast_cases()[:1] if args.quick else rnn_cases.autocast_cases()
-    autocast_rows = measure_all(rnn_cases.measure_autocast, autocast_list, CTC_COLUMNS, budget)
+    autocast_rows = measure_all(partial(rnn_cases.measure_autocast, bf16_gflops=peak_bf16), autocast_list,
+                                AUTOCAST_COLUMNS, budget)
     ctc_list = ctc_cases.all_cases()[:1] if args.quick else ctc_cases.all_cases()
     ctc_rows = measure_all(ctc_cases.measure, ctc_list, CTC_COLUMNS, budget)
     decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
@@ -164,7 +168,7 @@ def main() -> int:
     attention_cases.set_exact_peak_memory()
     for row, comparison, backward in attention_rows:
         attention_cases.add_memory(row, *comparison[1:5], backward)
-    for columns, table in ((COLUMNS, rows), (CTC_COLUMNS, autocast_rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
+    for columns, table in ((COLUMNS, rows), (AUTOCAST_COLUMNS, autocast_rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
                            (CRF_COLUMNS, crf_rows), (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
                            (STEP_COLUMNS, step_rows)):
         print_table(columns, table, args.markdown)

@@ -249,6 +249,12 @@ PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K2, const bf16_bits
   }
 }
 
+// dst[0:n] = a[0:n] + b[0:n].
+PYSEQ_ALWAYS_INLINE void add_floats(float* __restrict__ dst, const float* __restrict__ a, const float* __restrict__ b,
+                                    int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = a[j] + b[j];
+}
+
 // dst[0:n] = src[0:n] rounded to bfloat16 (to nearest even).
 PYSEQ_ALWAYS_INLINE void round_to_bf16(bf16_bits* __restrict__ dst, const float* __restrict__ src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = c10::BFloat16(src[j]).x;
@@ -314,10 +320,7 @@ PYSEQ_ALWAYS_INLINE void project_inputs(const PackedForwardArgs& a, const Shared
           const int64_t gate = sl / per, u = (q * per + sl % per) * V;
           if (u >= H) continue;
           const int64_t nv = std::min<int64_t>(V, H - u);
-          const float* src = tile + (r * S + sl) * V;
-          const float* bias = in.bias + gate * H + u;
-          float* dst = in.gi + (r0 + r) * GH + gate * H + u;
-          for (int64_t j = 0; j < nv; ++j) dst[j] = src[j] + bias[j];
+          add_floats(in.gi + (r0 + r) * GH + gate * H + u, tile + (r * S + sl) * V, in.bias + gate * H + u, nv);
         }
       }
     }
