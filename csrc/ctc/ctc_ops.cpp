@@ -104,10 +104,12 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
 #define PYSEQ_BACKWARD_OPS \
   {"ctc_loss_backward"}
 TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, {}, PYSEQ_FLOAT32_OPS,
+                                                                                PYSEQ_BACKWARD_OPS);
 }
 TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, PYSEQ_FLOAT32_OPS, PYSEQ_BACKWARD_OPS);
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, {}, PYSEQ_FLOAT32_OPS,
+                                                                                  PYSEQ_BACKWARD_OPS);
 }
 #undef PYSEQ_FLOAT32_OPS
 #undef PYSEQ_BACKWARD_OPS

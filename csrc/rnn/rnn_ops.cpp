@@ -2,7 +2,6 @@
 // schemas, and the autograd kernel, once for every device. A decoder loop calls a layer once per token, and the
 // Python custom-op wrapper cost ~40 us per call each way, most of a one-step call at B=1 (see csrc/crf/crf_ops.cpp);
 // from here eager calls go from the dispatcher to the kernel. The fake kernels stay in Python (pyseq/_ops/rnn.py).
-#include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -124,22 +123,6 @@ Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batc
   return {out[0], out[1], out[2], out[3]};
 }
 
-// Under autocast the layer runs in the autocast dtype, as torch.nn's LSTM, GRU and RNN do (on the CPU a 16-bit
-// layer computes in float32 and returns its results in the 16-bit dtype); the casts are recorded by autograd, so the
-// float32 parameters get float32 gradients. (Which results torch's modules hand back in the input's dtype instead is
-// the Python layer's business: pyseq/functional.py.)
-template <c10::DispatchKey kAutocast, c10::DeviceType kDevice>
-Forward layer_autocast(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                       const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                       const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocast);
-  const at::ScalarType dtype = at::autocast::get_autocast_dtype(kDevice);
-  const auto cast = [&](const at::Tensor& t) { return at::autocast::cached_cast(dtype, t, kDevice); };
-  static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
-  return op.call(mode, cast(x), batch_sizes, cast(h0), cast(c0), cast(w_ih), cast(w_hh), cast(b_ih), cast(b_hh),
-                 cast(w_hr), reverse, save_workspace);
-}
-
 }  // namespace
 }  // namespace pyseq
 
@@ -161,12 +144,15 @@ TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", &pyseq::layer_autograd); }
 
+// Under autocast the layer runs in the autocast dtype, as torch.nn's LSTM, GRU and RNN do (csrc/common/autocast.h);
+// the casts are recorded by autograd, so the float32 parameters get float32 gradients. (Which results torch's modules
+// hand back in the input's dtype instead is the Python layer's business: pyseq/functional.py.)
 TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  m.impl("rnn_layer", &pyseq::layer_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>);
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU>(m, {}, {"rnn_layer_backward"});
+  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, {"rnn_layer"}, {},
+                                                                                {"rnn_layer_backward"});
 }
 
 TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  m.impl("rnn_layer", &pyseq::layer_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>);
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA>(m, {}, {"rnn_layer_backward"});
+  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, {"rnn_layer"}, {},
+                                                                                  {"rnn_layer_backward"});
 }
