@@ -21,6 +21,11 @@ additive_attention = torch.ops.pyseq.additive_attention
 dot_attention = torch.ops.pyseq.dot_attention
 
 
+def _contiguous_like(t):
+    """A gradient as the kernels return it: contiguous, whatever the strides of the input it belongs to."""
+    return t.new_empty(t.shape)
+
+
 def _outputs_fake(queries, keys, value):
     B, Tq, _ = queries.shape
     return queries.new_empty(B, Tq, value.shape[2]), queries.new_empty(B, Tq, keys.shape[1])
@@ -44,7 +49,7 @@ def _additive_attention_backward_fake(
         ("key_proj", key_proj), ("v", v), ("value", value), ("weights", weights), ("key_exp2x", key_exp2x),
         ("key_maxabs", key_maxabs),
     )
-    return torch.empty_like(query_proj), torch.empty_like(key_proj), torch.empty_like(v), torch.empty_like(value)
+    return _contiguous_like(query_proj), _contiguous_like(key_proj), _contiguous_like(v), _contiguous_like(value)
 
 
 @torch.library.register_fake("pyseq::dot_attention")
@@ -59,4 +64,4 @@ def _dot_attention_backward_fake(grad_context, grad_weights, query, key, value, 
         "query", query, ("grad_context", grad_context), ("grad_weights", grad_weights), ("key", key),
         ("value", value), ("weights", weights),
     )
-    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+    return _contiguous_like(query), _contiguous_like(key), _contiguous_like(value)

@@ -47,7 +47,8 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
 def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank):
     _check_devices(log_probs, input_lengths, target_lengths, grad_nll=grad_nll, targets=targets, nll=nll,
                    log_alpha=log_alpha)
-    return torch.empty_like(log_probs, dtype=float32_if_16_bit(log_probs))
+    # contiguous, as the kernel returns it, whatever the strides of log_probs (e.g. a transposed [N, T, C] tensor)
+    return log_probs.new_empty(log_probs.shape, dtype=float32_if_16_bit(log_probs))
 
 
 @torch.library.register_fake("pyseq::ctc_greedy_decode")
