@@ -4,6 +4,7 @@ the families whose CUDA kernels are still to be written (listed here, so that th
 import pytest
 import torch
 
+import pyseq
 from pyseq import _C
 
 # Ops with a CPU kernel and, so far, no CUDA kernel. An op leaves this list when its CUDA kernel lands.
@@ -40,3 +41,75 @@ def test_every_op_has_a_cuda_kernel_where_built_with_cuda():
         "without a CUDA kernel, not listed": sorted(missing - WITHOUT_CUDA_KERNEL),
         "listed, but has one now": sorted(WITHOUT_CUDA_KERNEL - missing),
     }
+
+
+def test_backward_fakes_give_the_kernels_strides_for_non_contiguous_inputs():
+    """opcheck (its fake-tensor test compares strides) of the backward ops on transposed and sliced inputs: the
+    kernels return contiguous gradients whatever the inputs' strides, and so must the fakes (inductor relies on it)."""
+    torch.manual_seed(0)
+    ops = torch.ops.pyseq
+    opcheck = torch.library.opcheck
+    # attention over a batch_first encoder's output, read through a transpose
+    B, Tq, Tk, A, Dv = 2, 3, 5, 4, 6
+    qp, kp, val = (torch.randn(n, B, d).transpose(0, 1) for n, d in ((Tq, A), (Tk, A), (Tk, Dv)))
+    v = torch.randn(2 * A)[::2]
+    ctx, w = ops.additive_attention(qp, kp, v, val, None, None, None)
+    opcheck(ops.additive_attention_backward.default, (torch.randn_like(ctx), None, qp, kp, v, val, w, None, None))
+    ctx, w = ops.dot_attention(qp, kp, val, None, 0.5)
+    opcheck(ops.dot_attention_backward.default, (torch.randn_like(ctx), torch.randn_like(w), qp, kp, val, w, 0.5))
+    # CTC on logits.log_softmax(-1).transpose(0, 1)
+    T, N, C = 6, 2, 4
+    lp = torch.randn(N, T, C).log_softmax(-1).transpose(0, 1)
+    targets, lengths, target_lengths = torch.tensor([[1, 2], [3, 3]]), torch.full((N,), T), torch.tensor([2, 1])
+    nll, log_alpha = ops.ctc_loss(lp, targets, lengths, target_lengths, 0)
+    opcheck(ops.ctc_loss_backward.default, (torch.ones_like(nll), lp, targets, lengths, target_lengths, nll,
+                                            log_alpha, 0))
+    # CRF on time-major emissions read batch-major
+    K = 3
+    em = torch.randn(5, B, K).transpose(0, 1)
+    tags, crf_lengths = torch.randint(0, K, (B, 5)), torch.tensor([5, 3])
+    start, end, trans = torch.randn(K), torch.randn(K), torch.randn(K, K)
+    llh, alpha, shift = ops.crf_log_likelihood(em, tags, crf_lengths, start, end, trans)
+    opcheck(ops.crf_log_likelihood_backward.default, (torch.ones_like(llh), em, tags, crf_lengths, start, end, trans,
+                                                      llh, alpha, shift))
+    # a recurrent layer on a batch_first input, transposed to [T, B, I]
+    T, B, I, H = 4, 3, 5, 6
+    x = torch.randn(B, T, I).transpose(0, 1)
+    args = (2, x, torch.full((T,), B), torch.randn(B, H), torch.randn(B, H), torch.randn(4 * H, I),
+            torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H), torch.empty(0), False, True)
+    opcheck(ops.rnn_layer.default, args)
+    y, h_n, c_n, ws = ops.rnn_layer(*args)
+    opcheck(ops.rnn_layer_backward.default, (2, x, args[2], args[5], args[6], args[9], ws, torch.randn_like(y),
+                                             torch.randn_like(h_n), torch.randn_like(c_n), False, True, True, True))
+
+
+@pytest.mark.slow  # ~20 s of inductor compilation on 2 cores; the opcheck test above covers the fakes' strides
+def test_inductor_training_on_non_contiguous_inputs():
+    """torch.compile (inductor) training of attention over a batch_first GRU's output and CTC on
+    log_softmax(-1).transpose(0, 1): the inputs the kernels see are non-contiguous, as in most models."""
+    torch.manual_seed(0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = pyseq.nn.GRU(6, 8, batch_first=True)
+            self.attention = pyseq.nn.AdditiveAttention(8, 8, 5)
+            self.out = torch.nn.Linear(8, 5)
+
+        def forward(self, x, queries, targets, input_lengths, target_lengths):
+            h, _ = self.gru(x)
+            context, _ = self.attention(queries, h)
+            log_probs = self.out(h + context.mean(1, keepdim=True)).log_softmax(-1).transpose(0, 1)
+            return pyseq.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths)
+
+    model = Model()
+    inputs = (torch.randn(3, 7, 6), torch.randn(3, 2, 8), torch.randint(1, 5, (3, 3)), torch.full((3,), 7),
+              torch.tensor([3, 2, 1]))
+    results = []
+    for fn in (torch.compile(model, fullgraph=True), model):
+        model.zero_grad()
+        loss = fn(*inputs)
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -61,13 +61,14 @@ def _rnn_layer_backward_fake(
     gh = w_hh.shape[0]
     h = gh // GATES[mode]
     empty = x.new_empty(0)
+    # Every gradient is contiguous, as the kernels return it, whatever the strides of its input.
     return (
-        torch.empty_like(x) if need_dx else empty,
-        torch.empty_like(grad_hn) if need_dh0 else empty,
+        x.new_empty(x.shape) if need_dx else empty,
+        x.new_empty(grad_hn.shape) if need_dh0 else empty,
         x.new_empty(grad_hn.shape[0], h) if mode == LSTM else x.new_empty(0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
+        x.new_empty(w_ih.shape),
+        x.new_empty(w_hh.shape),
         x.new_empty(gh) if has_bias else x.new_empty(0),
         x.new_empty(gh) if has_bias else x.new_empty(0),
-        torch.empty_like(w_hr),
+        x.new_empty(w_hr.shape),
     )
