@@ -53,13 +53,16 @@ def _split(label: str, scheme: str) -> tuple[str, str]:
     return prefix, entity
 
 
-_PREFIXES = {"BIO": "BI", "IOB1": "BI", "IOBES": "BIES", "BIOUL": "BILU"}
+_PREFIXES = {"BIO": "BI", "IOB1": "BI", "IOBES": "BIES", "BIOUL": "BILU", "BMES": "BMES"}
+
+# The schemes that are IOBES under other letters: their prefixes as IOBES's.
+_IOBES_SYNONYMS = {"BIOUL": {"L": "E", "U": "S"}, "BMES": {"M": "I"}}
 
 
 def _allowed(scheme: str, a: tuple[str, str] | None, b: tuple[str, str] | None) -> bool:
     """May tag b follow tag a? a = None: b starts the sequence; b = None: a ends it."""
-    if scheme == "BIOUL":  # the same scheme as IOBES under other letters
-        rename = {"L": "E", "U": "S"}
+    if scheme in _IOBES_SYNONYMS:
+        rename = _IOBES_SYNONYMS[scheme]
         a = a and (rename.get(a[0], a[0]), a[1])
         b = b and (rename.get(b[0], b[0]), b[1])
         scheme = "IOBES"
@@ -82,8 +85,8 @@ def allowed_transitions(labels: Sequence[str], scheme: str = "BIO") -> Transitio
     Args:
         labels: the tag names in tag-id order (``labels[k]`` names tag ``k``).
         scheme: ``"BIO"`` (IOB2: ``I-x`` only after ``B-x`` or ``I-x``), ``"IOB1"`` (``B-x`` only right after a
-            chunk of type ``x``), ``"IOBES"`` or its synonym ``"BIOUL"`` (chunks are ``S-x`` or
-            ``B-x I-x* E-x``; ``U`` = ``S``, ``L`` = ``E``).
+            chunk of type ``x``), ``"IOBES"`` or its synonyms ``"BIOUL"`` and ``"BMES"`` (chunks are ``S-x`` or
+            ``B-x I-x* E-x``; ``U`` = ``S``, ``L`` = ``E``, ``M`` = ``I``).
 
     Returns the allowed start tags, end tags and transitions as a :class:`TransitionConstraints`.
     """
@@ -91,7 +94,7 @@ def allowed_transitions(labels: Sequence[str], scheme: str = "BIO") -> Transitio
     if scheme == "IOB2":
         scheme = "BIO"
     if scheme not in _PREFIXES:
-        raise ValueError(f"unknown tagging scheme {scheme!r}: expected BIO (IOB2), IOB1, IOBES or BIOUL")
+        raise ValueError(f"unknown tagging scheme {scheme!r}: expected BIO (IOB2), IOB1, IOBES, BIOUL or BMES")
     parts = [_split(label, scheme) for label in labels]
     K = len(parts)
     start = torch.tensor([_allowed(scheme, None, p) for p in parts], dtype=torch.bool)

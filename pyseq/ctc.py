@@ -189,23 +189,23 @@ class TokenSpan:
     score: float
 
 
-def merge_tokens(labels: Tensor, scores: Tensor, blank: int = 0) -> list[TokenSpan]:
-    """Merges one sequence's frame alignment (``labels``, ``scores``: ``[T]``, as from :func:`forced_align`) into
-    token spans: runs of the same non-blank label. A repeated token appears as two spans (CTC separates repeats by
-    a blank)."""
-    if not isinstance(labels, Tensor) or not isinstance(scores, Tensor):
-        raise TypeError(f"labels and scores must be tensors, got {type(labels).__name__} and {type(scores).__name__}")
-    if labels.dim() != 1 or scores.shape != labels.shape:
-        raise ValueError(f"labels and scores must be 1-D of the same length, got {list(labels.shape)} and "
+def merge_tokens(tokens: Tensor, scores: Tensor, blank: int = 0) -> list[TokenSpan]:
+    """Merges one sequence's frame alignment (``tokens``: the frame labels, ``scores``: ``[T]``, as from
+    :func:`forced_align`; torchaudio's argument names) into token spans: runs of the same non-blank label. A repeated
+    token appears as two spans (CTC separates repeats by a blank)."""
+    if not isinstance(tokens, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError(f"tokens and scores must be tensors, got {type(tokens).__name__} and {type(scores).__name__}")
+    if tokens.dim() != 1 or scores.shape != tokens.shape:
+        raise ValueError(f"tokens and scores must be 1-D of the same length, got {list(tokens.shape)} and "
                          f"{list(scores.shape)}")
-    labels_list = labels.tolist()
-    scores_list = scores.tolist()
+    labels = tokens.tolist()
+    frame_scores = scores.tolist()
     spans = []
     start = 0
-    for t in range(1, len(labels_list) + 1):
-        if t == len(labels_list) or labels_list[t] != labels_list[start]:
-            if labels_list[start] != blank:
-                frame_scores = scores_list[start:t]
-                spans.append(TokenSpan(labels_list[start], start, t, sum(frame_scores) / len(frame_scores)))
+    for t in range(1, len(labels) + 1):
+        if t == len(labels) or labels[t] != labels[start]:
+            if labels[start] != blank:
+                run = frame_scores[start:t]
+                spans.append(TokenSpan(labels[start], start, t, sum(run) / len(run)))
             start = t
     return spans

@@ -153,8 +153,8 @@ def _run(
     # Under autocast the layer op casts input, state and weights to the autocast dtype itself.
     if data.dtype != w_ih0.dtype and not torch.is_autocast_enabled(data.device.type):
         raise ValueError(
-            f"{name} input dtype ({data.dtype}) does not match weight dtype ({w_ih0.dtype}). Convert input: "
-            f"input.to({w_ih0.dtype}), or convert model: model.to({data.dtype})"
+            f"RNN input dtype ({data.dtype}) does not match weight dtype ({w_ih0.dtype}). Convert input: "
+            f"input.to({w_ih0.dtype}), or convert model: model.to({data.dtype})"  # torch's words, for every cell
         )
     if data.shape[-1] != input_size:
         raise RuntimeError(
@@ -328,7 +328,8 @@ def _lengths(value, name: str) -> Tensor:
     """Lengths as an int64 tensor on the CPU, from a tensor (int32 or int64) or a sequence of ints."""
     if isinstance(value, Tensor):
         if value.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"{name} must hold integers (int32 or int64), got {value.dtype}")
+            # torch's CTC loss raises RuntimeError("input_lengths must be integral") here
+            raise RuntimeError(f"{name} must be integral (int32 or int64), got {value.dtype}")
         return value.to(device="cpu", dtype=torch.int64)
     try:
         items = list(value)

@@ -65,8 +65,8 @@ ENTRIES = {
                                                           a["target_lengths"]),
                          {"log_probs": _LP, "targets": torch.randint(1, 5, (2, 3)), "input_lengths": torch.tensor([8, 6]),
                           "target_lengths": torch.tensor([3, 2])}),
-    "ctc.merge_tokens": (lambda a: pyseq.ctc.merge_tokens(a["labels"], a["scores"]),
-                         {"labels": torch.tensor([0, 1, 1, 0, 2]), "scores": torch.randn(5)}),
+    "ctc.merge_tokens": (lambda a: pyseq.ctc.merge_tokens(a["tokens"], a["scores"]),
+                         {"tokens": torch.tensor([0, 1, 1, 0, 2]), "scores": torch.randn(5)}),
     **{
         f"functional.crf_{name}": (
             (lambda fn, with_tags: lambda a: fn(a["emissions"], *([a["tags"]] if with_tags else []), a["transitions"],

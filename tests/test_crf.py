@@ -217,8 +217,11 @@ def test_allowed_transitions_iobes_bioul_and_iob1():
         [True, True, False, False, True],
     ]
     bioul = allowed_transitions(["O", "B-X", "I-X", "L-X", "U-X"], "BIOUL")
-    for a, b in zip(bioul, c):
-        assert torch.equal(a, b)
+    bmes = allowed_transitions(["O", "B-X", "M-X", "E-X", "S-X"], "bmes")
+    for a, b, d in zip(bioul, bmes, c):
+        assert torch.equal(a, d) and torch.equal(b, d)
+    with pytest.raises(ValueError, match="is not a BMES tag"):
+        allowed_transitions(["O", "I-X"], "BMES")
     iob1 = allowed_transitions(["O", "I-X", "B-X"], "IOB1")
     assert iob1.start.tolist() == [True, True, False]
     assert iob1.transitions.tolist() == [[True, True, False], [True, True, True], [True, True, True]]

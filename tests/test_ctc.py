@@ -191,7 +191,7 @@ def test_bad_input():
         ((lp, torch.tensor([[1, 4, 2], [1, 1, 1]]), il, torch.tensor([3, 3])), RuntimeError, "must be in \\[0, C = 4\\)"),
         ((lp.long(), targets, il, tl), TypeError, "log_probs must be float32 or float64"),
         ((lp, targets.float(), il, tl), TypeError, "targets must be int32 or int64"),
-        ((lp, targets, il.float(), tl), TypeError, "input_lengths must hold integers"),
+        ((lp, targets, il.float(), tl), RuntimeError, "input_lengths must be integral"),
     ]
     for args, error, message in cases:
         with pytest.raises(error, match=message):
@@ -256,6 +256,8 @@ def test_forced_align_errors():
         pyseq.ctc.greedy_decode(lp, [5, 4])
     with pytest.raises(ValueError, match="must be 1-D of the same length"):
         pyseq.ctc.merge_tokens(torch.zeros(3, dtype=torch.long), torch.zeros(4))
+    spans = pyseq.ctc.merge_tokens(tokens=torch.tensor([0, 2, 2, 0]), scores=torch.zeros(4))  # torchaudio's names
+    assert [(s.token, s.start, s.end) for s in spans] == [(2, 1, 3)]
 
 
 @pytest.mark.parametrize("beam_width,top_k,threshold", [(1, 0, None), (4, 0, None), (8, 3, None), (16, 0, -3.0)])

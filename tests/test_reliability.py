@@ -359,7 +359,7 @@ def test_rejected_input_has_clear_messages():
     with pytest.raises(ValueError, match="at least one feature"):
         F.dot_attention(torch.randn(2, 3, 0), torch.randn(2, 4, 0), torch.randn(2, 4, 2))
     labels, scores = pyseq.ctc.forced_align(lp, torch.randint(1, 5, (2, 3)))
-    with pytest.raises(TypeError, match="labels and scores must be tensors"):
+    with pytest.raises(TypeError, match="tokens and scores must be tensors"):
         pyseq.ctc.merge_tokens(labels[0].tolist(), scores[0].tolist())
     lm = pyseq.ctc.NGramLM(order=1, log_probs={(1.5,): -1.0})
     with pytest.raises(TypeError, match="NGramLM.log_probs keys must be tuples of int"):

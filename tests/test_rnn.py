@@ -382,7 +382,7 @@ def test_errors_match_torch_classes(cell):
     cases = [
         ((torch.randn(6, 3, 7), None), RuntimeError, "input.size\\(-1\\) must be equal to input_size"),
         ((torch.randn(6, 3, 4, 1), None), ValueError, "Expected input to be 2D or 3D"),
-        ((torch.randn(6, 3, 4, dtype=torch.float64), None), ValueError, "input dtype"),
+        ((torch.randn(6, 3, 4, dtype=torch.float64), None), ValueError, r"^RNN input dtype \(torch.float64\)"),
         ((torch.randn(6, 3, 4), state((2, 4, hr))), RuntimeError, "Expected hidden"),
         ((torch.randn(6, 3, 4), state((2, 3, hr + 1))), RuntimeError, "Expected hidden"),
         ((torch.randn(6, 3, 4), state((3, hr))), RuntimeError, "should also be 3-D"),
@@ -416,6 +416,30 @@ def test_constructor_errors_match_torch():
         pyseq.nn.RNN(4, 5, nonlinearity="sigmoid")
     with pytest.warns(UserWarning, match="dropout option adds dropout after all but last"):
         pyseq.nn.GRU(4, 5, dropout=0.5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lstm_proj", "gru", "rnn_relu"])
+def test_layers_are_torch_rnn_bases_with_torch_helpers(cell):
+    """Code that walks a model for torch.nn.RNNBase (init loops, flatten_parameters, the forward-argument helpers)
+    reaches pyseq's layers; they are not instances of nn.LSTM/GRU/RNN, on which torch.compile graph-breaks."""
+    ours, ref = make_pair(cell, 4, 5, num_layers=2, bidirectional=True)
+    assert isinstance(ours, torch.nn.RNNBase)
+    assert not isinstance(ours, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN))
+    x = torch.randn(3, 2, 4)
+    hx = initial_state(cell, ours, 2)
+    for module in (ours, ref):
+        module.check_forward_args(x, hx, None)
+        assert module.get_expected_hidden_size(x, None) == ref.get_expected_hidden_size(x, None)
+        module.flatten_parameters()
+    bad = (hx[0][:, :1], hx[1]) if is_lstm(cell) else hx[:, :1]
+    with pytest.raises(RuntimeError, match="Expected hidden"):
+        ours.check_forward_args(x, bad, None)
+    # a parameter replaced by assignment (torch's __setattr__ keeps the weight list in step), then a dtype change
+    for module in (ours, ref):
+        module.weight_hh_l0 = torch.nn.Parameter(torch.full_like(ref.weight_hh_l0, 0.1))
+        module.double()
+    a, b = ours(x.double(), None), ref(x.double(), None)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12)
 
 
 def test_state_dtype_and_empty_sequence_errors():

@@ -27,7 +27,8 @@ inline void check_shape(const at::Tensor& t, const char* name, std::vector<int64
 
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-                   " must be float32 or float64, got ", t.scalar_type());
+                   " must be float32 or float64 (bfloat16 and float16 are computed in float32), got ",
+                   t.scalar_type());
 }
 
 // Same dtype and device as the reference argument `ref` named `ref_name`.
