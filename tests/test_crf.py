@@ -331,6 +331,23 @@ def test_compile_fullgraph():
     assert torch.equal(paths, expected_paths)
 
 
+def test_marginals_and_viterbi_on_inputs_that_require_grad():
+    """Not differentiable: results that do not require grad, eager and compiled (a training step that also logs
+    the posteriors or the best path)."""
+    crf = pyseq.nn.CRF(5)
+    em = torch.randn(7, 3, 5, requires_grad=True)
+
+    def posteriors_and_path(em):
+        return crf.marginals(em), crf.viterbi(em)
+
+    eager = posteriors_and_path(em)
+    compiled = torch.compile(posteriors_and_path, backend="aot_eager", fullgraph=True)(em)
+    assert not eager[0].requires_grad and not eager[1][1].requires_grad
+    torch.testing.assert_close(compiled[0], eager[0])
+    assert torch.equal(compiled[1][0], eager[1][0])
+    torch.testing.assert_close(eager[0], crf.marginals(em.detach()))
+
+
 # ---- bad input -------------------------------------------------------------------------------------------------
 
 

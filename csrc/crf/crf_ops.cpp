@@ -6,7 +6,6 @@
 // standard sizes. Registered here, eager calls go straight from the dispatcher to the kernel; the fake (meta) kernels
 // stay in Python (pyseq/_ops/crf.py), so torch.compile traces them like any other op.
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -202,9 +201,10 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("crf_log_likelihood", &pyseq::log_likelihood_autograd);
   m.impl("crf_log_partition", &pyseq::log_partition_autograd);
   m.impl("crf_path_score", &pyseq::path_score_autograd);
-  // Decoding and posteriors are not differentiable here: a backward through them raises.
-  m.impl("crf_marginals", torch::autograd::autogradNotImplementedFallback());
-  m.impl("crf_viterbi", torch::autograd::autogradNotImplementedFallback());
+  // Decoding and posteriors are not differentiable: their results never require grad (as argmax's), so that
+  // they run on inputs that do, under torch.compile too (a raising backward would fail its joint graph).
+  m.impl("crf_marginals", torch::CppFunction::makeFallthrough());
+  m.impl("crf_viterbi", torch::CppFunction::makeFallthrough());
 }
 
 // Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.

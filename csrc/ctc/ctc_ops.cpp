@@ -3,7 +3,6 @@
 // backward), greedy decoding and forced alignment (not differentiable). The fake kernels stay in Python
 // (pyseq/_ops/ctc.py). Beam search returns Python objects and stays a pybind11 function (csrc/bindings.cpp).
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -94,8 +93,9 @@ TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("ctc_loss", &pyseq::loss_autograd);
-  m.impl("ctc_greedy_decode", torch::autograd::autogradNotImplementedFallback());
-  m.impl("ctc_forced_align", torch::autograd::autogradNotImplementedFallback());
+  // Decoding and alignment are not differentiable: results that never require grad (see csrc/crf/crf_ops.cpp).
+  m.impl("ctc_greedy_decode", torch::CppFunction::makeFallthrough());
+  m.impl("ctc_forced_align", torch::CppFunction::makeFallthrough());
 }
 
 // Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.

@@ -13,7 +13,7 @@ C++), and the transition scores ``start [K]``, ``end [K]``, ``transitions [K, K]
   alpha_shift)``, the training hot path, and its backward;
 - ``pyseq::crf_marginals(...) -> P(y_t = k | x) [B, T, K]`` (0 past each length) and ``pyseq::crf_viterbi(...,
   nbest) -> (paths [B, nbest, T] int64, -1 past each length; scores [B, nbest], -inf for missing ranks)``, not
-  differentiable (a backward through them raises).
+  differentiable (their results never require grad).
 
 Outputs shaped like the emissions (gradients, marginals) are contiguous whatever the emissions' strides.
 """

@@ -146,7 +146,8 @@ class CRF(nn.Module):
         return F.crf_viterbi(emissions, *self.scores(), mask, nbest=nbest)
 
     def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``P(y_t = k | x)`` in the layout of ``emissions``; zero at masked steps."""
+        """``P(y_t = k | x)`` in the layout of ``emissions``; zero at masked steps. Not differentiable: the result
+        does not require grad."""
         em, _, mask = self._inputs(emissions, None, mask)
         out = F.crf_marginals(em, *self.scores(), mask)
         return out if self.batch_first else out.transpose(0, 1)
