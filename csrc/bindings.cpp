@@ -17,6 +17,7 @@ namespace py = pybind11;
 namespace {
 
 void register_build_info(py::module_& m) {
+  m.attr("built_for_torch") = PYSEQ_TORCH_VERSION;  // torch.__version__ of the torch this build compiled against
   m.def("cpu_isa", &pyseq::cpu_isa, "The ISA the CPU kernels' runtime dispatch picked: avx512, avx2 or baseline.");
   m.def("set_avx512_helpers", &pyseq::set_avx512_helpers,
         "Switch the AVX-512 intrinsic helpers off or on (tests: cover the portable paths on an AVX-512 machine).");

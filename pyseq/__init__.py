@@ -4,17 +4,39 @@ Recurrent layers (``pyseq.nn.LSTM``, ``GRU``, ``RNN``) are drop-in replacements 
 ``pyseq.functional`` holds the same operations for users who keep their own weights.
 """
 
-import torch  # noqa: F401  (loads libtorch before the extension that links against it)
+import torch  # loads libtorch before the extension that links against it
 
-from . import _C
-from . import _ops  # noqa: F401  (registers the custom ops)
-from . import crf, ctc, functional, nn
+try:
+    from . import _C
+except ImportError as error:  # most often a torch other than the one pyseq was built against (a C++ ABI break)
+    raise ImportError(
+        f"pyseq's compiled extension does not load with torch {torch.__version__}: {error}. pyseq is compiled "
+        "against one torch release; rebuild it against this one (pip install --no-build-isolation .) or install "
+        "the torch it was built for."
+    ) from error
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor) of a torch version string such as '2.13.0+cpu': releases that share them share the C++ ABI."""
+    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+
+
+if _release(_C.built_for_torch) != _release(torch.__version__):
+    raise ImportError(
+        f"pyseq was built for torch {_C.built_for_torch}, but torch {torch.__version__} is installed; their C++ "
+        "ABIs differ. Rebuild pyseq against this torch (pip install --no-build-isolation .) or install torch "
+        f"{'.'.join(map(str, _release(_C.built_for_torch)))}."
+    )
+
+from . import _ops  # noqa: E402,F401  (registers the custom ops)
+from . import crf, ctc, functional, nn  # noqa: E402
 
 __version__ = "0.1.0"
 
 
 def build_info() -> dict:
-    """What this build of pyseq contains: ``version``, ``torch`` (built for), ``cuda`` (whether CUDA sources were
+    """What this build of pyseq contains: ``version``, ``torch`` (the torch it was built for), ``torch_running``
+    (the torch imported now: the same release, or pyseq would not have imported), ``cuda`` (whether CUDA sources were
     compiled in), ``cuda_runtime`` (their CUDA runtime version, or None), ``cpu_isa`` (the instruction set that
     the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``) and
     ``recurrent_kernel`` (what float32 recurrent layers run: ``avx512``, ``avx2`` or ``portable`` packed-weight
@@ -24,7 +46,8 @@ def build_info() -> dict:
     :func:`set_cuda_recurrent_kernel`)."""
     return {
         "version": __version__,
-        "torch": torch.__version__,
+        "torch": _C.built_for_torch,
+        "torch_running": torch.__version__,
         "cuda": bool(_C.with_cuda),
         "cuda_runtime": _C.cuda_runtime_version() if _C.with_cuda else None,
         "cpu_isa": _C.cpu_isa(),
