@@ -3,6 +3,7 @@
 #
 #   make test    the test suite
 #   make bench   the benchmark table (pyseq vs torch, same process, same threads)
+#   make wheel   a manylinux wheel for the installed torch, in dist/ (make wheel-check: tested from a fresh venv)
 #
 # TORCH_SPEC pins the torch that gets installed (2.13.0: the CPU build this project develops against); set it empty
 # to keep a torch that is already there (make gpu-check does, on machines that come with a CUDA torch).
@@ -18,7 +19,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pyseq-deps
 BENCH_STAMP := $(VENV)/.pyseq-bench-deps
 
-.PHONY: all build test test-slow sanitize cuda-variant bench bench-pytest gpu-check clean
+.PHONY: all build test test-slow sanitize cuda-variant wheel wheel-check bench bench-pytest gpu-check clean
 
 all: test
 
@@ -71,6 +72,26 @@ cuda-variant: $(STAMP)
 	cd $(CUDA_DIR) && PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(CURDIR)/$(PY) -c "import json, pyseq; info = pyseq.build_info(); \
 		print(json.dumps(info)); assert info['cuda'] and info['cuda_runtime'] > 0, info"
 	PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(VENV)/bin/pytest -q -p no:cacheprovider
+
+# A manylinux wheel for the installed torch, pinned to its release (tools/make_wheel.py), in dist/.
+WHEEL_STAMP := $(VENV)/.pyseq-wheel-deps
+$(WHEEL_STAMP): requirements-wheel.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-wheel.txt
+	touch $@
+
+wheel: $(WHEEL_STAMP)
+	$(PY) tools/make_wheel.py dist
+
+# The wheel installed into a fresh environment that has only torch (and the test references), and the test suite
+# run from outside the source tree against it.
+WHEEL_VENV := build/wheel-venv
+wheel-check: wheel
+	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/pyseq-*.whl pytest pytorch-crf hypothesis
+	cd $(WHEEL_VENV) && bin/python -c "import json, pyseq; assert '/wheel-venv/' in pyseq.__file__, pyseq.__file__; \
+		print(json.dumps(pyseq.build_info()))"
+	cd $(WHEEL_VENV) && bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests
 
 bench: build $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
