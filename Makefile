@@ -2,7 +2,8 @@
 # dependencies, builds pyseq against that torch (--no-build-isolation) and runs.
 #
 #   make test    the test suite
-#   make bench   the benchmark table (pyseq vs torch, same process, same threads)
+#   make bench   the benchmark table (pyseq vs torch, same process, same threads), benchmarks/results.json and
+#                the charts in benchmarks/charts/
 #   make wheel   a manylinux wheel for the installed torch, in dist/ (make wheel-check: tested from a fresh venv)
 #
 # TORCH_SPEC pins the torch that gets installed (2.13.0: the CPU build this project develops against); set it empty
@@ -94,7 +95,8 @@ wheel-check: wheel
 	cd $(WHEEL_VENV) && bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests
 
 bench: build $(BENCH_STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --json benchmarks/results.json
+	$(PY) benchmarks/charts.py benchmarks/results.json benchmarks/charts
 
 # The same measurements through pytest-benchmark (statistics, JSON export).
 bench-pytest: build $(BENCH_STAMP)

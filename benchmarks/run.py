@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from functools import partial
@@ -104,6 +105,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--kernel", default="auto")
+    parser.add_argument("--json", metavar="PATH", help="also write every row, the machine and versions as JSON")
     args = parser.parse_args()
     pyseq.set_recurrent_kernel(args.kernel)
 
@@ -168,10 +170,28 @@ def main() -> int:
     attention_cases.set_exact_peak_memory()
     for row, comparison, backward in attention_rows:
         attention_cases.add_memory(row, *comparison[1:5], backward)
-    for columns, table in ((COLUMNS, rows), (AUTOCAST_COLUMNS, autocast_rows), (CTC_COLUMNS, ctc_rows), (DECODE_COLUMNS, decode_rows),
-                           (CRF_COLUMNS, crf_rows), (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
-                           (STEP_COLUMNS, step_rows)):
+    tables = {
+        "recurrent": (COLUMNS, rows),
+        "recurrent_autocast": (AUTOCAST_COLUMNS, autocast_rows),
+        "ctc": (CTC_COLUMNS, ctc_rows),
+        "decoding": (DECODE_COLUMNS, decode_rows),
+        "crf": (CRF_COLUMNS, crf_rows),
+        "attention": (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
+        "recurrent_step": (STEP_COLUMNS, step_rows),
+    }
+    for columns, table in tables.values():
         print_table(columns, table, args.markdown)
+    if args.json:
+        report = {
+            "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": threads},
+            "build_info": info,
+            "gemm_gflops": {"float32": peak, "bfloat16": peak_bf16},
+            "tables": {name: table for name, (_, table) in tables.items()},
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"wrote {args.json}")
     return 0
 
 
