@@ -15,6 +15,10 @@ from torch import Tensor
 __all__ = ["TransitionConstraints", "allowed_transitions", "apply_constraints"]
 
 
+def __dir__() -> list[str]:  # the public names, not the modules and types this module imports
+    return sorted(__all__)
+
+
 class TransitionConstraints(NamedTuple):
     """Allowed transitions as bool tensors (True = allowed): ``start [K]``, ``end [K]``, ``transitions [K, K]``
     (``transitions[i, j]``: tag ``j`` may follow tag ``i``)."""

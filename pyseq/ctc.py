@@ -19,6 +19,10 @@ from .functional import _lengths
 __all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "NGramLM", "TokenSpan"]
 
 
+def __dir__() -> list[str]:  # the public names, not the modules and types this module imports
+    return sorted(__all__)
+
+
 def _batched(log_probs: Tensor, input_lengths):
     if not isinstance(log_probs, Tensor) or log_probs.dim() not in (2, 3):
         dims = log_probs.dim() if isinstance(log_probs, Tensor) else type(log_probs).__name__

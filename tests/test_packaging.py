@@ -49,3 +49,12 @@ def test_another_torch_release_is_a_clear_import_error(tmp_path):
     assert "ImportError: pyseq was built for torch" in result.stderr
     assert "but torch 2.99.0 is installed" in result.stderr
     assert "pip install --no-build-isolation ." in result.stderr
+
+
+def test_modules_list_their_public_names_only():
+    import pyseq
+
+    for module in (pyseq.ctc, pyseq.crf):
+        assert dir(module) == sorted(module.__all__)
+        assert all(hasattr(module, name) for name in module.__all__)
+        assert not {"torch", "Tensor", "NamedTuple", "dataclasses"} & set(dir(module))
