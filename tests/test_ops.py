@@ -43,16 +43,21 @@ def test_every_op_has_a_cuda_kernel_where_built_with_cuda():
     }
 
 
-def test_backward_fakes_give_the_kernels_strides_for_non_contiguous_inputs():
-    """opcheck (its fake-tensor test compares strides) of the backward ops on transposed and sliced inputs: the
-    kernels return contiguous gradients whatever the inputs' strides, and so must the fakes (inductor relies on it)."""
+def test_fakes_give_the_kernels_strides_for_non_contiguous_inputs():
+    """opcheck (its fake-tensor test compares strides) of every op, forward and backward, on transposed and sliced
+    inputs: the kernels return contiguous results whatever the inputs' strides, and so must the fakes (inductor
+    relies on it)."""
     torch.manual_seed(0)
     ops = torch.ops.pyseq
     opcheck = torch.library.opcheck
     # attention over a batch_first encoder's output, read through a transpose
     B, Tq, Tk, A, Dv = 2, 3, 5, 4, 6
-    qp, kp, val = (torch.randn(n, B, d).transpose(0, 1) for n, d in ((Tq, A), (Tk, A), (Tk, Dv)))
-    v = torch.randn(2 * A)[::2]
+    qp, kp, val = (torch.randn(n, B, d).transpose(0, 1).requires_grad_() for n, d in ((Tq, A), (Tk, A), (Tk, Dv)))
+    v = torch.randn(2 * A)[::2].requires_grad_()
+    mask = torch.rand(B, Tk, 2)[..., 0] > 0.3
+    opcheck(ops.additive_attention.default, (qp, kp, v, val, mask, None, None))
+    opcheck(ops.dot_attention.default, (qp, kp, val, mask, 0.5))
+    qp, kp, val, v = (t.detach() for t in (qp, kp, val, v))
     ctx, w = ops.additive_attention(qp, kp, v, val, None, None, None)
     opcheck(ops.additive_attention_backward.default, (torch.randn_like(ctx), None, qp, kp, v, val, w, None, None))
     ctx, w = ops.dot_attention(qp, kp, val, None, 0.5)
@@ -61,17 +66,32 @@ def test_backward_fakes_give_the_kernels_strides_for_non_contiguous_inputs():
     T, N, C = 6, 2, 4
     lp = torch.randn(N, T, C).log_softmax(-1).transpose(0, 1)
     targets, lengths, target_lengths = torch.tensor([[1, 2], [3, 3]]), torch.full((N,), T), torch.tensor([2, 1])
+    opcheck(ops.ctc_loss.default, (lp.requires_grad_(), targets, lengths, target_lengths, 0))
+    lp = lp.detach()
+    opcheck(ops.ctc_greedy_decode.default, (lp, lengths, 0))
+    opcheck(ops.ctc_forced_align.default, (lp, targets, lengths, target_lengths, 0))
     nll, log_alpha = ops.ctc_loss(lp, targets, lengths, target_lengths, 0)
     opcheck(ops.ctc_loss_backward.default, (torch.ones_like(nll), lp, targets, lengths, target_lengths, nll,
                                             log_alpha, 0))
-    # CRF on time-major emissions read batch-major
+    # CRF on time-major emissions read batch-major, scores sliced from larger tensors
     K = 3
     em = torch.randn(5, B, K).transpose(0, 1)
     tags, crf_lengths = torch.randint(0, K, (B, 5)), torch.tensor([5, 3])
-    start, end, trans = torch.randn(K), torch.randn(K), torch.randn(K, K)
-    llh, alpha, shift = ops.crf_log_likelihood(em, tags, crf_lengths, start, end, trans)
-    opcheck(ops.crf_log_likelihood_backward.default, (torch.ones_like(llh), em, tags, crf_lengths, start, end, trans,
-                                                      llh, alpha, shift))
+    start, end, trans = torch.randn(2 * K)[::2], torch.randn(K), torch.randn(K, 2 * K)[:, :K]
+    scores = (start, end, trans)
+    em_g = em.clone().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()  # non-contiguous leaf
+    opcheck(ops.crf_log_partition.default, (em_g, crf_lengths, *scores))
+    opcheck(ops.crf_path_score.default, (em_g, tags, crf_lengths, *scores))
+    opcheck(ops.crf_log_likelihood.default, (em_g, tags, crf_lengths, *scores))
+    opcheck(ops.crf_marginals.default, (em, crf_lengths, *scores))
+    opcheck(ops.crf_viterbi.default, (em, crf_lengths, *scores, 2))
+    llh, alpha, shift = ops.crf_log_likelihood(em, tags, crf_lengths, *scores)
+    opcheck(ops.crf_log_likelihood_backward.default, (torch.ones_like(llh), em, tags, crf_lengths, *scores, llh, alpha,
+                                                      shift))
+    log_z, alpha, shift = ops.crf_log_partition(em, crf_lengths, *scores)
+    opcheck(ops.crf_log_partition_backward.default, (torch.ones_like(log_z), em, crf_lengths, *scores, alpha, shift))
+    score = ops.crf_path_score(em, tags, crf_lengths, *scores)
+    opcheck(ops.crf_path_score_backward.default, (torch.ones_like(score), em, tags, crf_lengths))
     # a recurrent layer on a batch_first input, transposed to [T, B, I]
     T, B, I, H = 4, 3, 5, 6
     x = torch.randn(B, T, I).transpose(0, 1)
