@@ -26,16 +26,21 @@ KERNELS = available_kernels()
 
 
 @contextlib.contextmanager
-def recurrent_kernel(name, threads=None):
+def kernel_setting(set_kernel, name, threads=None):
+    """Runs the block with set_kernel(name) (and `threads` threads), then back to "auto"."""
     previous_threads = torch.get_num_threads()
-    pyseq.set_recurrent_kernel(name)
+    set_kernel(name)
     if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
-        pyseq.set_recurrent_kernel("auto")
+        set_kernel("auto")
         torch.set_num_threads(previous_threads)
+
+
+def recurrent_kernel(name, threads=None):
+    return kernel_setting(pyseq.set_recurrent_kernel, name, threads)
 
 
 def outputs_and_grads(module, x, lengths=None):
@@ -122,17 +127,8 @@ def test_kernel_setting_errors():
 HAS_BF16_KERNEL = pyseq.build_info()["bf16_recurrent_kernel"] == "avx512_bf16"
 
 
-@contextlib.contextmanager
 def bf16_kernel(name, threads=None):
-    previous_threads = torch.get_num_threads()
-    pyseq.set_bf16_recurrent_kernel(name)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        pyseq.set_bf16_recurrent_kernel("auto")
-        torch.set_num_threads(previous_threads)
+    return kernel_setting(pyseq.set_bf16_recurrent_kernel, name, threads)
 
 
 def test_bf16_kernel_setting():

@@ -113,23 +113,50 @@ constexpr int block_rows() {
   return (V == 16 ? 24 : 12) / S;
 }
 
-// out: [R][S][V] = a: R rows (stride lda) of length K @ panel: [K][S][V].
-// With few rows (batch 1-2) the R*S accumulators are too few to cover the FMA latency (about 8 multiply-adds in
-// flight on two FMA ports), so the reduction is split over P interleaved accumulator sets, summed at the end.
-template <int S, int R, int V>
-PYSEQ_ALWAYS_INLINE void tile_product(int64_t K, const float* __restrict__ a, int64_t lda,
-                                      const float* __restrict__ panel, float* __restrict__ out) {
-  typedef typename VecT<V>::type vf;
-  constexpr int P = R * S >= 8 ? 1 : (8 + R * S - 1) / (R * S);
-  vf acc[P][R][S];
+// Accumulator sets of a tile: P interleaved sets of R rows x S slots. With few rows (batch 1-2) the R*S
+// accumulators are too few to cover the multiply-add latency (about 8 in flight on two FMA ports), so the
+// reduction is split over P sets, summed at the end.
+template <int S, int R>
+constexpr int accumulator_sets() {
+  return R * S >= 8 ? 1 : (8 + R * S - 1) / (R * S);
+}
+
+template <typename Vec, int P, int R, int S>
+PYSEQ_ALWAYS_INLINE void zero_accumulators(Vec (&acc)[P][R][S]) {
 #pragma GCC unroll 32
   for (int p = 0; p < P; ++p) {
 #pragma GCC unroll 32
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-      for (int s = 0; s < S; ++s) acc[p][r][s] = vf{};
+      for (int s = 0; s < S; ++s) acc[p][r][s] = Vec{};
     }
   }
+}
+
+// out[r][s] = the sum of the P sets' acc[.][r][s].
+template <typename Vec, int P, int R, int S>
+PYSEQ_ALWAYS_INLINE void store_accumulators(const Vec (&acc)[P][R][S], float* __restrict__ out) {
+  Vec* o = reinterpret_cast<Vec*>(out);
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) {
+      Vec sum = acc[0][r][s];
+#pragma GCC unroll 8
+      for (int p = 1; p < P; ++p) sum += acc[p][r][s];
+      o[r * S + s] = sum;
+    }
+  }
+}
+
+// out: [R][S][V] = a: R rows (stride lda) of length K @ panel: [K][S][V].
+template <int S, int R, int V>
+PYSEQ_ALWAYS_INLINE void tile_product(int64_t K, const float* __restrict__ a, int64_t lda,
+                                      const float* __restrict__ panel, float* __restrict__ out) {
+  typedef typename VecT<V>::type vf;
+  constexpr int P = accumulator_sets<S, R>();
+  vf acc[P][R][S];
+  zero_accumulators(acc);
   const vf* w = reinterpret_cast<const vf*>(panel);
   int64_t k = 0;
   for (; k + P <= K; k += P, w += P * S) {
@@ -154,37 +181,14 @@ PYSEQ_ALWAYS_INLINE void tile_product(int64_t K, const float* __restrict__ a, in
       for (int s = 0; s < S; ++s) acc[0][r][s] += ar * w[s];
     }
   }
-  vf* o = reinterpret_cast<vf*>(out);
-#pragma GCC unroll 32
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int s = 0; s < S; ++s) {
-      vf sum = acc[0][r][s];
-#pragma GCC unroll 8
-      for (int p = 1; p < P; ++p) sum += acc[p][r][s];
-      o[r * S + s] = sum;
-    }
-  }
-}
-
-// tile_product for rows <= R, with the row count fixed at compile time for every remainder.
-template <int S, int R, int V>
-PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K, const float* a, int64_t lda, const float* panel,
-                                           float* out) {
-  if constexpr (R > 0) {
-    if (rows == R) {
-      tile_product<S, R, V>(K, a, lda, panel, out);
-    } else {
-      tile_product_rows<S, R - 1, V>(rows, K, a, lda, panel, out);
-    }
-  }
+  store_accumulators(acc, out);
 }
 
 // The bfloat16 tile: out: [R][S][16] float32 = a: R rows (stride lda) of K2 bfloat16 pairs @ panel: [K2][S][16][2],
 // one vdpbf16ps per (row, slot, pair) with the row's pair broadcast from memory. Inline assembly rather than the
 // intrinsic: the intrinsic needs the avx512bf16 target on every function it is inlined through, and these templates
 // are compiled into the PYSEQ_TARGET_AVX512 thread bodies; the instruction runs only where cpu_supports(Avx512Bf16).
-typedef float vf16 __attribute__((vector_size(64)));
+typedef VecT<16>::type vf16;
 
 // acc[r][s] += the products of pair k of row r with the panel's pairs wk[s].
 template <int S, int R>
@@ -202,49 +206,32 @@ PYSEQ_ALWAYS_INLINE void dot_pairs(vf16 (&acc)[R][S], const bf16_bits* __restric
   }
 }
 
-template <int S, int R>
-PYSEQ_ALWAYS_INLINE void tile_product_bf16(int64_t K2, const bf16_bits* __restrict__ a, int64_t lda,
+template <int S, int R, int V>
+PYSEQ_ALWAYS_INLINE void tile_product(int64_t K2, const bf16_bits* __restrict__ a, int64_t lda,
                                       const bf16_bits* __restrict__ panel, float* __restrict__ out) {
-  typedef vf16 vf;
-  constexpr int P = R * S >= 8 ? 1 : (8 + R * S - 1) / (R * S);  // as in the float32 tile: cover the latency
-  vf acc[P][R][S];
-#pragma GCC unroll 32
-  for (int p = 0; p < P; ++p) {
-#pragma GCC unroll 32
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-      for (int s = 0; s < S; ++s) acc[p][r][s] = vf{};
-    }
-  }
-  const vf* w = reinterpret_cast<const vf*>(panel);
+  static_assert(V == 16, "bfloat16 tiles are 16 lanes wide");
+  constexpr int P = accumulator_sets<S, R>();
+  vf16 acc[P][R][S];
+  zero_accumulators(acc);
+  const vf16* w = reinterpret_cast<const vf16*>(panel);
   int64_t k = 0;
   for (; k + P <= K2; k += P, w += P * S) {
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) dot_pairs<S, R>(acc[p], a, lda, k + p, w + p * S);
   }
   for (; k < K2; ++k, w += S) dot_pairs<S, R>(acc[0], a, lda, k, w);
-  vf* o = reinterpret_cast<vf*>(out);
-#pragma GCC unroll 32
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int s = 0; s < S; ++s) {
-      vf sum = acc[0][r][s];
-#pragma GCC unroll 8
-      for (int p = 1; p < P; ++p) sum += acc[p][r][s];
-      o[r * S + s] = sum;
-    }
-  }
+  store_accumulators(acc, out);
 }
 
-template <int S, int R, int V>
-PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K2, const bf16_bits* a, int64_t lda,
-                                           const bf16_bits* panel, float* out) {
-  static_assert(V == 16, "bfloat16 tiles are 16 lanes wide");
+// tile_product for rows <= R (E: float, or bfloat16 pairs), with the row count fixed at compile time for every
+// remainder.
+template <int S, int R, int V, typename E>
+PYSEQ_ALWAYS_INLINE void tile_product_rows(int rows, int64_t K, const E* a, int64_t lda, const E* panel, float* out) {
   if constexpr (R > 0) {
     if (rows == R) {
-      tile_product_bf16<S, R>(K2, a, lda, panel, out);
+      tile_product<S, R, V>(K, a, lda, panel, out);
     } else {
-      tile_product_rows<S, R - 1, V>(rows, K2, a, lda, panel, out);
+      tile_product_rows<S, R - 1, V>(rows, K, a, lda, panel, out);
     }
   }
 }
