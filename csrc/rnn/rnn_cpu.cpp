@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
+#include "../common/float32_compute.h"
 #include "../common/scratch.h"
 #include "packed_cpu.h"
 #include "rnn.h"
@@ -172,9 +173,6 @@ constexpr int64_t kMaxPackedBackwardStepFma = int64_t(1) << 22;
 
 // bfloat16 and float16 run through the float32 kernels unless the bfloat16 kernel serves them: their tensors are
 // converted on the way in, and the results go back to the input's dtype (not the workspace, see below).
-bool is_16_bit(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
-}
 at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
 std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType dtype) {
   for (at::Tensor& t : tensors) t = t.to(dtype);
@@ -221,7 +219,8 @@ std::vector<at::Tensor> forward_bf16(const Dims& d, const Steps& steps, const at
   const at::TensorOptions f32 = x.options().dtype(at::kFloat);
   const at::Tensor xp = I % 2 ? at::constant_pad_nd(x, {0, 1}) : x.contiguous();
   const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
-  const at::Tensor bias = !d.bias ? at::zeros({GH}, f32) : gru ? b_ih.to(at::kFloat) : b_ih.to(at::kFloat) + b_hh.to(at::kFloat);
+  const at::Tensor bias =
+      !d.bias ? at::zeros({GH}, f32) : gru ? b_ih.to(at::kFloat) : b_ih.to(at::kFloat) + b_hh.to(at::kFloat);
   const at::Tensor gru_b_hh = gru ? (d.bias ? b_hh.to(at::kFloat) : at::zeros({GH}, f32)) : at::Tensor();
   at::Tensor gi = scratch(Scratch::InputProjection, {d.N, GH}, f32);
   at::Tensor y = at::empty({d.N, d.H}, f32);
@@ -371,7 +370,7 @@ std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const
     out[0] = in_layout_of(out[0], x);
     return out;
   }
-  if (is_16_bit(x)) {
+  if (is_16_bit_float(x)) {
     return forward_results_to(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0),
                                               as_float(w_ih), as_float(w_hh), as_float(b_ih), as_float(b_hh),
                                               as_float(w_hr), reverse, save_workspace),
@@ -402,7 +401,7 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
     out[0] = in_layout_of(out[0], x);
     return out;
   }
-  if (is_16_bit(x)) {
+  if (is_16_bit_float(x)) {
     return to_dtype(rnn_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh), as_float(w_hr),
                                      as_float(workspace), as_float(grad_y), as_float(grad_hn), as_float(grad_cn),
                                      reverse, has_bias, need_dx, need_dh0),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/float32_compute.h"
 #include "rnn.h"
 #include "rnn_steps.h"
 
@@ -151,8 +152,7 @@ inline Dims check_backward_args(int64_t mode, const at::Tensor& x, const at::Ten
   d.bias = has_bias;
   check_like(grad_hn, "grad_hn", x, "x");
   check_like(grad_y, "grad_y", x, "x");
-  const bool x_16_bit = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
-  if (float32_workspace && x_16_bit) {
+  if (float32_workspace && is_16_bit_float(x)) {
     TORCH_CHECK_TYPE(workspace.scalar_type() == at::kFloat, "workspace must be float32 for ", x.scalar_type(),
                      " x, got ", workspace.scalar_type());
     TORCH_CHECK(workspace.device() == x.device(), "workspace must be on the device of x (", x.device(), "), got ",
