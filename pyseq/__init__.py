@@ -29,7 +29,7 @@ if _release(_C.built_for_torch) != _release(torch.__version__):
     )
 
 from . import _ops  # noqa: E402,F401  (registers the custom ops)
-from . import audio, crf, ctc, functional, nn  # noqa: E402
+from . import audio, crf, ctc, functional, nn, seq2seq  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -107,6 +107,7 @@ __all__ = [
     "audio",
     "nn",
     "functional",
+    "seq2seq",
     "ctc",
     "crf",
     "build_info",

@@ -98,7 +98,8 @@ PYSEQ_ALWAYS_INLINE void pack(const Panels& p, const PanelSource<E>& src, E* out
           const int64_t unit = unit0 + v;
           for (int64_t j = 0; j < P; ++j) {
             const int64_t k = kk * P + j;
-            dst[(s * p.V + v) * P + j] = unit < p.H && k < p.K ? w[(gate * p.H + unit) * col_stride + k * k_stride] : E(0);
+            const bool inside = unit < p.H && k < p.K;
+            dst[(s * p.V + v) * P + j] = inside ? w[(gate * p.H + unit) * col_stride + k * k_stride] : E(0);
           }
         }
       }
