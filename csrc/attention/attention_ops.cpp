@@ -163,17 +163,8 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
 // Under autocast: in the autocast dtype, as torch's attention (scaled_dot_product_attention) runs there; the CPU
 // kernels compute 16-bit attention in float32 and return the 16-bit dtype (csrc/common/float32_compute.h). The
 // backward ops run below autocast (csrc/common/autocast.h).
-#define PYSEQ_ATTENTION_OPS \
-  {"additive_attention", "dot_attention"}
-#define PYSEQ_BACKWARD_OPS \
-  {"additive_attention_backward", "dot_attention_backward"}
-TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, PYSEQ_ATTENTION_OPS, {},
-                                                                                PYSEQ_BACKWARD_OPS);
+namespace {
+const pyseq::AutocastOps kAutocastOps{
+    {"additive_attention", "dot_attention"}, {}, {"additive_attention_backward", "dot_attention_backward"}};
 }
-TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, PYSEQ_ATTENTION_OPS, {},
-                                                                                  PYSEQ_BACKWARD_OPS);
-}
-#undef PYSEQ_ATTENTION_OPS
-#undef PYSEQ_BACKWARD_OPS
+PYSEQ_REGISTER_AUTOCAST(kAutocastOps)

@@ -16,6 +16,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <vector>
+
 namespace pyseq {
 
 template <c10::DispatchKey kAutocast, c10::DeviceType kDevice>
@@ -49,21 +51,33 @@ void below_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   op.callBoxed(stack);
 }
 
-// Registers, in m (a TORCH_LIBRARY_IMPL block of kAutocast, the autocast key of kDevice), in_autocast_dtype for
-// `autocast_dtype_ops`, float32_under_autocast for `float32_ops` and below_autocast for `backward_ops`.
+// A family's ops by what they do under autocast: in_autocast_dtype, float32_under_autocast, below_autocast.
+struct AutocastOps {
+  std::vector<const char*> autocast_dtype, float32, backward;
+};
+
+// Registers `ops` in m, a TORCH_LIBRARY_IMPL block of kAutocast (the autocast key of kDevice).
 template <c10::DispatchKey kAutocast, c10::DeviceType kDevice>
-void register_autocast(torch::Library& m, std::initializer_list<const char*> autocast_dtype_ops,
-                       std::initializer_list<const char*> float32_ops,
-                       std::initializer_list<const char*> backward_ops) {
-  for (const char* name : autocast_dtype_ops) {
+void register_autocast(torch::Library& m, const AutocastOps& ops) {
+  for (const char* name : ops.autocast_dtype) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&in_autocast_dtype<kAutocast, kDevice>>());
   }
-  for (const char* name : float32_ops) {
+  for (const char* name : ops.float32) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&float32_under_autocast<kAutocast>>());
   }
-  for (const char* name : backward_ops) {
+  for (const char* name : ops.backward) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&below_autocast<kAutocast>>());
   }
 }
 
 }  // namespace pyseq
+
+// The AutocastCPU and AutocastCUDA registrations of a family's AutocastOps `ops` (a namespace-scope object defined
+// before the macro, in the same file).
+#define PYSEQ_REGISTER_AUTOCAST(ops)                                                            \
+  TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {                                                  \
+    pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, ops);    \
+  }                                                                                            \
+  TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {                                                 \
+    pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, ops);  \
+  }

@@ -208,17 +208,10 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
 }
 
 // Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.
-#define PYSEQ_FLOAT32_OPS \
-  {"crf_log_likelihood", "crf_log_partition", "crf_path_score", "crf_marginals", "crf_viterbi"}
-#define PYSEQ_BACKWARD_OPS \
-  {"crf_log_likelihood_backward", "crf_log_partition_backward", "crf_path_score_backward"}
-TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, {}, PYSEQ_FLOAT32_OPS,
-                                                                                PYSEQ_BACKWARD_OPS);
+namespace {
+const pyseq::AutocastOps kAutocastOps{
+    {},
+    {"crf_log_likelihood", "crf_log_partition", "crf_path_score", "crf_marginals", "crf_viterbi"},
+    {"crf_log_likelihood_backward", "crf_log_partition_backward", "crf_path_score_backward"}};
 }
-TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, {}, PYSEQ_FLOAT32_OPS,
-                                                                                  PYSEQ_BACKWARD_OPS);
-}
-#undef PYSEQ_FLOAT32_OPS
-#undef PYSEQ_BACKWARD_OPS
+PYSEQ_REGISTER_AUTOCAST(kAutocastOps)

@@ -99,17 +99,8 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
 }
 
 // Under autocast: float32, as torch's CTC loss (csrc/common/autocast.h); the backward ops run below autocast.
-#define PYSEQ_FLOAT32_OPS \
-  {"ctc_loss", "ctc_greedy_decode", "ctc_forced_align"}
-#define PYSEQ_BACKWARD_OPS \
-  {"ctc_loss_backward"}
-TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, {}, PYSEQ_FLOAT32_OPS,
-                                                                                PYSEQ_BACKWARD_OPS);
+namespace {
+const pyseq::AutocastOps kAutocastOps{
+    {}, {"ctc_loss", "ctc_greedy_decode", "ctc_forced_align"}, {"ctc_loss_backward"}};
 }
-TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, {}, PYSEQ_FLOAT32_OPS,
-                                                                                  PYSEQ_BACKWARD_OPS);
-}
-#undef PYSEQ_FLOAT32_OPS
-#undef PYSEQ_BACKWARD_OPS
+PYSEQ_REGISTER_AUTOCAST(kAutocastOps)

@@ -147,12 +147,7 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", &pyseq::layer_autog
 // Under autocast the layer runs in the autocast dtype, as torch.nn's LSTM, GRU and RNN do (csrc/common/autocast.h);
 // the casts are recorded by autograd, so the float32 parameters get float32 gradients. (Which results torch's modules
 // hand back in the input's dtype instead is the Python layer's business: pyseq/functional.py.)
-TORCH_LIBRARY_IMPL(pyseq, AutocastCPU, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m, {"rnn_layer"}, {},
-                                                                                {"rnn_layer_backward"});
+namespace {
+const pyseq::AutocastOps kAutocastOps{{"rnn_layer"}, {}, {"rnn_layer_backward"}};
 }
-
-TORCH_LIBRARY_IMPL(pyseq, AutocastCUDA, m) {
-  pyseq::register_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m, {"rnn_layer"}, {},
-                                                                                  {"rnn_layer_backward"});
-}
+PYSEQ_REGISTER_AUTOCAST(kAutocastOps)
