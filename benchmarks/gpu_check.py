@@ -1,12 +1,19 @@
-"""The GPU benchmark of `make gpu-check`: pyseq's recurrent layers against torch.nn's (cuDNN) on CUDA, forward and
-forward+backward, T=100, B in {1, 8, 64}, H in {256, 1024} (input size = H), float32 and bfloat16, one layer; at
-B <= 16 both forward kernels (the step schedule and the persistent kernel, see pyseq.set_cuda_recurrent_kernel).
+"""The GPU benchmark of `make gpu-check`, one section per family:
+
+- recurrent layers: pyseq's against torch.nn's (cuDNN) on CUDA, forward and forward+backward, T=100, B in {1, 8, 64},
+  H in {256, 1024} (input size = H), float32 and bfloat16, one layer; at B <= 16 both forward kernels (the step
+  schedule and the persistent kernel, see pyseq.set_cuda_recurrent_kernel);
+- CTC: pyseq's loss against F.ctc_loss on CUDA (its native kernel, and cuDNN's where torch takes it: int32
+  concatenated targets on the CPU, every input of full length), forward+backward through a log_softmax, at
+  (T, N, C, S) = (500, 32, 32, 100), (200, 16, 1000, 50), (1000, 8, 5000, 200); pyseq's gradient checked bitwise
+  deterministic.
 
     python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
 
-Each case first checks that pyseq agrees with cuDNN, then times both alternately (CUDA-synchronized, medians). The
-run stops starting new cases when --budget seconds have passed, and says which it skipped, so that a slow case
-cannot eat the time of what follows it. The table goes to stdout and, with --out, to FILE (markdown).
+Each case first checks that pyseq agrees with the reference, then times both alternately (CUDA-synchronized,
+medians). Each section stops starting new cases when its share of --budget seconds has passed, and says which it
+skipped, so that a slow case cannot eat the time of what follows it. The table goes to stdout and, with --out, to
+FILE (markdown).
 """
 
 from __future__ import annotations
@@ -79,22 +86,16 @@ def train_fn(module, x):
     return synchronized(run)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", help="also write the table (markdown) to this file")
-    parser.add_argument("--budget", type=float, default=150.0, help="seconds after which no new case starts")
-    parser.add_argument("--quick", action="store_true", help="one size per cell and dtype, short timing")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device")
-    batches, hidden = ([8], [256]) if args.quick else (BATCHES, HIDDEN)
-    per_side = 0.05 if args.quick else 0.25
+def rnn_section(budget_s, quick):
+    """Rows (case, pass, pyseq ms, reference ms, ratio) of the recurrent layers, and the cases skipped."""
+    batches, hidden = ([8], [256]) if quick else (BATCHES, HIDDEN)
+    per_side = 0.05 if quick else 0.25
     start = time.monotonic()
     rows, skipped = [], []
     cases = [(c, d, b, h) for d in DTYPES for c in CELLS for h in hidden for b in batches]
     for cell, dname, B, H in cases:
-        label = f"{cell} {dname} T={T} B={B} H={H}"
-        if time.monotonic() - start > args.budget:
+        label = f"{cell} {dname} T={T} B={B} H={H} (vs cuDNN)"
+        if time.monotonic() - start > budget_s:
             skipped.append(label)
             continue
         ours, ref, x = build(cell, B, H, DTYPES[dname])
@@ -122,6 +123,90 @@ def main():
                 pyseq.set_cuda_recurrent_kernel("steps")
         del ours, ref, x
         torch.cuda.empty_cache()
+    return rows, skipped
+
+
+CTC_SIZES = [(500, 32, 32, 100), (200, 16, 1000, 50), (1000, 8, 5000, 200)]
+
+
+def ctc_inputs(T, N, C, S, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, C, generator=gen).cuda()
+    targets = torch.randint(1, C, (N, S), generator=gen)
+    lengths = torch.full((N,), T, dtype=torch.long)
+    target_lengths = torch.randint(S // 2, S + 1, (N,), generator=gen)
+    return logits, targets, lengths, target_lengths
+
+
+def ctc_loss_and_grad(loss_fn, logits, *args):
+    x = logits.detach().requires_grad_()
+    loss = loss_fn(x.log_softmax(2), *args)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+def ctc_section(budget_s, quick):
+    """Rows of the CTC loss against F.ctc_loss on CUDA (native, and cuDNN where torch takes it)."""
+    per_side = 0.05 if quick else 0.25
+    start = time.monotonic()
+    rows, skipped = [], []
+    F = torch.nn.functional
+    for T_, N, C, S in CTC_SIZES[:1] if quick else CTC_SIZES:
+        logits, targets, lengths, target_lengths = ctc_inputs(T_, N, C, S)
+        concatenated = torch.cat([targets[n, : target_lengths[n]] for n in range(N)]).int()
+        references = {
+            "native": (targets.cuda(), lengths, target_lengths),
+            "cuDNN": (concatenated, lengths.int(), target_lengths.int()),  # torch's conditions for cuDNN
+        }
+        ours_args = (targets.cuda(), lengths, target_lengths)
+
+        def ours_fn(lp, *args):
+            return pyseq.functional.ctc_loss(lp, *args, reduction="sum")
+
+        def ref_fn(lp, *args):
+            return F.ctc_loss(lp, *args, reduction="sum")
+
+        for name, ref_args in references.items():
+            label = f"CTC T={T_} N={N} C={C} S={S} (vs F.ctc_loss {name})"
+            if time.monotonic() - start > budget_s:
+                skipped.append(label)
+                continue
+            try:
+                loss, grad = ctc_loss_and_grad(ours_fn, logits, *ours_args)
+                again = ctc_loss_and_grad(ours_fn, logits, *ours_args)
+                assert torch.equal(loss, again[0]) and torch.equal(grad, again[1]), "gradient not deterministic"
+                ref_loss, ref_grad = ctc_loss_and_grad(ref_fn, logits, *ref_args)
+                torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-2)
+                torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
+            except AssertionError as e:
+                rows.append((label, "check", float("nan"), float("nan"), f"FAILED: {e}"))
+                print(rows[-1], flush=True)
+                continue
+            t_ours, t_ref = time_pair(synchronized(lambda: ctc_loss_and_grad(ours_fn, logits, *ours_args)),
+                                      synchronized(lambda: ctc_loss_and_grad(ref_fn, logits, *ref_args)),
+                                      budget_s=per_side)
+            rows.append((label, "fwd+bwd", t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+            print(rows[-1], flush=True)
+    return rows, skipped
+
+
+SECTIONS = [("recurrent", rnn_section, 0.6), ("CTC", ctc_section, 0.4)]  # share of the budget
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--budget", type=float, default=150.0, help="seconds after which no new case starts")
+    parser.add_argument("--quick", action="store_true", help="one size per family and dtype, short timing")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device")
+    start = time.monotonic()
+    rows, skipped = [], []
+    for _, section, share in SECTIONS:
+        section_rows, section_skipped = section(args.budget * share, args.quick)
+        rows += section_rows
+        skipped += section_skipped
 
     props = torch.cuda.get_device_properties(0)
     lines = [
@@ -129,19 +214,19 @@ def main():
         f"command: python benchmarks/gpu_check.py{' --quick' if args.quick else ''}; "
         f"{time.monotonic() - start:.0f} s",
         "",
-        "| case | pass | pyseq ms | cuDNN ms | cuDNN/pyseq |",
+        "| case | pass | pyseq ms | reference ms | reference/pyseq |",
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {c} | {p} | {a:.3f} | {b:.3f} | {r} |" for c, p, a, b, r in rows]
     if skipped:
-        lines += ["", f"Not run (time budget of {args.budget:.0f} s spent): " + "; ".join(skipped)]
+        lines += ["", "Not run (time budget spent): " + "; ".join(skipped)]
     table = "\n".join(lines)
     print(table)
     if args.out:
         with open(args.out, "w") as f:
             f.write(table + "\n")
     if any(r[1].startswith("check") for r in rows):
-        sys.exit("gpu_check: pyseq disagreed with cuDNN (see the table)")
+        sys.exit("gpu_check: pyseq disagreed with its reference (see the table)")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ void register_rnn(py::module_& m) {
 }
 
 void register_ctc(py::module_& m) {
+  m.def("ctc_loss_cellwise", &pyseq::ctc_loss_cellwise, py::call_guard<py::gil_scoped_release>(),
+        "pyseq::ctc_loss through the CUDA kernels' per-cell functions in host loops (tests).");
+  m.def("ctc_loss_backward_cellwise", &pyseq::ctc_loss_backward_cellwise, py::call_guard<py::gil_scoped_release>(),
+        "pyseq::ctc_loss_backward through the CUDA kernels' per-cell functions in host loops (tests).");
   m.def(
       "ctc_beam_search",
       [](const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t beam_width, int64_t blank,

@@ -26,22 +26,23 @@ def concatenated(targets, target_lengths):
     return torch.cat([targets[n, : target_lengths[n]] for n in range(targets.shape[0])])
 
 
-def loss_and_logit_grad(fn, logits, *args, **kwargs):
-    x = logits.clone().requires_grad_()
-    loss = fn(x.log_softmax(2), *args, **kwargs)
-    weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view(loss.shape)
+def loss_and_logit_grad(fn, logits, targets, *args, device="cpu", **kwargs):
+    """The loss and the gradient of its weighted sum for the logits, computed on `device`, returned on the CPU."""
+    x = logits.to(device).requires_grad_()
+    loss = fn(x.log_softmax(2), targets.to(device), *args, **kwargs)
+    weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype, device=device).view(loss.shape)
     (grad,) = torch.autograd.grad((loss * weights).sum(), x)
-    return loss.detach(), grad
+    return loss.detach().cpu(), grad.cpu()
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("layout", ["padded", "concatenated"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_torch(reduction, layout, dtype):
+def test_matches_torch(reduction, layout, dtype, device):
     for seed, repeats in [(0, True), (1, False), (2, True)]:
         logits, targets, il, tl = random_batch(dtype=dtype, seed=seed, repeats=repeats)
         tg = targets if layout == "padded" else concatenated(targets, tl)
-        ours = loss_and_logit_grad(pyseq.functional.ctc_loss, logits, tg, il, tl, reduction=reduction)
+        ours = loss_and_logit_grad(pyseq.functional.ctc_loss, logits, tg, il, tl, reduction=reduction, device=device)
         ref = loss_and_logit_grad(F.ctc_loss, logits, tg, il, tl, reduction=reduction)
         tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(ours[0], ref[0], **tol)
@@ -64,7 +65,7 @@ def test_float32_emission_rows_of_every_width(C, cpu_paths):
 
 
 @pytest.mark.parametrize("zero_infinity", [False, True])
-def test_unalignable_and_edge_lengths(zero_infinity):
+def test_unalignable_and_edge_lengths(zero_infinity, device):
     # Sequence 0: target as long as the input (no blanks possible); 1: repeated labels need T >= 2S - 1 frames and
     # get fewer (infinite loss); 2: empty target; 3: empty input and empty target; 4: target longer than the input.
     T, C = 6, 4
@@ -73,7 +74,7 @@ def test_unalignable_and_edge_lengths(zero_infinity):
     il = torch.tensor([6, 6, 6, 0, 5])
     tl = torch.tensor([6, 4, 0, 0, 6])
     ours = loss_and_logit_grad(pyseq.functional.ctc_loss, logits, targets, il, tl, reduction="none",
-                               zero_infinity=zero_infinity)
+                               zero_infinity=zero_infinity, device=device)
     ref = loss_and_logit_grad(F.ctc_loss, logits, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
     torch.testing.assert_close(ours[0], ref[0])
     assert not torch.isnan(ours[0]).any() and not torch.isnan(ours[1]).any()
@@ -86,7 +87,7 @@ def test_unalignable_and_edge_lengths(zero_infinity):
         assert not ours[1][:, [1, 4]].any()
 
 
-def test_matches_brute_force_for_unnormalized_scores():
+def test_matches_brute_force_for_unnormalized_scores(device):
     # Scores that are not log-probabilities (no log_softmax): the loss is still -log of the summed path scores, and
     # its gradient with respect to the scores is what autograd gives for the enumeration. torch's exp(lp) - posterior
     # would not match here.
@@ -95,11 +96,12 @@ def test_matches_brute_force_for_unnormalized_scores():
         scores = torch.randn(T, C, dtype=torch.float64, requires_grad=True)
         expected = brute.nll(scores, target)
         (expected_grad,) = torch.autograd.grad(expected, scores)
-        x = scores.detach().clone().requires_grad_()
-        got = pyseq.functional.ctc_loss(x, torch.tensor(target, dtype=torch.long), T, len(target), reduction="none")
+        x = scores.detach().to(device).requires_grad_()
+        got = pyseq.functional.ctc_loss(x, torch.tensor(target, dtype=torch.long, device=device), T, len(target),
+                                        reduction="none")
         (got_grad,) = torch.autograd.grad(got, x)
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got.cpu(), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got_grad.cpu(), expected_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_unbatched_and_lengths_as_sequences():
@@ -142,9 +144,10 @@ def test_gradcheck_float64():
     )
 
 
-def test_opcheck():
+def test_opcheck(device):
     logits, targets, il, tl = random_batch(T=9, N=3, C=4, S=3)
-    lp = logits.log_softmax(2).requires_grad_()
+    lp = logits.to(device).log_softmax(2).requires_grad_()
+    targets = targets.to(device)
     torch.library.opcheck(torch.ops.pyseq.ctc_loss.default, (lp, targets, il, tl, 0))
     nll, log_alpha = torch.ops.pyseq.ctc_loss(lp.detach(), targets, il, tl, 0)
     torch.library.opcheck(
@@ -176,9 +179,10 @@ def test_compile_asks_for_padded_targets():
         loss_fn(logits.log_softmax(2), concatenated(targets, tl), il, tl)
 
 
-def test_bad_input():
+def test_bad_input(device):
     logits, targets, il, tl = random_batch(T=6, N=2, C=4, S=3)
-    lp = logits.log_softmax(2)
+    lp = logits.log_softmax(2).to(device)
+    targets = targets.to(device)
     f = pyseq.functional.ctc_loss
     cases = [
         ((lp[0, 0], targets, il, tl), RuntimeError, "log_probs must be 3-D"),
@@ -187,8 +191,10 @@ def test_bad_input():
         ((lp, targets, il, torch.tensor([4, 1])), RuntimeError, "target_lengths must be at most S = 3"),
         ((lp, targets[:1], il, tl), RuntimeError, "targets must have one row per sequence \\(N = 2\\)"),
         ((lp, targets, il[:1], tl), RuntimeError, "input_lengths must have one entry per sequence"),
-        ((lp, torch.tensor([[1, 0, 2], [1, 1, 1]]), il, torch.tensor([3, 3])), RuntimeError, "differ from the blank"),
-        ((lp, torch.tensor([[1, 4, 2], [1, 1, 1]]), il, torch.tensor([3, 3])), RuntimeError, "must be in \\[0, C = 4\\)"),
+        ((lp, torch.tensor([[1, 0, 2], [1, 1, 1]], device=device), il, torch.tensor([3, 3])), RuntimeError,
+         "differ from the blank"),
+        ((lp, torch.tensor([[1, 4, 2], [1, 1, 1]], device=device), il, torch.tensor([3, 3])), RuntimeError,
+         "must be in \\[0, C = 4\\)"),
         ((lp.long(), targets, il, tl), TypeError, "log_probs must be float32 or float64"),
         ((lp, targets.float(), il, tl), TypeError, "targets must be int32 or int64"),
         ((lp, targets, il.float(), tl), RuntimeError, "input_lengths must be integral"),
@@ -204,23 +210,28 @@ def test_bad_input():
 
 # ---- decoding and alignment --------------------------------------------------------------------------------------
 
-def test_greedy_decode_matches_reference():
-    logits, _, il, _ = random_batch(T=30, N=6, C=7, dtype=torch.float32)
+@pytest.mark.parametrize("C", [7, 70])
+def test_greedy_decode_matches_reference(C, device):
+    logits, _, il, _ = random_batch(T=30, N=6, C=C, dtype=torch.float32)
     il[3] = 0
-    decoded = pyseq.ctc.greedy_decode(logits.log_softmax(2), il)
+    logits[4, 1, 2] = logits[4, 1, 5] = logits[4, 1].max() + 1  # a tie goes to the first class
+    on = logits.to(device)
+    decoded = pyseq.ctc.greedy_decode(on.log_softmax(2), il)
     assert decoded == [brute.greedy(logits[:, n], int(il[n])) for n in range(6)]
-    assert pyseq.ctc.greedy_decode(logits[:, 0], 30, blank=2) == brute.greedy(logits[:, 0], 30, blank=2)
-    assert pyseq.ctc.greedy_decode(logits) == [brute.greedy(logits[:, n], 30) for n in range(6)]
+    assert pyseq.ctc.greedy_decode(on[:, 0], 30, blank=2) == brute.greedy(logits[:, 0], 30, blank=2)
+    assert pyseq.ctc.greedy_decode(on) == [brute.greedy(logits[:, n], 30) for n in range(6)]
 
 
-def test_forced_align_is_a_best_alignment():
+def test_forced_align_is_a_best_alignment(device):
     torch.manual_seed(0)
     T, C = 6, 3
     lp = torch.randn(T, 4, C, dtype=torch.float64).log_softmax(2)
     targets = torch.tensor([[1, 2, 0], [1, 1, 0], [2, 1, 2], [2, 0, 0]])
     tl = torch.tensor([2, 2, 3, 1])
     il = torch.tensor([6, 5, 6, 3])
-    labels, scores = pyseq.ctc.forced_align(lp, targets, il, tl)
+    labels, scores = pyseq.ctc.forced_align(lp.to(device), targets.to(device), il, tl)
+    assert labels.device == scores.device == lp.to(device).device
+    labels, scores = labels.cpu(), scores.cpu()
     assert labels.shape == (4, T) and scores.shape == (4, T)
     for n in range(4):
         steps, target = int(il[n]), targets[n, : tl[n]].tolist()
@@ -246,12 +257,12 @@ def test_forced_align_unbatched_and_spans():
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
 
 
-def test_forced_align_errors():
-    lp = torch.randn(4, 2, 5).log_softmax(2)
+def test_forced_align_errors(device):
+    lp = torch.randn(4, 2, 5).log_softmax(2).to(device)
     with pytest.raises(ValueError, match="cannot be aligned to its 4 frames"):
-        pyseq.ctc.forced_align(lp, torch.tensor([[1, 1, 1], [1, 2, 3]]), [4, 4], [3, 3])
+        pyseq.ctc.forced_align(lp, torch.tensor([[1, 1, 1], [1, 2, 3]], device=device), [4, 4], [3, 3])
     with pytest.raises(RuntimeError, match="differ from the blank"):
-        pyseq.ctc.forced_align(lp, torch.tensor([[1, 0], [1, 2]]), [4, 4], [2, 2])
+        pyseq.ctc.forced_align(lp, torch.tensor([[1, 0], [1, 2]], device=device), [4, 4], [2, 2])
     with pytest.raises(RuntimeError, match="input_lengths must be in \\[0, 4\\]"):
         pyseq.ctc.greedy_decode(lp, [5, 4])
     with pytest.raises(ValueError, match="must be 1-D of the same length"):

@@ -14,7 +14,6 @@ WITHOUT_CUDA_KERNEL = {
     "pyseq::crf_log_likelihood", "pyseq::crf_log_likelihood_backward", "pyseq::crf_log_partition",
     "pyseq::crf_log_partition_backward", "pyseq::crf_marginals", "pyseq::crf_path_score",
     "pyseq::crf_path_score_backward", "pyseq::crf_viterbi",
-    "pyseq::ctc_forced_align", "pyseq::ctc_greedy_decode", "pyseq::ctc_loss", "pyseq::ctc_loss_backward",
 }
 
 

@@ -15,59 +15,6 @@
 namespace pyseq {
 namespace {
 
-struct Batch {
-  int64_t T, N, C, S_max;
-  std::vector<int64_t> input_lengths, target_lengths, target_offsets;
-  at::Tensor targets;  // contiguous int64
-};
-
-Batch read_batch(const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-                 const at::Tensor& target_lengths, int64_t blank) {
-  check_log_probs(log_probs, blank);
-  Batch b;
-  b.T = log_probs.size(0);
-  b.N = log_probs.size(1);
-  b.C = log_probs.size(2);
-  b.input_lengths = read_lengths(input_lengths, "input_lengths", b.N, b.T, "T = " + std::to_string(b.T));
-  b.target_lengths = read_lengths(target_lengths, "target_lengths", b.N, -1, "");
-  TORCH_CHECK_TYPE(targets.scalar_type() == at::kLong || targets.scalar_type() == at::kInt,
-                   "targets must be int32 or int64, got ", targets.scalar_type());
-  TORCH_CHECK(targets.device().is_cpu(), "targets must be on the CPU, got ", targets.device());
-  b.targets = targets.to(at::kLong).contiguous();
-  b.target_offsets.resize(b.N);
-  if (targets.dim() == 2) {
-    TORCH_CHECK(targets.size(0) == b.N, "targets must have one row per sequence (N = ", b.N, "), got ",
-                targets.size(0));
-    b.S_max = targets.size(1);
-    for (int64_t n = 0; n < b.N; ++n) {
-      TORCH_CHECK(b.target_lengths[n] <= b.S_max, "target_lengths must be at most S = ", b.S_max, " (targets ",
-                  shape_str(targets.sizes()), "), got ", b.target_lengths[n], " for sequence ", n);
-      b.target_offsets[n] = n * b.S_max;
-    }
-  } else {
-    TORCH_CHECK(targets.dim() == 1, "targets must be 2-D (N, S) or 1-D (sum(target_lengths),), got ", targets.dim(),
-                "-D");
-    int64_t offset = 0;
-    b.S_max = 0;
-    for (int64_t n = 0; n < b.N; ++n) {
-      b.target_offsets[n] = offset;
-      offset += b.target_lengths[n];
-      b.S_max = std::max(b.S_max, b.target_lengths[n]);
-    }
-    TORCH_CHECK(offset == targets.size(0), "targets (1-D) must hold sum(target_lengths) = ", offset,
-                " labels, got ", targets.size(0));
-  }
-  const int64_t* tg = b.targets.data_ptr<int64_t>();
-  for (int64_t n = 0; n < b.N; ++n) {
-    for (int64_t i = 0; i < b.target_lengths[n]; ++i) {
-      const int64_t label = tg[b.target_offsets[n] + i];
-      TORCH_CHECK(label >= 0 && label < b.C && label != blank, "targets must be in [0, C = ", b.C,
-                  ") and differ from the blank (", blank, "), got ", label, " at position ", i, " of sequence ", n);
-    }
-  }
-  return b;
-}
-
 // Cells s of the lattice at time t (of a sequence of `steps` frames and L = 2S + 1 labels) that lie on a complete
 // alignment: reachable from the start (s <= 2t + 1) and still able to reach the end (s >= L - 2 (steps - t)).
 struct Band {

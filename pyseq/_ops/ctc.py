@@ -24,16 +24,19 @@ ctc_greedy_decode = torch.ops.pyseq.ctc_greedy_decode
 ctc_forced_align = torch.ops.pyseq.ctc_forced_align
 
 
-def _check_devices(log_probs, input_lengths, target_lengths=None, **more):
+def _check_devices(log_probs, input_lengths, target_lengths=None, cpu_ok=(), **more):
+    if log_probs.device.type != "cuda":  # CPU targets go with CUDA log-probs only
+        cpu_ok = ()
     check_same_device(
         "log_probs", log_probs, ("input_lengths", input_lengths), ("target_lengths", target_lengths), *more.items(),
-        cpu_ok=("input_lengths", "target_lengths"),
+        cpu_ok=("input_lengths", "target_lengths", *cpu_ok),
     )
 
 
 @torch.library.register_fake("pyseq::ctc_loss")
 def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
-    _check_devices(log_probs, input_lengths, target_lengths, targets=targets)
+    # the CUDA loss reads its targets on the host, from the CPU or the device of log_probs
+    _check_devices(log_probs, input_lengths, target_lengths, cpu_ok=("targets",), targets=targets)
     T, N = log_probs.shape[0], log_probs.shape[1]
     if targets.dim() == 2:
         s_max = targets.shape[1]
@@ -45,8 +48,8 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank):
 
 @torch.library.register_fake("pyseq::ctc_loss_backward")
 def _ctc_loss_backward_fake(grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank):
-    _check_devices(log_probs, input_lengths, target_lengths, grad_nll=grad_nll, targets=targets, nll=nll,
-                   log_alpha=log_alpha)
+    _check_devices(log_probs, input_lengths, target_lengths, cpu_ok=("targets",), grad_nll=grad_nll, targets=targets,
+                   nll=nll, log_alpha=log_alpha)
     # contiguous, as the kernel returns it, whatever the strides of log_probs (e.g. a transposed [N, T, C] tensor)
     return log_probs.new_empty(log_probs.shape, dtype=float32_if_16_bit(log_probs))
 

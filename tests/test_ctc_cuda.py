@@ -1,0 +1,141 @@
+"""The CTC CUDA path (csrc/ctc/ctc_cuda.*).
+
+Everywhere: the CUDA kernels' per-cell functions (ctc_lattice.h, a CUDA thread's work) in host loops, against the CPU
+kernels: the loss, its forward variables and its gradient. (Greedy decoding and forced alignment run the same
+functions on the CPU, so every CPU test covers them; that the CUDA kernels are registered: test_ops.py.) With a GPU:
+the kernels against the CPU at sizes beyond one block of threads, bitwise-deterministic gradients, 16-bit inputs and
+targets on the CPU. The tests of test_ctc.py run on CUDA too (their `device` fixture).
+"""
+
+import pytest
+import torch
+
+import pyseq
+from pyseq import _C
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def batch(T, N, C, S, dtype=torch.float64, seed=0, layout="padded", repeats=True):
+    """Log-probs with varied lengths: a full one, empty inputs and targets, targets too long for their input, repeated
+    labels (which need a blank between them) when `repeats`."""
+    gen = torch.Generator().manual_seed(seed)
+    lp = torch.randn(T, N, C, generator=gen, dtype=dtype).log_softmax(2)
+    targets = torch.randint(1, 3 if repeats else C, (N, S), generator=gen)
+    il = torch.randint(0, T + 1, (N,), generator=gen)
+    tl = torch.randint(0, S + 1, (N,), generator=gen)
+    il[0], tl[0] = T, S
+    if N > 2:
+        il[1], tl[1] = 0, 0  # no frames, empty target: loss 0
+        il[2], tl[2] = 2, S  # too short: infinite loss (for S > 2)
+    if layout == "concatenated":
+        targets = torch.cat([targets[n, : tl[n]] for n in range(N)])
+    return lp, targets, il, tl
+
+
+CASES = [(T, N, C, S, layout, repeats) for T, N, C, S in [(1, 1, 2, 1), (7, 5, 4, 3), (30, 6, 9, 11), (40, 3, 3, 0)]
+         for layout in ("padded", "concatenated") for repeats in (True, False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("T,N,C,S,layout,repeats", CASES)
+def test_cellwise_kernels_match_cpu(dtype, T, N, C, S, layout, repeats):
+    lp, targets, il, tl = batch(T, N, C, S, dtype, seed=T + S, layout=layout, repeats=repeats)
+    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 0)
+    got_nll, got_alpha = _C.ctc_loss_cellwise(lp, targets, il, tl, 0)
+    # float64: the same math in the same order; float32 within a few units of the last place.
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_nll, nll, **tol)
+    torch.testing.assert_close(got_alpha, alpha, **tol)  # -inf at the same cells
+    gen = torch.Generator().manual_seed(1)
+    grad_nll = torch.randn(N, generator=gen, dtype=dtype)  # both signs
+    grad_nll[-1] = 0
+    expected = torch.ops.pyseq.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 0)
+    got = _C.ctc_loss_backward_cellwise(grad_nll, lp, targets, il, tl, nll, alpha, 0)
+    torch.testing.assert_close(got, expected, **tol)
+
+
+def test_cellwise_nan_and_other_blank():
+    lp, targets, il, tl = batch(12, 4, 5, 3, seed=3, repeats=False)
+    lp[0, 0, 4] = float("nan")  # the blank at frame 0 is on the lattice of sequence 0: its loss and gradient are NaN
+    targets = targets % 4  # labels 0..3, the blank is 4
+    tl[1] = 0
+    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 4)
+    got_nll, got_alpha = _C.ctc_loss_cellwise(lp, targets, il, tl, 4)
+    torch.testing.assert_close(got_nll, nll, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got_nll[0].isnan()
+    grad_nll = torch.ones(4, dtype=lp.dtype)
+    expected = torch.ops.pyseq.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 4)
+    got = _C.ctc_loss_backward_cellwise(grad_nll, lp, targets, il, tl, nll, alpha, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got[: il[0], 0].isnan().all()
+
+
+def test_cellwise_bad_input():
+    lp, targets, il, tl = batch(6, 2, 4, 3)
+    with pytest.raises(RuntimeError, match="differ from the blank"):
+        _C.ctc_loss_cellwise(lp, torch.zeros_like(targets), il, torch.tensor([3, 3]), 0)
+    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 0)
+    with pytest.raises(RuntimeError, match="log_alpha must have shape"):
+        _C.ctc_loss_backward_cellwise(torch.ones(2, dtype=lp.dtype), lp, targets, il, tl, nll, alpha[:, 1:], 0)
+
+
+# ---- on a GPU -------------------------------------------------------------------------------------------------------
+
+def loss_and_grad(lp, targets, il, tl, **kwargs):
+    x = lp.detach().clone().requires_grad_()
+    loss = pyseq.functional.ctc_loss(x, targets, il, tl, reduction="sum", **kwargs)
+    (grad,) = torch.autograd.grad(loss, x)
+    return loss.detach(), grad
+
+
+@needs_gpu
+@pytest.mark.parametrize("T,N,C,S", [(500, 4, 32, 100), (120, 3, 1000, 600), (50, 70, 5, 20)])
+def test_cuda_matches_cpu_beyond_one_block(T, N, C, S):
+    """S = 600: 1201 lattice cells, more than the 1024 threads of a block; N = 70: many blocks."""
+    lp, targets, il, tl = batch(T, N, C, S, torch.float32, repeats=False)
+    il = torch.maximum(il, (2 * tl + 1).clamp(max=T))
+    cpu = loss_and_grad(lp, targets, il, tl)
+    cuda = loss_and_grad(lp.cuda(), targets.cuda(), il, tl)
+    torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=1e-5)
+
+
+@needs_gpu
+def test_cuda_gradient_is_deterministic():
+    lp, targets, il, tl = batch(200, 16, 40, 50, torch.float32, repeats=True)
+    lp, targets = lp.cuda(), targets.cuda()
+    first, second = loss_and_grad(lp, targets, il, tl), loss_and_grad(lp, targets, il, tl)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_16_bit_log_probs(dtype):
+    lp, targets, il, tl = batch(30, 5, 8, 6, torch.float32)
+    lp16 = lp.to(dtype)
+    loss, grad = loss_and_grad(lp16.cuda(), targets.cuda(), il, tl)
+    expected, expected_grad = loss_and_grad(lp16.float(), targets, il, tl)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(loss.cpu(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad.cpu().float(), expected_grad.to(dtype).float())
+
+
+@needs_gpu
+def test_cuda_targets_on_the_cpu_and_mixed_devices():
+    lp, targets, il, tl = batch(20, 4, 6, 5, torch.float32)
+    torch.testing.assert_close(pyseq.functional.ctc_loss(lp.cuda(), targets, il, tl).cpu(),
+                               pyseq.functional.ctc_loss(lp, targets, il, tl))
+    with pytest.raises(RuntimeError, match="same device|log_probs on cpu"):
+        torch.ops.pyseq.ctc_forced_align(lp, targets.cuda(), il, tl, 0)
+
+
+@needs_gpu
+def test_cuda_decoders_at_scale():
+    lp, targets, il, tl = batch(300, 8, 5000, 100, torch.float32, repeats=False)
+    il = torch.full_like(il, 300)
+    assert pyseq.ctc.greedy_decode(lp.cuda(), il) == pyseq.ctc.greedy_decode(lp, il)
+    tl = torch.full_like(tl, 100)
+    for got, expected in zip(pyseq.ctc.forced_align(lp.cuda(), targets.cuda(), il, tl),
+                             pyseq.ctc.forced_align(lp, targets, il, tl)):
+        torch.testing.assert_close(got.cpu(), expected)
