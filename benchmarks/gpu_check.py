@@ -6,7 +6,10 @@
 - CTC: pyseq's loss against F.ctc_loss on CUDA (its native kernel, and cuDNN's where torch takes it: int32
   concatenated targets on the CPU, every input of full length), forward+backward through a log_softmax, at
   (T, N, C, S) = (500, 32, 32, 100), (200, 16, 1000, 50), (1000, 8, 5000, 200); pyseq's gradient checked bitwise
-  deterministic.
+  deterministic;
+- CRF: pyseq.nn.CRF's negative log-likelihood forward+backward against pytorch-crf's algorithm written as a plain
+  torch composition (the GPU machine cannot install pytorch-crf) at (T, B, K) = (100, 64, 20), (200, 16, 50), and
+  Viterbi decoding against the same composition's max-product.
 
     python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
 
@@ -190,7 +193,100 @@ def ctc_section(budget_s, quick):
     return rows, skipped
 
 
-SECTIONS = [("recurrent", rnn_section, 0.6), ("CTC", ctc_section, 0.4)]  # share of the budget
+CRF_SIZES = [(100, 64, 20), (200, 16, 50)]
+
+
+def composed_crf_llh(em, tags, mask, start, end, trans):
+    """pytorch-crf's log-likelihood as torch ops: time-major em [T, B, K], tags [T, B], mask [T, B] with the first step
+    on; a Python loop over time, a [B, K, K] logsumexp per step."""
+    T, B, _ = em.shape
+    batch = torch.arange(B, device=em.device)
+    score = start[tags[0]] + em[0, batch, tags[0]]
+    alpha = start + em[0]
+    for t in range(1, T):
+        on = mask[t]
+        score = score + (trans[tags[t - 1], tags[t]] + em[t, batch, tags[t]]) * on
+        step = torch.logsumexp(alpha.unsqueeze(2) + trans + em[t].unsqueeze(1), dim=1)
+        alpha = torch.where(on.unsqueeze(1), step, alpha)
+    last = tags.gather(0, (mask.sum(0) - 1).unsqueeze(0)).squeeze(0)
+    return score + end[last] - torch.logsumexp(alpha + end, dim=1)
+
+
+def composed_crf_decode(em, mask, start, end, trans):
+    """pytorch-crf's Viterbi as torch ops: the max-product with back-pointers, the traceback on the host."""
+    T, B, _ = em.shape
+    delta = start + em[0]
+    back = []
+    for t in range(1, T):
+        best, arg = (delta.unsqueeze(2) + trans).max(dim=1)
+        back.append(arg)
+        delta = torch.where(mask[t].unsqueeze(1), best + em[t], delta)
+    last = (delta + end).argmax(dim=1).tolist()
+    lengths = mask.sum(0).tolist()
+    back = [b.tolist() for b in back]
+    paths = []
+    for b in range(B):
+        path = [last[b]]
+        for t in range(lengths[b] - 1, 0, -1):
+            path.append(back[t - 1][b][path[-1]])
+        paths.append(path[::-1])
+    return paths
+
+
+def crf_section(budget_s, quick):
+    """Rows of the CRF's log-likelihood (forward+backward) and Viterbi against pytorch-crf's algorithm as torch ops."""
+    per_side = 0.05 if quick else 0.25
+    start_time = time.monotonic()
+    rows, skipped = [], []
+    for T_, B, K in CRF_SIZES[:1] if quick else CRF_SIZES:
+        label = f"CRF T={T_} B={B} K={K} (vs pytorch-crf's algorithm as torch ops)"
+        if time.monotonic() - start_time > budget_s:
+            skipped.append(label)
+            continue
+        gen = torch.Generator().manual_seed(0)
+        crf = pyseq.nn.CRF(K).cuda()
+        em = torch.randn(T_, B, K, generator=gen).cuda()
+        tags = torch.randint(K, (T_, B), generator=gen).cuda()
+        lengths = torch.randint(int(0.8 * T_), T_ + 1, (B,), generator=gen)
+        lengths[0] = T_
+        mask = (torch.arange(T_).unsqueeze(1) < lengths).cuda()
+        params = (crf.start_transitions, crf.end_transitions, crf.transitions)
+
+        def ours():
+            x = em.detach().requires_grad_()
+            crf.zero_grad(set_to_none=True)
+            (-crf(x, tags, mask)).backward()
+            return [x.grad] + [p.grad for p in params]
+
+        def composed():
+            x = em.detach().requires_grad_()
+            crf.zero_grad(set_to_none=True)
+            (-composed_crf_llh(x, tags, mask, *params).sum()).backward()
+            return [x.grad] + [p.grad for p in params]
+
+        try:
+            first, again, expected = ours(), ours(), composed()
+            assert all(torch.equal(a, b) for a, b in zip(first, again)), "gradients not deterministic"
+            for a, b in zip(first, expected):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+            with torch.no_grad():
+                assert crf.decode(em, mask) == composed_crf_decode(em, mask, *params), "Viterbi paths differ"
+        except AssertionError as e:
+            rows.append((label, "check", float("nan"), float("nan"), f"FAILED: {e}"))
+            print(rows[-1], flush=True)
+            continue
+        t_ours, t_ref = time_pair(synchronized(ours), synchronized(composed), budget_s=per_side)
+        rows.append((label, "nll fwd+bwd", t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+        print(rows[-1], flush=True)
+        with torch.no_grad():
+            t_ours, t_ref = time_pair(lambda: crf.decode(em, mask), lambda: composed_crf_decode(em, mask, *params),
+                                      budget_s=per_side)
+        rows.append((label, "decode", t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+        print(rows[-1], flush=True)
+    return rows, skipped
+
+
+SECTIONS = [("recurrent", rnn_section, 0.5), ("CTC", ctc_section, 0.25), ("CRF", crf_section, 0.25)]  # budget shares
 
 
 def main():

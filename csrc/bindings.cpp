@@ -4,6 +4,7 @@
 
 #include "common/cpu_dispatch.h"
 #include "common/scratch.h"
+#include "crf/crf.h"
 #include "ctc/ctc.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
@@ -82,6 +83,20 @@ void register_ctc(py::module_& m) {
       "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
+// The CRF ops through the CUDA kernels' per-tag functions in host loops (tests): crf_<op>_tagwise takes the
+// arguments of pyseq::crf_<op> and returns its results.
+void register_crf(py::module_& m) {
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("crf_log_partition_tagwise", &pyseq::crf_log_partition_tagwise, release);
+  m.def("crf_log_partition_backward_tagwise", &pyseq::crf_log_partition_backward_tagwise, release);
+  m.def("crf_log_likelihood_tagwise", &pyseq::crf_log_likelihood_tagwise, release);
+  m.def("crf_log_likelihood_backward_tagwise", &pyseq::crf_log_likelihood_backward_tagwise, release);
+  m.def("crf_marginals_tagwise", &pyseq::crf_marginals_tagwise, release);
+  m.def("crf_path_score_tagwise", &pyseq::crf_path_score_tagwise, release);
+  m.def("crf_path_score_backward_tagwise", &pyseq::crf_path_score_backward_tagwise, release);
+  m.def("crf_viterbi_tagwise", &pyseq::crf_viterbi_tagwise, release);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -89,4 +104,5 @@ PYBIND11_MODULE(_C, m) {
   register_build_info(m);
   register_rnn(m);
   register_ctc(m);
+  register_crf(m);
 }

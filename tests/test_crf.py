@@ -44,14 +44,15 @@ LENGTHS = [4, 0, 1, 3, 2]
 
 @pytest.mark.parametrize("constrained", [False, True])
 @pytest.mark.parametrize("K", [1, 3])
-def test_log_partition_and_gradients_match_brute_force(K, constrained):
+def test_log_partition_and_gradients_match_brute_force(K, constrained, device):
     trans, start, end = random_crf(K)
     if constrained and K > 1:
         trans, start, end = forbid_some(trans, start, end)
     em, _ = random_batch(len(LENGTHS), max(LENGTHS), K)
-    params = [p.detach().clone().requires_grad_() for p in (em, trans, start, end)]
+    params = [p.detach().to(device).requires_grad_() for p in (em, trans, start, end)]
     log_z = F.crf_log_partition(params[0], *params[1:], torch.tensor(LENGTHS))
-    grads = torch.autograd.grad(log_z.sum(), params)
+    grads = [g.cpu() for g in torch.autograd.grad(log_z.sum(), params)]
+    log_z = log_z.detach().cpu()
 
     expected_params = [p.detach().clone().requires_grad_() for p in (em, trans, start, end)]
     e, tr, s, en = expected_params
@@ -63,13 +64,13 @@ def test_log_partition_and_gradients_match_brute_force(K, constrained):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_no_allowed_path_gives_minus_infinity_and_zero_gradient():
+def test_no_allowed_path_gives_minus_infinity_and_zero_gradient(device):
     trans, start, end = random_crf(3)
     allowed = TransitionConstraints(
         torch.tensor([True, False, False]), torch.tensor([False, True, False]), torch.eye(3, dtype=torch.bool)
     )  # start in 0, stay forever, end only in 1: no path of any length (CRF refuses it; functional gives -inf)
-    trans, start, end = apply_constraints(trans, start, end, allowed)
-    em, tags = random_batch(2, 4, 3)
+    trans, start, end = (t.to(device) for t in apply_constraints(trans, start, end, allowed))
+    em, tags = (t.to(device) for t in random_batch(2, 4, 3))
     em.requires_grad_()
     log_z = F.crf_log_partition(em, trans, start, end)
     assert torch.isneginf(log_z).all()
@@ -85,13 +86,14 @@ def test_no_allowed_path_gives_minus_infinity_and_zero_gradient():
 
 
 @pytest.mark.parametrize("constrained", [False, True])
-def test_marginals_match_brute_force(constrained):
+def test_marginals_match_brute_force(constrained, device):
     K = 3
     trans, start, end = random_crf(K)
     if constrained:
         trans, start, end = forbid_some(trans, start, end)
     em, _ = random_batch(len(LENGTHS), max(LENGTHS), K)
-    got = F.crf_marginals(em, trans, start, end, torch.tensor(LENGTHS))
+    on = [t.to(device) for t in (em, trans, start, end)]
+    got = F.crf_marginals(*on, torch.tensor(LENGTHS)).cpu()
     for b, L in enumerate(LENGTHS):
         expected = torch.zeros(max(LENGTHS), K, dtype=em.dtype)
         expected[:L] = ref.marginals(em[b, :L], trans, start, end)
@@ -100,13 +102,14 @@ def test_marginals_match_brute_force(constrained):
 
 @pytest.mark.parametrize("constrained", [False, True])
 @pytest.mark.parametrize("nbest", [1, 4, 100])
-def test_viterbi_and_kbest_match_brute_force(nbest, constrained):
+def test_viterbi_and_kbest_match_brute_force(nbest, constrained, device):
     K = 3
     trans, start, end = random_crf(K)
     if constrained:
         trans, start, end = forbid_some(trans, start, end)
     em, _ = random_batch(len(LENGTHS), max(LENGTHS), K)
-    paths, scores = F.crf_viterbi(em, trans, start, end, torch.tensor(LENGTHS), nbest=nbest)
+    on = [t.to(device) for t in (em, trans, start, end)]
+    paths, scores = (t.cpu() for t in F.crf_viterbi(*on, torch.tensor(LENGTHS), nbest=nbest))
     assert paths.shape == (len(LENGTHS), nbest, max(LENGTHS)) and scores.shape == (len(LENGTHS), nbest)
     for b, L in enumerate(LENGTHS):
         expected = ref.kbest(em[b, :L], trans, start, end, nbest)
@@ -154,10 +157,10 @@ def test_hmm_viterbi_is_viterbi_over_scaled_likelihoods():
         assert scores[b].item() == pytest.approx(expected[0][0])
 
 
-def test_empty_sequences_have_one_empty_path():
-    crf = pyseq.nn.CRF(4, batch_first=True).double()
-    em, tags = random_batch(3, 5, 4)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+def test_empty_sequences_have_one_empty_path(device):
+    crf = pyseq.nn.CRF(4, batch_first=True).double().to(device)
+    em, tags = (t.to(device) for t in random_batch(3, 5, 4))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool, device=device)
     llh = crf(em, tags, mask, reduction="none")
     assert llh[1].item() == 0.0
     assert crf.decode(em, mask)[1] == []
@@ -284,10 +287,10 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(hinge, (em, trans, start, end))
 
 
-def test_opcheck():
+def test_opcheck(device):
     K = 4
-    trans, start, end = random_crf(K)
-    em, tags = random_batch(3, 5, K)
+    trans, start, end = (t.to(device) for t in random_crf(K))
+    em, tags = (t.to(device) for t in random_batch(3, 5, K))
     lengths = torch.tensor([5, 2, 0])
     ops = torch.ops.pyseq
     em_g = em.clone().requires_grad_()
@@ -306,7 +309,7 @@ def test_opcheck():
     torch.library.opcheck(ops.crf_path_score_backward.default, (torch.ones(3, dtype=em.dtype), em, tags, lengths))
     torch.library.opcheck(ops.crf_marginals.default, (em, lengths, start, end, trans))
     torch.library.opcheck(ops.crf_viterbi.default, (em, lengths, start, end, trans, 3))
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool, device=device)
     torch.library.opcheck(ops.crf_log_likelihood.default, (em_g, tags, mask, start, end, trans))
 
 

@@ -11,9 +11,6 @@ from pyseq import _C
 WITHOUT_CUDA_KERNEL = {
     "pyseq::additive_attention", "pyseq::additive_attention_backward", "pyseq::dot_attention",
     "pyseq::dot_attention_backward",
-    "pyseq::crf_log_likelihood", "pyseq::crf_log_likelihood_backward", "pyseq::crf_log_partition",
-    "pyseq::crf_log_partition_backward", "pyseq::crf_marginals", "pyseq::crf_path_score",
-    "pyseq::crf_path_score_backward", "pyseq::crf_viterbi",
 }
 
 

@@ -24,14 +24,15 @@ struct CrfArgs {
   std::vector<uint8_t> nan;
 };
 
-// The lengths of a prefix mask [B, T] (bool or any integer dtype, nonzero = on; any strides): ValueError for a row
-// that is not ones, then zeros.
-inline std::vector<int64_t> mask_lengths(const at::Tensor& mask, int64_t B, int64_t T) {
+// The lengths of a prefix mask [B, T] (bool or any integer dtype, nonzero = on; any strides; on the CPU or on
+// `device`, then read on the host): ValueError for a row that is not ones, then zeros.
+inline std::vector<int64_t> mask_lengths(const at::Tensor& mask, int64_t B, int64_t T, const at::Device& device) {
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), /*includeBool=*/false),
                    "mask must be bool or an integer dtype, got ", mask.scalar_type());
   check_shape(mask, "mask", {B, T});
-  TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
-  const at::Tensor on = mask.scalar_type() == at::kBool ? mask : mask.ne(0);
+  TORCH_CHECK(mask.device().is_cpu() || mask.device() == device, "mask must be on the CPU or on ", device, ", got ",
+              mask.device());
+  const at::Tensor on = (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).to(at::kCPU);
   const uint8_t* m = static_cast<const uint8_t*>(on.data_ptr());  // bool is stored as one byte, 0 or 1
   const int64_t sb = on.stride(0), st = on.stride(1);
   std::vector<int64_t> lengths(B);
@@ -48,17 +49,20 @@ inline std::vector<int64_t> mask_lengths(const at::Tensor& mask, int64_t B, int6
   return lengths;
 }
 
-// emissions: [B, T, K] float32/float64 on the CPU; lengths: [B] int64 in [0, T], or a prefix mask [B, T].
-inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor& lengths) {
+// emissions: [B, T, K] float32/float64 on a `device` device; lengths: [B] int64 in [0, T] on the CPU, or a prefix
+// mask [B, T].
+inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor& lengths,
+                                   c10::DeviceType device = c10::kCPU) {
   check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
   check_floating(emissions, "emissions");
-  TORCH_CHECK(emissions.device().is_cpu(), "emissions must be on the CPU, got ", emissions.device());
+  TORCH_CHECK(emissions.device().type() == device, "emissions must be on ", c10::DeviceTypeName(device, true),
+              ", got ", emissions.device());
   CrfArgs a;
   a.B = emissions.size(0);
   a.T = emissions.size(1);
   a.K = emissions.size(2);
   TORCH_CHECK_VALUE(a.K >= 1, "emissions must have at least one tag, got num_tags = 0");
-  a.lengths = lengths.dim() == 2 ? mask_lengths(lengths, a.B, a.T)
+  a.lengths = lengths.dim() == 2 ? mask_lengths(lengths, a.B, a.T, emissions.device())
                                  : read_lengths(lengths, "lengths", a.B, a.T, "seq_length = " + std::to_string(a.T));
   a.emissions = emissions.stride(2) == 1 ? emissions : emissions.contiguous();
   a.stride_b = a.emissions.stride(0);
@@ -84,28 +88,37 @@ void find_nan_sequences(CrfArgs& a, const at::Tensor& start, const at::Tensor& e
 }
 
 // Also start_transitions, end_transitions: [K]; transitions: [K, K]; all of the dtype and device of emissions.
-inline CrfArgs check_crf_args(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                              const at::Tensor& end, const at::Tensor& transitions) {
-  CrfArgs a = check_crf_emissions(emissions, lengths);
+// Leaves a.nan empty.
+inline CrfArgs check_crf_scores(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                                const at::Tensor& end, const at::Tensor& transitions, c10::DeviceType device) {
+  CrfArgs a = check_crf_emissions(emissions, lengths, device);
   check_shape(start, "start_transitions", {a.K});
   check_shape(end, "end_transitions", {a.K});
   check_shape(transitions, "transitions", {a.K, a.K});
   check_like(start, "start_transitions", emissions, "emissions");
   check_like(end, "end_transitions", emissions, "emissions");
   check_like(transitions, "transitions", emissions, "emissions");
+  return a;
+}
+
+// check_crf_scores on the CPU, and a.nan filled.
+inline CrfArgs check_crf_args(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                              const at::Tensor& end, const at::Tensor& transitions) {
+  CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, c10::kCPU);
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_find_nan",
                              [&] { find_nan_sequences<scalar_t>(a, start, end, transitions); });
   return a;
 }
 
-// tags: [B, T] int64 with every tag in [0, K) within its sequence's length. Returns it contiguous.
+// tags: [B, T] int64 with every tag in [0, K) within its sequence's length (checked on the host). Returns it
+// contiguous.
 inline at::Tensor check_tags(const at::Tensor& tags, const CrfArgs& a) {
   check_shape(tags, "tags", {a.B, a.T});
   TORCH_CHECK(tags.device() == a.emissions.device(), "tags must be on the device of emissions (",
               a.emissions.device(), "), got ", tags.device());
   TORCH_CHECK_TYPE(tags.scalar_type() == at::kLong, "tags must be int64, got ", tags.scalar_type());
-  const at::Tensor y = tags.contiguous();
-  const int64_t* p = y.data_ptr<int64_t>();
+  const at::Tensor y = tags.contiguous(), host = y.to(at::kCPU);
+  const int64_t* p = host.data_ptr<int64_t>();
   for (int64_t b = 0; b < a.B; ++b) {
     for (int64_t t = 0; t < a.lengths[b]; ++t) {
       const int64_t k = p[b * a.T + t];
