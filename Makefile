@@ -115,7 +115,7 @@ gpu-check:
 		PYSEQ_CUDA_ARCHITECTURES=90 && \
 	"$$prefix/bin/python" -P -c "import pyseq, json; info = pyseq.build_info(); print(json.dumps(info)); assert info['cuda']" && \
 	{ timeout 150 "$$prefix/bin/python" -P -m pytest -q -x -p no:cacheprovider; tests=$$?; \
-	  timeout 100 "$$prefix/bin/python" benchmarks/gpu_check.py --budget 70 --out $(GPU_RESULTS); bench=$$?; \
+	  timeout 120 "$$prefix/bin/python" benchmarks/gpu_check.py --budget 90 --out $(GPU_RESULTS); bench=$$?; \
 	  echo "gpu-check: tests exit $$tests, benchmark exit $$bench"; test $$tests = 0 -a $$bench = 0; }
 
 clean:

@@ -9,7 +9,10 @@
   deterministic;
 - CRF: pyseq.nn.CRF's negative log-likelihood forward+backward against pytorch-crf's algorithm written as a plain
   torch composition (the GPU machine cannot install pytorch-crf) at (T, B, K) = (100, 64, 20), (200, 16, 50), and
-  Viterbi decoding against the same composition's max-product.
+  Viterbi decoding against the same composition's max-product;
+- attention: the CPU benchmark's comparisons (benchmarks/attention_cases.py) on CUDA: additive attention against the
+  naive composition (time and peak GPU memory, forward+backward), dot attention with weights against the naive
+  composition and without them against scaled_dot_product_attention.
 
     python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
 
@@ -286,7 +289,52 @@ def crf_section(budget_s, quick):
     return rows, skipped
 
 
-SECTIONS = [("recurrent", rnn_section, 0.5), ("CTC", ctc_section, 0.25), ("CRF", crf_section, 0.25)]  # budget shares
+def peak_cuda_mb(fn):
+    """MB by which one call of fn raises the GPU memory in use above where it started."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - start) / 2**20
+
+
+def attention_section(budget_s, quick):
+    """Rows of attention on CUDA: the CPU benchmark's comparisons, with the inputs on the GPU."""
+    import attention_cases as cases
+
+    per_side = 0.05 if quick else 0.25
+    start_time = time.monotonic()
+    rows, skipped = [], []
+    for size in cases.SIZES[:1] if quick else cases.SIZES:
+        for name, ours, ref, inputs, n_grad, ref_name in cases.comparisons(cases.Case(*size)):
+            if "keys cached" in name:  # its cached keys are CPU tensors; the CUDA kernels compute each term directly
+                continue
+            label = f"attention {name} (vs {ref_name})"
+            if time.monotonic() - start_time > budget_s:
+                skipped.append(label)
+                continue
+            inputs = tuple(x.cuda() for x in inputs)
+            try:
+                cases.check(ours, ref, inputs, n_grad)
+            except AssertionError as e:
+                rows.append((label, "check", float("nan"), float("nan"), f"FAILED: {e}"))
+                print(rows[-1], flush=True)
+                continue
+            run_ours, run_ref = (synchronized(cases.run_fn(fn, inputs, True, n_grad)) for fn in (ours, ref))
+            t_ours, t_ref = time_pair(run_ours, run_ref, budget_s=per_side)
+            rows.append((label, "fwd+bwd", t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+            mb_ours, mb_ref = peak_cuda_mb(run_ours), peak_cuda_mb(run_ref)
+            rows.append((label, "peak MB (fwd+bwd)", mb_ours, mb_ref, f"{mb_ref / max(mb_ours, 1e-3):.1f}x less"))
+            print(rows[-2], rows[-1], flush=True)
+            torch.cuda.empty_cache()
+    return rows, skipped
+
+
+SECTIONS = [  # and their shares of the budget
+    ("recurrent", rnn_section, 0.4), ("CTC", ctc_section, 0.2), ("CRF", crf_section, 0.2),
+    ("attention", attention_section, 0.2),
+]
 
 
 def main():

@@ -2,6 +2,7 @@
 // Python objects or lists. The ops are registered with torch in each family's <family>_ops.cpp.
 #include <torch/extension.h>
 
+#include "attention/attention.h"
 #include "common/cpu_dispatch.h"
 #include "common/scratch.h"
 #include "crf/crf.h"
@@ -97,6 +98,16 @@ void register_crf(py::module_& m) {
   m.def("crf_viterbi_tagwise", &pyseq::crf_viterbi_tagwise, release);
 }
 
+// The attention ops through the CUDA kernels' per-element functions in host loops (tests): optional tensors as
+// undefined ones (None).
+void register_attention(py::module_& m) {
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("additive_attention_elementwise", &pyseq::additive_attention_elementwise, release);
+  m.def("additive_attention_backward_elementwise", &pyseq::additive_attention_backward_elementwise, release);
+  m.def("dot_attention_elementwise", &pyseq::dot_attention_elementwise, release);
+  m.def("dot_attention_backward_elementwise", &pyseq::dot_attention_backward_elementwise, release);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -105,4 +116,5 @@ PYBIND11_MODULE(_C, m) {
   register_rnn(m);
   register_ctc(m);
   register_crf(m);
+  register_attention(m);
 }

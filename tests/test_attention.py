@@ -55,17 +55,18 @@ def random_mask(shape, seed=1, fully_masked_row=True):
 SHAPES = [(3, 7, 5, 9, 4), (2, 1, 113, 3, 5), (5, 4, 1, 16, 1), (1, 13, 6, 33, 7)]
 
 
-def compare(ours_fn, ref_fn, inputs, dtype, use_weights=True):
-    """Values and gradients of every input, through the context and (optionally) the weights."""
+def compare(ours_fn, ref_fn, inputs, dtype, use_weights=True, device="cpu"):
+    """Values and gradients of every input, through the context and (optionally) the weights; ours on `device`."""
     results = []
-    for fn in (ours_fn, ref_fn):
-        xs = [x.detach().clone().requires_grad_() for x in inputs]
+    for fn, on in ((ours_fn, device), (ref_fn, "cpu")):
+        xs = [x.detach().to(on).requires_grad_() for x in inputs]
         context, weights = fn(*xs)
         g = torch.Generator().manual_seed(7)
-        loss = (context * torch.randn(context.shape, generator=g, dtype=dtype)).sum()
+        loss = (context * torch.randn(context.shape, generator=g, dtype=dtype).to(on)).sum()
         if use_weights:
-            loss = loss + (weights * torch.randn(weights.shape, generator=g, dtype=dtype)).sum()
-        results.append((context, weights, torch.autograd.grad(loss, xs)))
+            loss = loss + (weights * torch.randn(weights.shape, generator=g, dtype=dtype).to(on)).sum()
+        grads = [x.cpu() for x in torch.autograd.grad(loss, xs)]
+        results.append((context.cpu(), weights.cpu(), grads))
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
     torch.testing.assert_close(results[0][1], results[1][1], **tol)
@@ -76,25 +77,25 @@ def compare(ours_fn, ref_fn, inputs, dtype, use_weights=True):
 @pytest.mark.parametrize("mask_kind", [None, "keys", "queries"])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_additive_matches_naive_composition(shape, mask_kind, dtype):
+def test_additive_matches_naive_composition(shape, mask_kind, dtype, device):
     B, Tq, Tk, A, Dv = shape
     inputs = random_inputs(B, Tq, Tk, A, Dv, dtype)
     mask = None if mask_kind is None else random_mask((B, Tk) if mask_kind == "keys" else (B, Tq, Tk))
 
     def ours(q, k, v, value):
-        return F.additive_attention(q, k, v, value, mask, return_weights=True)
+        return F.additive_attention(q, k, v, value, None if mask is None else mask.to(device), return_weights=True)
 
     def ref(q, k, v, value):
         return naive_additive(q, k, v, value, mask)
 
-    compare(ours, ref, inputs, dtype)
-    compare(ours, ref, inputs, dtype, use_weights=False)
+    compare(ours, ref, inputs, dtype, device=device)
+    compare(ours, ref, inputs, dtype, use_weights=False, device=device)
 
 
 @pytest.mark.parametrize("mask_kind", [None, "keys", "queries"])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("scale", [1.0, None])
-def test_dot_matches_naive_composition(shape, mask_kind, scale):
+def test_dot_matches_naive_composition(shape, mask_kind, scale, device):
     B, Tq, Tk, D, Dv = shape
     q, _, _, value = random_inputs(B, Tq, Tk, D, Dv)
     k = torch.randn(B, Tk, D, dtype=torch.float64)
@@ -102,12 +103,12 @@ def test_dot_matches_naive_composition(shape, mask_kind, scale):
     s = 1.0 / math.sqrt(D) if scale is None else scale
 
     def ours(q, k, value):
-        return F.dot_attention(q, k, value, mask, scale, return_weights=True)
+        return F.dot_attention(q, k, value, None if mask is None else mask.to(device), scale, return_weights=True)
 
     def ref(q, k, value):
         return naive_dot(q, k, value, mask, s)
 
-    compare(ours, ref, (q, k, value), torch.float64)
+    compare(ours, ref, (q, k, value), torch.float64, device=device)
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -153,9 +154,9 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(dot, (q, k, value))
 
 
-def test_opcheck():
-    q, k, v, value = random_inputs(2, 3, 4, 5, 3)
-    mask = random_mask((2, 4))
+def test_opcheck(device):
+    q, k, v, value = (x.to(device) for x in random_inputs(2, 3, 4, 5, 3))
+    mask = random_mask((2, 4)).to(device)
     ops = torch.ops.pyseq
     req = [x.clone().requires_grad_() for x in (q, k, v, value)]
     keys = F.project_keys(k)

@@ -17,51 +17,11 @@
 #include "../common/parallel.h"
 #include "../common/vec.h"
 #include "attention.h"
+#include "attention_args.h"
 #include "attention_math.h"
 
 namespace pyseq {
 namespace {
-
-// Mask rows: element (b, i, j) at p[b * sb + i * si + j * sj]; p == nullptr attends everywhere.
-struct Mask {
-  const bool* p = nullptr;
-  int64_t sb = 0, si = 0, sj = 0;
-  const bool* row(int64_t b, int64_t i) const { return p ? p + b * sb + i * si : nullptr; }
-};
-
-// queries: [B, Tq, *], keys: [B, Tk, *], value: [B, Tk, Dv], all of one floating dtype on the CPU; mask: undefined or
-// bool [B, Tk] / [B, Tq, Tk].
-Mask check_attention(const at::Tensor& queries, const char* q_name, const at::Tensor& keys, const char* k_name,
-                     const at::Tensor& value, const at::Tensor& mask) {
-  check_dim(queries, q_name, 3, "(batch, query_len, features)");
-  check_dim(keys, k_name, 3, "(batch, key_len, features)");
-  check_dim(value, "value", 3, "(batch, key_len, value_size)");
-  check_floating(queries, q_name);
-  TORCH_CHECK(queries.device().is_cpu(), q_name, " must be on the CPU, got ", queries.device());
-  check_like(keys, k_name, queries, q_name);
-  check_like(value, "value", queries, q_name);
-  const int64_t B = queries.size(0), Tq = queries.size(1), Tk = keys.size(1);
-  TORCH_CHECK_VALUE(keys.size(0) == B && value.size(0) == B, "batch sizes differ: ", q_name, " has ", B, ", ", k_name,
-                    " ", keys.size(0), ", value ", value.size(0));
-  TORCH_CHECK_VALUE(value.size(1) == Tk, "value must have one row per key: ", k_name, " has ", Tk,
-                    " keys, value has ", value.size(1));
-  TORCH_CHECK_VALUE(Tk >= 1, k_name, " must hold at least one key, got key_len = 0");
-  Mask m;
-  if (!mask.defined()) return m;
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, "mask must be bool (True = attend), got ", mask.scalar_type());
-  TORCH_CHECK(mask.device().is_cpu(), "mask must be on the CPU, got ", mask.device());
-  if (mask.dim() == 2) {
-    TORCH_CHECK_VALUE(mask.size(0) == B && mask.size(1) == Tk, "mask must have shape [", B, ", ", Tk, "] or [", B,
-                      ", ", Tq, ", ", Tk, "], got ", shape_str(mask.sizes()));
-    m = {mask.data_ptr<bool>(), mask.stride(0), 0, mask.stride(1)};
-  } else {
-    TORCH_CHECK_VALUE(mask.dim() == 3 && mask.size(0) == B && mask.size(1) == Tq && mask.size(2) == Tk,
-                      "mask must have shape [", B, ", ", Tk, "] or [", B, ", ", Tq, ", ", Tk, "], got ",
-                      shape_str(mask.sizes()));
-    m = {mask.data_ptr<bool>(), mask.stride(0), mask.stride(1), mask.stride(2)};
-  }
-  return m;
-}
 
 // row[j] <- softmax_j(scale * row[j]) over the keys the mask row m allows (m == nullptr: all); 0 elsewhere, and 0
 // everywhere when no key is allowed.
@@ -181,19 +141,6 @@ struct CallFactors {
     queries = with_keys ? std::make_unique<TanhFactors<T>>(q, B * Tq, A) : std::make_unique<TanhFactors<T>>(A);
   }
 };
-
-// key_exp2x [B, Tk, A] and key_maxabs [B, Tk] of the dtype of key_proj, both given or both undefined. Returns them
-// contiguous.
-std::pair<at::Tensor, at::Tensor> check_key_factors(const at::Tensor& key_exp2x, const at::Tensor& key_maxabs,
-                                                    const at::Tensor& key_proj) {
-  TORCH_CHECK_VALUE(key_exp2x.defined() == key_maxabs.defined(), "key_exp2x and key_maxabs go together");
-  if (!key_exp2x.defined()) return {};
-  check_shape(key_exp2x, "key_exp2x", key_proj.sizes().vec());
-  check_shape(key_maxabs, "key_maxabs", {key_proj.size(0), key_proj.size(1)});
-  check_like(key_exp2x, "key_exp2x", key_proj, "key_proj");
-  check_like(key_maxabs, "key_maxabs", key_proj, "key_proj");
-  return {key_exp2x.contiguous(), key_maxabs.contiguous()};
-}
 
 // sum_a v[a] / (fq[a] fk[a] + 1): the factored terms' weighted sum. The division is the term's most expensive
 // operation (one vector division per 16 terms, at a throughput of one per ~10 cycles); with AVX-512 it is replaced
@@ -388,26 +335,15 @@ at::Tensor score_gradient(const at::Tensor& grad_context, const at::Tensor& grad
   return grad;
 }
 
-void check_backward_inputs(const at::Tensor& grad_context, const at::Tensor& grad_weights, const at::Tensor& weights,
-                           int64_t B, int64_t Tq, int64_t Tk, int64_t Dv) {
-  check_shape(grad_context, "grad_context", {B, Tq, Dv});
-  check_shape(weights, "weights", {B, Tq, Tk});
-  if (grad_weights.defined()) check_shape(grad_weights, "grad_weights", {B, Tq, Tk});
-}
-
 }  // namespace
 
 std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_proj, const at::Tensor& key_proj,
                                                        const at::Tensor& v, const at::Tensor& value,
                                                        const at::Tensor& mask, const at::Tensor& key_exp2x,
                                                        const at::Tensor& key_maxabs) {
-  const Mask m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask);
+  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask);
+  check_additive(query_proj, key_proj, v);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
-  TORCH_CHECK_VALUE(key_proj.size(2) == A, "query_proj and key_proj must have the same attention size, got ", A,
-                    " and ", key_proj.size(2));
-  check_dim(v, "v", 1, "(attn_size,)");
-  TORCH_CHECK_VALUE(v.size(0) == A, "v must have attn_size = ", A, " entries, got ", v.size(0));
-  check_like(v, "v", query_proj, "query_proj");
   const auto [ke, km] = check_key_factors(key_exp2x, key_maxabs, key_proj);
   at::Tensor weights = at::empty({B, Tq, Tk}, query_proj.options());
   AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "additive_attention_forward_cpu", [&] {
@@ -476,7 +412,7 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
 
 std::vector<at::Tensor> dot_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key,
                                                   const at::Tensor& value, const at::Tensor& mask, double scale) {
-  const Mask m = check_attention(query, "query", key, "key", value, mask);
+  const MaskView m = check_attention(query, "query", key, "key", value, mask);
   const int64_t B = query.size(0), Tq = query.size(1), Tk = key.size(1);
   TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
                     query.size(2), " and ", key.size(2));

@@ -1,0 +1,305 @@
+// Attention on CUDA: the glue between the ops and the kernels of attention_cuda.cu (device-generic ATen only, so that
+// it builds against a CPU torch too; see CMakeLists.txt). The products with the values, and the dot scores, are
+// batched GEMMs through ATen (cuBLAS); the additive scores, the masked softmax and the additive gradients are
+// pyseq's kernels. The cached key factors of a decoding loop (key_exp2x, key_maxabs) are checked and not needed:
+// the kernels compute each tanh term directly.
+//
+// The same schedule also runs on the CPU with each kernel's per-element functions of attention_elements.h called in
+// host loops (the *_elementwise functions): the tests compare it with the CPU kernels, which covers everything of the
+// CUDA path but the kernels' thread indexing and warp reductions.
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "attention.h"
+#include "attention_args.h"
+#include "attention_elements.h"
+
+#ifdef PYSEQ_WITH_CUDA
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include "../common/cuda_info.h"
+#include "../common/float32_compute.h"
+#include "attention_cuda.h"
+#endif
+
+namespace pyseq {
+namespace {
+
+using Optional = std::optional<at::Tensor>;
+at::Tensor or_undefined(const Optional& t) { return t ? *t : at::Tensor(); }
+
+// Each kernel's per-element functions in host loops, in place of their threads.
+struct ElementLoops {
+  template <typename T>
+  void additive_scores(const AdditiveArgs<T>& a) const {
+    for (int64_t b = 0; b < a.B; ++b) {
+      for (int64_t i = 0; i < a.Tq; ++i) {
+        for (int64_t j = 0; j < a.Tk; ++j) additive_score(a, b, i, j);
+      }
+    }
+  }
+  template <typename T>
+  void masked_softmax(T* scores, int64_t rows, int64_t Tq, int64_t Tk, MaskView mask, T scale) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      T* row = scores + r * Tk;
+      T top = neg_inf<T>();
+      bool nan = false;
+      for (int64_t j = 0; j < Tk; ++j) {
+        const T x = softmax_input(row, j, mask.attends(r / Tq, r % Tq, j), scale);
+        top = x > top ? x : top;
+        nan |= x != x;
+      }
+      if (nan || top == neg_inf<T>()) {
+        for (int64_t j = 0; j < Tk; ++j) row[j] = softmax_degenerate<T>(nan);
+        continue;
+      }
+      T total = T(0);
+      for (int64_t j = 0; j < Tk; ++j) total += softmax_exp(row, j, top);
+      const T inv = T(1) / total;
+      for (int64_t j = 0; j < Tk; ++j) row[j] *= inv;
+    }
+  }
+  template <typename T>
+  void softmax_backward(const T* weights, T* grad, int64_t rows, int64_t Tk, T scale) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      T inner = T(0);
+      for (int64_t j = 0; j < Tk; ++j) inner += weights[r * Tk + j] * grad[r * Tk + j];
+      for (int64_t j = 0; j < Tk; ++j) softmax_backward_element(weights + r * Tk, grad + r * Tk, j, inner, scale);
+    }
+  }
+  template <typename T>
+  void additive_gradients(const AdditiveArgs<T>& a) const {
+    for (int64_t b = 0; b < a.B; ++b) {
+      for (int64_t c = 0; c < a.A; ++c) {
+        for (int64_t i = 0; i < a.Tq; ++i) additive_query_gradient(a, b, i, c);
+        for (int64_t j = 0; j < a.Tk; ++j) additive_key_gradient(a, b, j, c);
+      }
+    }
+  }
+};
+
+// weights [B, Tq, Tk] <- the masked softmax of its scores times `scale`, in place.
+template <typename Runner>
+void softmax_in_place(const Runner& r, at::Tensor& weights, const MaskView& mask, double scale) {
+  const int64_t B = weights.size(0), Tq = weights.size(1), Tk = weights.size(2);
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "attention_softmax", [&] {
+    r.masked_softmax(weights.data_ptr<scalar_t>(), B * Tq, Tq, Tk, mask, static_cast<scalar_t>(scale));
+  });
+}
+
+// d loss / d scores [B, Tq, Tk]: the gradient for the weights (through the context, plus grad_weights), then the
+// softmax backward times `scale`.
+template <typename Runner>
+at::Tensor score_gradient(const Runner& r, const at::Tensor& grad_context, const at::Tensor& grad_weights,
+                          const at::Tensor& value, const at::Tensor& weights, double scale) {
+  at::Tensor grad = grad_weights.defined() ? at::baddbmm(grad_weights, grad_context, value.transpose(1, 2))
+                                           : at::bmm(grad_context, value.transpose(1, 2));
+  const at::Tensor w = weights.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "attention_score_gradient", [&] {
+    r.softmax_backward(w.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad.size(0) * grad.size(1), grad.size(2),
+                       static_cast<scalar_t>(scale));
+  });
+  return grad;
+}
+
+template <typename Runner>
+std::vector<at::Tensor> additive_on(const Runner& r, const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                    const at::Tensor& v, const at::Tensor& value, const at::Tensor& mask,
+                                    const at::Tensor& key_exp2x, const at::Tensor& key_maxabs) {
+  const MaskView m =
+      check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask, query_proj.device().type());
+  check_additive(query_proj, key_proj, v);
+  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
+  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
+  at::Tensor weights = at::empty({B, Tq, Tk}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention", [&] {
+    using T = scalar_t;
+    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), m, weights.data_ptr<T>(),
+                            nullptr, nullptr, nullptr, nullptr};
+    r.additive_scores(a);
+  });
+  softmax_in_place(r, weights, m, 1.0);
+  return {at::bmm(weights, value), weights};
+}
+
+template <typename Runner>
+std::vector<at::Tensor> additive_backward_on(const Runner& r, const at::Tensor& grad_context,
+                                             const at::Tensor& grad_weights, const at::Tensor& query_proj,
+                                             const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
+                                             const at::Tensor& weights, const at::Tensor& key_exp2x,
+                                             const at::Tensor& key_maxabs) {
+  check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor(), query_proj.device().type());
+  check_additive(query_proj, key_proj, v);
+  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
+  check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
+  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, 1.0);
+  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
+  at::Tensor grad_q = at::empty({B, Tq, A}, q.options()), grad_k = at::empty({B, Tk, A}, q.options());
+  at::Tensor dv_part = at::empty({B, Tq, A}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_backward", [&] {
+    using T = scalar_t;
+    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), MaskView{}, nullptr,
+                            ds.data_ptr<T>(), grad_q.data_ptr<T>(), grad_k.data_ptr<T>(), dv_part.data_ptr<T>()};
+    r.additive_gradients(a);
+  });
+  return {grad_q, grad_k, dv_part.sum({0, 1}), at::bmm(weights.transpose(1, 2), grad_context)};
+}
+
+template <typename Runner>
+std::vector<at::Tensor> dot_on(const Runner& r, const at::Tensor& query, const at::Tensor& key,
+                               const at::Tensor& value, const at::Tensor& mask, double scale) {
+  const MaskView m = check_attention(query, "query", key, "key", value, mask, query.device().type());
+  TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
+                    query.size(2), " and ", key.size(2));
+  at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
+  softmax_in_place(r, weights, m, scale);
+  return {at::bmm(weights, value), weights};
+}
+
+template <typename Runner>
+std::vector<at::Tensor> dot_backward_on(const Runner& r, const at::Tensor& grad_context,
+                                        const at::Tensor& grad_weights, const at::Tensor& query,
+                                        const at::Tensor& key, const at::Tensor& value, const at::Tensor& weights,
+                                        double scale) {
+  check_attention(query, "query", key, "key", value, at::Tensor(), query.device().type());
+  check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),
+                        value.size(2));
+  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, scale);
+  return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
+}
+
+void check_cpu(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), "the elementwise attention functions run on CPU tensors, got ", t.device());
+}
+
+}  // namespace
+
+std::vector<at::Tensor> additive_attention_elementwise(const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                                       const at::Tensor& v, const at::Tensor& value,
+                                                       const std::optional<at::Tensor>& mask) {
+  check_cpu(query_proj);
+  return additive_on(ElementLoops{}, query_proj, key_proj, v, value, or_undefined(mask), at::Tensor(), at::Tensor());
+}
+
+std::vector<at::Tensor> additive_attention_backward_elementwise(const at::Tensor& grad_context,
+                                                                const std::optional<at::Tensor>& grad_weights,
+                                                                const at::Tensor& query_proj,
+                                                                const at::Tensor& key_proj, const at::Tensor& v,
+                                                                const at::Tensor& value, const at::Tensor& weights) {
+  check_cpu(query_proj);
+  return additive_backward_on(ElementLoops{}, grad_context, or_undefined(grad_weights), query_proj, key_proj, v, value, weights,
+                              at::Tensor(), at::Tensor());
+}
+
+std::vector<at::Tensor> dot_attention_elementwise(const at::Tensor& query, const at::Tensor& key,
+                                                  const at::Tensor& value, const std::optional<at::Tensor>& mask,
+                                                  double scale) {
+  check_cpu(query);
+  return dot_on(ElementLoops{}, query, key, value, or_undefined(mask), scale);
+}
+
+std::vector<at::Tensor> dot_attention_backward_elementwise(const at::Tensor& grad_context,
+                                                           const std::optional<at::Tensor>& grad_weights,
+                                                           const at::Tensor& query,
+                                                           const at::Tensor& key, const at::Tensor& value,
+                                                           const at::Tensor& weights, double scale) {
+  check_cpu(query);
+  return dot_backward_on(ElementLoops{}, grad_context, or_undefined(grad_weights), query, key, value, weights,
+                         scale);
+}
+
+#ifdef PYSEQ_WITH_CUDA
+namespace {
+
+void check_launch(const char* kernel) {
+  const char* error = cuda_last_error();
+  TORCH_CHECK(error == nullptr, "pyseq: the attention ", kernel, " kernel failed to launch: ", error);
+}
+
+// The kernels on the current stream of the queries' device.
+struct CudaKernels {
+  void* stream;
+  template <typename T>
+  void additive_scores(const AdditiveArgs<T>& a) const {
+    launch_additive_scores(a, stream);
+    check_launch("additive score");
+  }
+  template <typename T>
+  void masked_softmax(T* scores, int64_t rows, int64_t Tq, int64_t Tk, MaskView mask, T scale) const {
+    launch_masked_softmax(scores, rows, Tq, Tk, mask, scale, stream);
+    check_launch("softmax");
+  }
+  template <typename T>
+  void softmax_backward(const T* weights, T* grad, int64_t rows, int64_t Tk, T scale) const {
+    launch_softmax_backward(weights, grad, rows, Tk, scale, stream);
+    check_launch("softmax backward");
+  }
+  template <typename T>
+  void additive_gradients(const AdditiveArgs<T>& a) const {
+    launch_additive_gradients(a, stream);
+    check_launch("additive gradient");
+  }
+};
+
+CudaKernels kernels_on(const at::Tensor& queries) {
+  TORCH_CHECK(queries.is_cuda(), "Expected all tensors to be on the same device, but found the queries on ",
+              queries.device(), " and other arguments on CUDA");
+  return {c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(queries.device()).native_handle()};
+}
+
+std::tuple<at::Tensor, at::Tensor> additive_cuda(const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                                 const at::Tensor& v, const at::Tensor& value, const Optional& mask,
+                                                 const Optional& key_exp2x, const Optional& key_maxabs) {
+  const c10::DeviceGuard guard(query_proj.device());
+  std::vector<at::Tensor> out = additive_on(kernels_on(query_proj), query_proj, key_proj, v, value,
+                                            or_undefined(mask), or_undefined(key_exp2x), or_undefined(key_maxabs));
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_backward_cuda(
+    const at::Tensor& grad_context, const Optional& grad_weights, const at::Tensor& query_proj,
+    const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
+    const Optional& key_exp2x, const Optional& key_maxabs) {
+  const c10::DeviceGuard guard(query_proj.device());
+  std::vector<at::Tensor> g =
+      additive_backward_on(kernels_on(query_proj), grad_context, or_undefined(grad_weights), query_proj, key_proj, v,
+                           value, weights, or_undefined(key_exp2x), or_undefined(key_maxabs));
+  return {g[0], g[1], g[2], g[3]};
+}
+
+std::tuple<at::Tensor, at::Tensor> dot_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                                            const Optional& mask, double scale) {
+  const c10::DeviceGuard guard(query.device());
+  std::vector<at::Tensor> out = dot_on(kernels_on(query), query, key, value, or_undefined(mask), scale);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_cuda(const at::Tensor& grad_context,
+                                                                 const Optional& grad_weights, const at::Tensor& query,
+                                                                 const at::Tensor& key, const at::Tensor& value,
+                                                                 const at::Tensor& weights, double scale) {
+  const c10::DeviceGuard guard(query.device());
+  std::vector<at::Tensor> g = dot_backward_on(kernels_on(query), grad_context, or_undefined(grad_weights), query, key,
+                                              value, weights, scale);
+  return {g[0], g[1], g[2]};
+}
+
+}  // namespace
+#endif
+
+}  // namespace pyseq
+
+#ifdef PYSEQ_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+  m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_cuda));
+  m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_backward_cuda));
+  m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_cuda));
+  m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_backward_cuda));
+}
+#endif
