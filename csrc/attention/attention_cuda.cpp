@@ -19,9 +19,8 @@
 
 #ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include "../common/cuda_info.h"
+#include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "attention_cuda.h"
 #endif
@@ -217,41 +216,32 @@ std::vector<at::Tensor> dot_attention_backward_elementwise(const at::Tensor& gra
 #ifdef PYSEQ_WITH_CUDA
 namespace {
 
-void check_launch(const char* kernel) {
-  const char* error = cuda_last_error();
-  TORCH_CHECK(error == nullptr, "pyseq: the attention ", kernel, " kernel failed to launch: ", error);
-}
-
 // The kernels on the current stream of the queries' device.
 struct CudaKernels {
   void* stream;
   template <typename T>
   void additive_scores(const AdditiveArgs<T>& a) const {
     launch_additive_scores(a, stream);
-    check_launch("additive score");
+    check_kernel_launch("attention additive score");
   }
   template <typename T>
   void masked_softmax(T* scores, int64_t rows, int64_t Tq, int64_t Tk, MaskView mask, T scale) const {
     launch_masked_softmax(scores, rows, Tq, Tk, mask, scale, stream);
-    check_launch("softmax");
+    check_kernel_launch("attention softmax");
   }
   template <typename T>
   void softmax_backward(const T* weights, T* grad, int64_t rows, int64_t Tk, T scale) const {
     launch_softmax_backward(weights, grad, rows, Tk, scale, stream);
-    check_launch("softmax backward");
+    check_kernel_launch("attention softmax backward");
   }
   template <typename T>
   void additive_gradients(const AdditiveArgs<T>& a) const {
     launch_additive_gradients(a, stream);
-    check_launch("additive gradient");
+    check_kernel_launch("attention additive gradient");
   }
 };
 
-CudaKernels kernels_on(const at::Tensor& queries) {
-  TORCH_CHECK(queries.is_cuda(), "Expected all tensors to be on the same device, but found the queries on ",
-              queries.device(), " and other arguments on CUDA");
-  return {c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(queries.device()).native_handle()};
-}
+CudaKernels kernels_on(const at::Tensor& queries) { return {cuda_stream_of(queries, "the queries")}; }
 
 std::tuple<at::Tensor, at::Tensor> additive_cuda(const at::Tensor& query_proj, const at::Tensor& key_proj,
                                                  const at::Tensor& v, const at::Tensor& value, const Optional& mask,

@@ -8,6 +8,7 @@
 
 #include "../common/checks.h"
 #include "../common/math.h"
+#include "crf_math.h"
 
 namespace pyseq {
 
@@ -108,6 +109,24 @@ inline CrfArgs check_crf_args(const at::Tensor& emissions, const at::Tensor& len
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_find_nan",
                              [&] { find_nan_sequences<scalar_t>(a, start, end, transitions); });
   return a;
+}
+
+// padded_tags (crf_math.h) for the dtype of emissions: the row length of log_alpha.
+inline int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
+  return emissions.scalar_type() == at::kDouble ? padded_tags<double>(K) : padded_tags<float>(K);
+}
+
+// What a backward takes from its forward: grad [B] (named grad_name) of the dtype and device of the emissions,
+// log_alpha [T, B, Kp] likewise, alpha_shift [T, B] float64.
+inline void check_saved(const CrfArgs& a, const at::Tensor& emissions, const at::Tensor& grad, const char* grad_name,
+                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+  check_shape(grad, grad_name, {a.B});
+  check_like(grad, grad_name, emissions, "emissions");
+  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
+  check_like(log_alpha, "log_alpha", emissions, "emissions");
+  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
+  TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
+                   alpha_shift.scalar_type());
 }
 
 // tags: [B, T] int64 with every tag in [0, K) within its sequence's length (checked on the host). Returns it

@@ -319,11 +319,6 @@ void backward_chunk(const Problem<double>& P, int64_t b0, int64_t b1, const doub
   backward_chunk_impl(P, b0, b1, g, node, pairwise, sums, chunk_of);
 }
 
-// padded_tags for the dtype of emissions.
-int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
-  return emissions.scalar_type() == at::kDouble ? padded_tags<double>(K) : padded_tags<float>(K);
-}
-
 template <typename T>
 Problem<T> make_problem(const CrfArgs& a, const T* start, const T* end, const T* trans,
                         const TransitionTables<T>& tables, T* alpha, double* shift) {
@@ -440,13 +435,7 @@ std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_lo
                                                        const at::Tensor& end, const at::Tensor& transitions,
                                                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
-  check_shape(grad_log_z, "grad_log_z", {a.B});
-  check_like(grad_log_z, "grad_log_z", emissions, "emissions");
-  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
-  check_like(log_alpha, "log_alpha", emissions, "emissions");
-  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
-  TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
-                   alpha_shift.scalar_type());
+  check_saved(a, emissions, grad_log_z, "grad_log_z", log_alpha, alpha_shift);
   at::Tensor grad_em = at::empty({a.B, a.T, a.K}, emissions.options());
   at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
   at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());
@@ -549,11 +538,8 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
                                                         const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   const at::Tensor y = check_tags(tags, a);
-  check_shape(grad_llh, "grad_llh", {a.B});
-  check_like(grad_llh, "grad_llh", emissions, "emissions");
+  check_saved(a, emissions, grad_llh, "grad_llh", log_alpha, alpha_shift);
   check_shape(llh, "llh", {a.B});
-  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
-  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
   at::Tensor grad_em = at::empty({a.B, a.T, a.K}, emissions.options());
   at::Tensor grad_start = at::zeros({a.K}, emissions.options()), grad_end = at::zeros({a.K}, emissions.options());
   at::Tensor grad_trans = at::zeros({a.K, a.K}, emissions.options());

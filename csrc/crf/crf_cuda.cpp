@@ -18,9 +18,8 @@
 
 #ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include "../common/cuda_info.h"
+#include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "crf_cuda.h"
 #endif
@@ -86,10 +85,6 @@ CrfChainArgs<T> chain_args(const CrfArgs& a, const ChainTensors& c, const at::Te
   return x;
 }
 
-int64_t padded_tags_of(const at::Tensor& emissions, int64_t K) {
-  return emissions.scalar_type() == at::kDouble ? padded_tags<double>(K) : padded_tags<float>(K);
-}
-
 // The backward's outputs: node [B, T, K] (every element written by the kernels), the per-sequence sums (zero).
 struct BackwardTensors {
   at::Tensor node, pair, start_sum, end_sum;
@@ -133,17 +128,6 @@ std::vector<at::Tensor> forward_on(const Runner& r, const at::Tensor& emissions,
   r.check_tag_count(a.K);
   const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
   return forward_with(r, a, chain_tensors(a, start, end, transitions), y);
-}
-
-void check_saved(const CrfArgs& a, const at::Tensor& emissions, const at::Tensor& grad, const char* grad_name,
-                 const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
-  check_shape(grad, grad_name, {a.B});
-  check_like(grad, grad_name, emissions, "emissions");
-  check_shape(log_alpha, "log_alpha", {a.T, a.B, padded_tags_of(emissions, a.K)});
-  check_like(log_alpha, "log_alpha", emissions, "emissions");
-  check_shape(alpha_shift, "alpha_shift", {a.T, a.B});
-  TORCH_CHECK_TYPE(alpha_shift.scalar_type() == at::kDouble, "alpha_shift must be float64, got ",
-                   alpha_shift.scalar_type());
 }
 
 // The gradients of log Z (tags == nullptr: g = grad) or of the log-likelihood (g = -grad where the llh is finite,
@@ -407,11 +391,6 @@ std::vector<at::Tensor> crf_viterbi_tagwise(const at::Tensor& emissions, const a
 #ifdef PYSEQ_WITH_CUDA
 namespace {
 
-void check_launch(const char* kernel) {
-  const char* error = cuda_last_error();
-  TORCH_CHECK(error == nullptr, "pyseq: the CRF ", kernel, " kernel failed to launch: ", error);
-}
-
 // The kernels on the current stream of the emissions' device.
 struct CudaKernels {
   void* stream;
@@ -422,36 +401,31 @@ struct CudaKernels {
   template <typename T>
   void forward(const CrfChainArgs<T>& a, T* out) const {
     launch_crf_forward(a, out, stream);
-    check_launch("forward");
+    check_kernel_launch("CRF forward");
   }
   template <typename T>
   void backward(const CrfChainArgs<T>& a) const {
     launch_crf_backward(a, stream);
-    check_launch("backward");
+    check_kernel_launch("CRF backward");
   }
   template <typename T>
   void path_scores(const CrfChainArgs<T>& a, T* out) const {
     launch_crf_path_scores(a, out, stream);
-    check_launch("path score");
+    check_kernel_launch("CRF path score");
   }
   template <typename T>
   void path_gradients(const CrfChainArgs<T>& a) const {
     launch_crf_path_gradients(a, stream);
-    check_launch("path gradient");
+    check_kernel_launch("CRF path gradient");
   }
   template <typename T>
   void viterbi(const CrfViterbiArgs<T>& a) const {
     launch_crf_viterbi(a, stream);
-    check_launch("Viterbi");
+    check_kernel_launch("CRF Viterbi");
   }
 };
 
-// The dispatcher picks these kernels when any tensor argument is on CUDA; the emissions decide the device.
-CudaKernels kernels_on(const at::Tensor& emissions) {
-  TORCH_CHECK(emissions.is_cuda(), "Expected all tensors to be on the same device, but found emissions on ",
-              emissions.device(), " and other arguments on CUDA");
-  return {c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(emissions.device()).native_handle()};
-}
+CudaKernels kernels_on(const at::Tensor& emissions) { return {cuda_stream_of(emissions, "emissions")}; }
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

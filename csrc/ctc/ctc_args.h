@@ -88,6 +88,18 @@ inline Batch read_batch(const at::Tensor& log_probs, const at::Tensor& targets, 
   return b;
 }
 
+// What the loss backward takes from the forward: grad_nll and nll [N], log_alpha [N, T, 2 S_max + 1], all of the
+// dtype and device of log_probs.
+inline void check_loss_saved(const Batch& b, const at::Tensor& log_probs, const at::Tensor& grad_nll,
+                             const at::Tensor& nll, const at::Tensor& log_alpha) {
+  check_like(grad_nll, "grad_nll", log_probs, "log_probs");
+  check_like(nll, "nll", log_probs, "log_probs");
+  check_like(log_alpha, "log_alpha", log_probs, "log_probs");
+  check_shape(grad_nll, "grad_nll", {b.N});
+  check_shape(nll, "nll", {b.N});
+  check_shape(log_alpha, "log_alpha", {b.N, b.T, 2 * b.S_max + 1});
+}
+
 // A batch of forced alignment, read on the host: targets [N, S] int64 padded, on the CPU or on `device`.
 struct AlignBatch {
   int64_t T, N, C, S_max;

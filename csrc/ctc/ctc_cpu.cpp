@@ -314,13 +314,7 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
                                  const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                  const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank) {
   const Batch b = read_batch(log_probs, targets, input_lengths, target_lengths, blank);
-  const int64_t Lmax = 2 * b.S_max + 1;
-  check_like(grad_nll, "grad_nll", log_probs, "log_probs");
-  check_like(nll, "nll", log_probs, "log_probs");
-  check_like(log_alpha, "log_alpha", log_probs, "log_probs");
-  check_shape(grad_nll, "grad_nll", {b.N});
-  check_shape(nll, "nll", {b.N});
-  check_shape(log_alpha, "log_alpha", {b.N, b.T, Lmax});
+  check_loss_saved(b, log_probs, grad_nll, nll, log_alpha);
   const at::Tensor lp = log_probs.contiguous();
   const at::Tensor go = grad_nll.contiguous(), nll_c = nll.contiguous(), alpha = log_alpha.contiguous();
   at::Tensor grad = at::zeros_like(lp);

@@ -16,9 +16,8 @@
 
 #ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include "../common/cuda_info.h"
+#include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "ctc_cuda.h"
 #endif
@@ -112,12 +111,7 @@ at::Tensor loss_backward_on(const Cells& cells, const at::Tensor& grad_nll, cons
   const LossBatch d = loss_batch(log_probs, targets, input_lengths, target_lengths, blank);
   const Batch& b = d.b;
   const int64_t Lmax = 2 * b.S_max + 1;
-  check_like(grad_nll, "grad_nll", log_probs, "log_probs");
-  check_like(nll, "nll", log_probs, "log_probs");
-  check_like(log_alpha, "log_alpha", log_probs, "log_probs");
-  check_shape(grad_nll, "grad_nll", {b.N});
-  check_shape(nll, "nll", {b.N});
-  check_shape(log_alpha, "log_alpha", {b.N, b.T, Lmax});
+  check_loss_saved(b, log_probs, grad_nll, nll, log_alpha);
   const at::Tensor lp = log_probs.contiguous(), alpha = log_alpha.contiguous();
   const at::Tensor go = grad_nll.contiguous(), nll_c = nll.contiguous();
   at::Tensor grad = at::zeros_like(lp);
@@ -189,35 +183,22 @@ at::Tensor ctc_loss_backward_cellwise(const at::Tensor& grad_nll, const at::Tens
 #ifdef PYSEQ_WITH_CUDA
 namespace {
 
-void* current_stream(const at::Tensor& t) {
-  return c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(t.device()).native_handle();
-}
-
-void check_launch(const char* kernel) {
-  const char* error = cuda_last_error();
-  TORCH_CHECK(error == nullptr, "pyseq: the CTC ", kernel, " kernel failed to launch: ", error);
-}
-
 // The kernels on the current stream of the device of log_probs.
 struct CudaCells {
   void* stream;
   template <typename T>
   void alpha(const CtcLossArgs<T>& a) const {
     launch_ctc_alpha(a, stream);
-    check_launch("forward");
+    check_kernel_launch("CTC forward");
   }
   template <typename T>
   void backward(const CtcLossArgs<T>& a) const {
     launch_ctc_backward(a, stream);
-    check_launch("backward");
+    check_kernel_launch("CTC backward");
   }
 };
 
-CudaCells cells_on(const at::Tensor& log_probs) {
-  TORCH_CHECK(log_probs.is_cuda(), "Expected all tensors to be on the same device, but found log_probs on ",
-              log_probs.device(), " and other arguments on CUDA");
-  return {current_stream(log_probs)};
-}
+CudaCells cells_on(const at::Tensor& log_probs) { return {cuda_stream_of(log_probs, "log_probs")}; }
 
 std::tuple<at::Tensor, at::Tensor> loss_cuda(const at::Tensor& log_probs, const at::Tensor& targets,
                                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
@@ -250,7 +231,7 @@ std::tuple<at::Tensor, at::Tensor> greedy_decode_cuda(const at::Tensor& log_prob
     launch_ctc_greedy(lp.data_ptr<scalar_t>(), T, N, C, blank, lengths.data_ptr<int64_t>(), best.data_ptr<int64_t>(),
                       tokens.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), cells.stream);
   });
-  check_launch("greedy decoding");
+  check_kernel_launch("CTC greedy decoding");
   return {tokens, counts};
 }
 
@@ -276,7 +257,7 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
                                    scores.data_ptr<scalar_t>(), unalignable.data_ptr<uint8_t>()};
     launch_ctc_align(a, cells.stream);
   });
-  check_launch("alignment");
+  check_kernel_launch("CTC alignment");
   const at::Tensor flags = unalignable.to(at::kCPU);  // waits for the kernel: the error is raised on the host
   check_aligned(b, flags.data_ptr<uint8_t>());
   return {labels, scores};

@@ -52,12 +52,15 @@ std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const 
                                    delta.data_ptr<scalar_t>(), from.data_ptr<uint8_t>(), labels.data_ptr<int64_t>(),
                                    scores.data_ptr<scalar_t>(), unalignable.data_ptr<uint8_t>()};
     at::parallel_for(0, b.N, 1, [&](int64_t n0, int64_t n1) {
+      // A copy of its own: the back-pointer stores (bytes, which may alias anything) cannot then change the
+      // arguments, whose fields stay in registers across the cells.
+      const CtcAlignArgs<scalar_t> args = a;
       for (int64_t n = n0; n < n1; ++n) {
         const int64_t L = 2 * b.target_lengths[n] + 1;
         for (int64_t t = 0; t < b.input_lengths[n]; ++t) {
-          for (int64_t s = 0; s < L; ++s) ctc_viterbi_cell(a, n, t, s);
+          for (int64_t s = 0; s < L; ++s) ctc_viterbi_cell(args, n, t, s);
         }
-        ctc_backtrack(a, n);
+        ctc_backtrack(args, n);
       }
     });
   });

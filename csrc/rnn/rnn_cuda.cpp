@@ -21,9 +21,8 @@
 
 #ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include "../common/cuda_info.h"
+#include "../common/cuda_glue.h"
 #include "rnn_cuda.h"
 #endif
 
@@ -146,17 +145,11 @@ struct CudaCells {
   template <typename Rows>
   void run(const Rows& a, int64_t n) const {
     launch_cell_update(a, n, stream);
-    const char* error = cuda_last_error();
-    TORCH_CHECK(error == nullptr, "pyseq: the recurrent cell-update kernel failed to launch: ", error);
+    check_kernel_launch("recurrent cell-update");
   }
 };
 
-// The dispatcher picks this kernel when any tensor argument is on CUDA; x decides the device.
-CudaCells cells_on(const at::Tensor& x) {
-  TORCH_CHECK(x.is_cuda(), "Expected all tensors to be on the same device, but found x on ", x.device(),
-              " and other arguments on CUDA");
-  return {c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(x.device()).native_handle()};
-}
+CudaCells cells_on(const at::Tensor& x) { return {cuda_stream_of(x, "x")}; }
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
