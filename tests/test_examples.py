@@ -26,3 +26,8 @@ def test_seq2seq_attention_learns_reversal_and_plots_its_attention(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 16 * 4 and height >= 16 * 5  # one 16-pixel cell per (output step, source position)
+
+
+def test_sentiment_classifier_reads_word_order():
+    result = load("sentiment_classifier").train(quick=True, log=lambda *_: None)
+    assert result["accuracy"] >= 0.9 and result["accuracy"] >= result["bow_accuracy"] + 0.1, result
