@@ -27,6 +27,8 @@ class Hypothesis(NamedTuple):
 def _map_state(state: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     if isinstance(state, Tensor):
         return fn(state)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a NamedTuple (pyseq.functional.ProjectedKeys)
+        return type(state)(*(_map_state(s, fn) for s in state))
     if isinstance(state, (tuple, list)):
         return type(state)(_map_state(s, fn) for s in state)
     if isinstance(state, dict):

@@ -79,6 +79,25 @@ def test_greedy_is_beam_width_one_and_states_reorder_along_their_batch_dimension
         assert greedy[b][0].tokens == tokens
 
 
+def test_state_in_named_tuples_and_dicts():
+    """Projected attention keys (pyseq.functional.ProjectedKeys, a NamedTuple) travel in the state, reordered by beam
+    like any tensor, with the decoder's own state in a dict."""
+    step = make_decoder(4)
+    h0 = torch.randn(2, D, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    keys = pyseq.functional.project_keys(torch.randn(2, 5, 3, dtype=torch.float64))
+    seen = []
+
+    def step_with_keys(tokens, state):
+        assert isinstance(state["keys"], pyseq.functional.ProjectedKeys)
+        seen.append(state["keys"].proj.shape[0])
+        log_probs, h = step(tokens, state["h"])
+        return log_probs, {"h": h, "keys": state["keys"]}
+
+    got = beam_search(step_with_keys, {"h": h0, "keys": keys}, 2, START, STOP, beam_width=3, max_length=5)
+    assert got == beam_search(step, h0, 2, START, STOP, beam_width=3, max_length=5)
+    assert set(seen) == {2 * 3}
+
+
 def test_bad_arguments():
     step = make_decoder(0)
     with pytest.raises(ValueError, match="nbest <= beam_width"):
