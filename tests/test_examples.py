@@ -31,3 +31,8 @@ def test_seq2seq_attention_learns_reversal_and_plots_its_attention(tmp_path):
 def test_sentiment_classifier_reads_word_order():
     result = load("sentiment_classifier").train(quick=True, log=lambda *_: None)
     assert result["accuracy"] >= 0.9 and result["accuracy"] >= result["bow_accuracy"] + 0.1, result
+
+
+def test_linearized_parser_writes_valid_trees():
+    result = load("linearized_parser").train(quick=True, log=lambda *_: None)
+    assert result["bracket_f1"] >= 0.9 and result["valid_trees"] >= 0.9, result
