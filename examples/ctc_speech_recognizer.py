@@ -93,54 +93,66 @@ def error_rates(hypotheses: list[list[int]], references: list[list[int]]) -> tup
     return chars / n_chars, words / sum(len(r) for r in references)
 
 
-def train(quick: bool = False, seed: int = 0, log=print) -> dict:
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    n_train, n_test, epochs = (600, 100, 6) if quick else (2000, 300, 20)
-    speaker = sd.Speaker()
-    train_set = sd.synthesize(n_train, sd.train_voices(), rng, speaker)
-    test_set = sd.synthesize(n_test, [sd.TEST_VOICE], rng, speaker)
-    log(f"{n_train} training utterances in {len(sd.train_voices())} voices, {n_test} test ({sd.TEST_VOICE})")
-    feats, frames = sd.features([u.audio for u in train_set])
-    targets = [[TOKEN_INDEX[w] for w in u.words] for u in train_set]
+def fit(feats: torch.Tensor, frames: torch.Tensor, targets: list[list[int]], epochs: int, rng: random.Random,
+        log=print) -> Recognizer:
+    """A recogniser trained with pyseq's CTC loss on features [N, T, F] (frames [N]) and word-index targets."""
+    n = feats.shape[0]
     model = Recognizer(feats.shape[2])
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n_train / 32))
-    start = time.perf_counter()
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n / 32))
     for epoch in range(epochs):
         model.train()
-        order = list(range(n_train))
+        order = list(range(n))
         rng.shuffle(order)
         total = 0.0
-        for i in range(0, n_train, 32):
+        for i in range(0, n, 32):
             batch = order[i : i + 32]
             T = int(frames[batch].max())
             log_probs = model(feats[batch, :T], frames[batch])
             target_lengths = torch.tensor([len(targets[b]) for b in batch])
-            padded = torch.zeros(len(batch), int(target_lengths.max()), dtype=torch.long)
-            for row, b in enumerate(batch):
-                padded[row, : len(targets[b])] = torch.tensor(targets[b])
-            loss = pyseq.functional.ctc_loss(log_probs, padded, frames[batch], target_lengths)
+            loss = pyseq.functional.ctc_loss(log_probs, padded([targets[b] for b in batch]), frames[batch],
+                                             target_lengths)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             schedule.step()
             total += loss.item() * len(batch)
-        log(f"epoch {epoch + 1}: CTC loss per utterance {total / n_train:.3f}")
+        log(f"epoch {epoch + 1}: CTC loss per utterance {total / n:.3f}")
+    model.eval()
+    return model
+
+
+def padded(rows: list[list[int]]) -> torch.Tensor:
+    out = torch.zeros(len(rows), max(1, max(map(len, rows))), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def train(quick: bool = False, seed: int = 0, log=print) -> dict:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    n_train, n_test, epochs = (800, 100, 10) if quick else (2000, 300, 20)
+    speaker = sd.Speaker()
+    train_set = sd.synthesize(n_train, sd.train_voices(), rng, speaker)
+    test_set = sd.synthesize(n_test, [sd.TEST_VOICE], rng, speaker)
+    log(f"{n_train} training utterances in {len(sd.train_voices())} voices, {n_test} test ({sd.TEST_VOICE})")
+    feats, frames = sd.features([u.audio for u in train_set])
+    targets = [[TOKEN_INDEX[w] for w in u.words] for u in train_set]
+    start = time.perf_counter()
+    model = fit(feats, frames, targets, epochs, rng, log)
     seconds = time.perf_counter() - start
 
-    model.eval()
     test_feats, test_frames = sd.features([u.audio for u in test_set])
     references = [[TOKEN_INDEX[w] for w in u.words] for u in test_set]
     with torch.no_grad():
         log_probs = model(test_feats, test_frames)
     greedy = pyseq.ctc.greedy_decode(log_probs, test_frames)
-    lm = trigram_lm(targets)
-    hyps = pyseq.ctc.beam_search(log_probs, test_frames, beam_width=16, lm=lm, lm_weight=0.8, insertion_bonus=1.5)
-    beam = [h[0].tokens for h in hyps]
+    hyps = pyseq.ctc.beam_search(log_probs, test_frames, beam_width=16, lm=trigram_lm(targets), lm_weight=0.8,
+                                 insertion_bonus=1.5)
     cer_greedy, _ = error_rates(greedy, references)
-    cer_beam, wer_beam = error_rates(beam, references)
+    cer_beam, wer_beam = error_rates([h[0].tokens for h in hyps], references)
     return {"cer_greedy": round(cer_greedy, 4), "cer_beam_lm": round(cer_beam, 4), "wer_beam_lm": round(wer_beam, 4),
             "utterances_test": n_test, "utterances_train": n_train, "seconds": round(seconds, 1)}
 

@@ -66,7 +66,9 @@ class Speaker:
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self._chunks: list[np.ndarray] = []
-        self.word_starts: list[int] = []  # sample offsets of the words eSpeak reports (not every function word)
+        # (character offset in the text, first sample) of each word eSpeak reports: not every word (it folds an
+        # unstressed "the" into the word before)
+        self.word_starts: list[tuple[int, int]] = []
         self._callback = _CALLBACK(self._receive)  # kept alive as long as the library may call it
         self.lib.espeak_SetSynthCallback(self._callback)
 
@@ -76,7 +78,7 @@ class Speaker:
         i = 0
         while events[i].type != _LIST_TERMINATED:
             if events[i].type == _WORD_EVENT:
-                self.word_starts.append(events[i].sample)
+                self.word_starts.append((events[i].text_position - 1, events[i].sample))
             i += 1
         return 0
 
@@ -98,6 +100,13 @@ class Utterance:
     words: list[str]
     voice: str
     audio: np.ndarray  # float32 at SAMPLE_RATE, noise added
+    word_starts: list[tuple[int, int]]  # (index in words, first sample) of the words eSpeak reported
+
+    def segments(self) -> list[tuple[str, np.ndarray]]:
+        """The reported words with their audio: from a word's first sample to the next reported word's (a word that
+        eSpeak folds into the one before, such as "the", stays in that one's segment)."""
+        bounds = [sample for _, sample in self.word_starts] + [len(self.audio)]
+        return [(self.words[i], self.audio[bounds[k] : bounds[k + 1]]) for k, (i, _) in enumerate(self.word_starts)]
 
 
 def add_noise(audio: np.ndarray, rng: random.Random, snr_db: tuple[float, float] = (10.0, 30.0)) -> np.ndarray:
@@ -114,8 +123,11 @@ def synthesize(count: int, voices: list[str], rng: random.Random, speaker: Speak
     out = []
     for _ in range(count):
         words, voice = sentence(rng), rng.choice(voices)
-        audio = speaker.speak(" ".join(words), voice, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 80))
-        out.append(Utterance(words, voice, add_noise(audio, rng)))
+        text = " ".join(words)
+        audio = speaker.speak(text, voice, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 80))
+        offsets = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+        starts = [(offsets.index(offset), sample) for offset, sample in speaker.word_starts if offset in offsets]
+        out.append(Utterance(words, voice, add_noise(audio, rng), starts))
     return out
 
 

@@ -1,12 +1,19 @@
-"""The examples, run in their short mode: they must train to the accuracy their docstrings state."""
+"""The examples, run in their short mode: they must train to (loose bounds on) the results their docstrings state. The
+speech examples synthesise their data with eSpeak NG (espeakng-loader, in requirements-dev.txt); where it is not
+installed (the GPU machines, which have no network) they are skipped."""
 
 import importlib.util
 import pathlib
+import sys
+
+import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def load(name: str):
+    if str(EXAMPLES) not in sys.path:  # the speech examples import their shared module, speech_data
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -36,3 +43,25 @@ def test_sentiment_classifier_reads_word_order():
 def test_linearized_parser_writes_valid_trees():
     result = load("linearized_parser").train(quick=True, log=lambda *_: None)
     assert result["bracket_f1"] >= 0.9 and result["valid_trees"] >= 0.9, result
+
+
+def needs_espeak():
+    pytest.importorskip("espeakng_loader", reason="the speech examples synthesise their data with eSpeak NG")
+
+
+def test_ctc_speech_recognizer_recognises_an_unseen_voice():
+    needs_espeak()
+    result = load("ctc_speech_recognizer").train(quick=True, log=lambda *_: None)
+    assert result["cer_beam_lm"] <= 0.3 and result["cer_beam_lm"] <= result["cer_greedy"], result
+
+
+def test_hybrid_dnn_hmm_decodes_an_unseen_voice():
+    needs_espeak()
+    result = load("hybrid_dnn_hmm").train(quick=True, log=lambda *_: None)
+    assert result["wer"] <= 0.3 and result["frame_accuracy"] >= 0.6, result
+
+
+def test_audio_word2vec_retrieves_words_across_voices():
+    needs_espeak()
+    result = load("audio_word2vec").train(quick=True, log=lambda *_: None)
+    assert result["retrieval_at_1"] >= 0.5 and result["retrieval_at_1"] >= 5 * result["chance"], result
