@@ -1,6 +1,7 @@
 """The examples, run in their short mode: they must train to (loose bounds on) the results their docstrings state. The
 speech examples synthesise their data with eSpeak NG (espeakng-loader, in requirements-dev.txt); where it is not
-installed (the GPU machines, which have no network) they are skipped."""
+installed (the GPU machines, which have no network) they are skipped. The examples whose short run takes more than
+ten seconds are marked slow: CI runs them apart (.ci/run), and so does `make test-slow`."""
 
 import importlib.util
 import pathlib
@@ -40,6 +41,7 @@ def test_sentiment_classifier_reads_word_order():
     assert result["accuracy"] >= 0.9 and result["accuracy"] >= result["bow_accuracy"] + 0.1, result
 
 
+@pytest.mark.slow
 def test_linearized_parser_writes_valid_trees():
     result = load("linearized_parser").train(quick=True, log=lambda *_: None)
     assert result["bracket_f1"] >= 0.9 and result["valid_trees"] >= 0.9, result
@@ -49,18 +51,21 @@ def needs_espeak():
     pytest.importorskip("espeakng_loader", reason="the speech examples synthesise their data with eSpeak NG")
 
 
+@pytest.mark.slow
 def test_ctc_speech_recognizer_recognises_an_unseen_voice():
     needs_espeak()
     result = load("ctc_speech_recognizer").train(quick=True, log=lambda *_: None)
     assert result["cer_beam_lm"] <= 0.3 and result["cer_beam_lm"] <= result["cer_greedy"], result
 
 
+@pytest.mark.slow
 def test_hybrid_dnn_hmm_decodes_an_unseen_voice():
     needs_espeak()
     result = load("hybrid_dnn_hmm").train(quick=True, log=lambda *_: None)
     assert result["wer"] <= 0.3 and result["frame_accuracy"] >= 0.6, result
 
 
+@pytest.mark.slow
 def test_audio_word2vec_retrieves_words_across_voices():
     needs_espeak()
     result = load("audio_word2vec").train(quick=True, log=lambda *_: None)
