@@ -20,18 +20,19 @@ import pyseq
 
 SAMPLE_RATE = 22050  # eSpeak NG's output rate
 
-# Commands: slots filled at random, so that some word orders are far likelier than others (what an LM learns).
+# Commands: each a sequence of slots, each slot filled at random from its words, so that some word orders are far
+# likelier than others (what a language model learns).
 DEVICES = ["light", "fan", "radio", "heater", "lamp"]
 ROOMS = ["kitchen", "bedroom", "garage", "office", "hall"]
 NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 TEMPLATES = [
-    lambda r: ["turn", r.choice(["on", "off"]), "the", r.choice(DEVICES), "in", "the", r.choice(ROOMS)],
-    lambda r: ["set", "the", r.choice(["alarm", "timer"]), "for", r.choice(NUMBERS), r.choice(["minutes", "hours"])],
-    lambda r: ["play", r.choice(["some", "the"]), r.choice(["music", "news", "radio"])],
-    lambda r: [r.choice(["open", "close"]), "the", r.choice(["door", "window", "garage"])],
-    lambda r: ["call", r.choice(["mum", "dad", "home", "work"]), "at", r.choice(NUMBERS)],
+    [["turn"], ["on", "off"], ["the"], DEVICES, ["in"], ["the"], ROOMS],
+    [["set"], ["the"], ["alarm", "timer"], ["for"], NUMBERS, ["minutes", "hours"]],
+    [["play"], ["some", "the"], ["music", "news", "radio"]],
+    [["open", "close"], ["the"], ["door", "window", "garage"]],
+    [["call"], ["mum", "dad", "home", "work"], ["at"], NUMBERS],
 ]
-VOCABULARY = sorted({w for t in TEMPLATES for _ in range(200) for w in t(random.Random(_))})
+VOCABULARY = sorted({word for template in TEMPLATES for slot in template for word in slot})
 
 TRAIN_ACCENTS = ["en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland"]
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m5", "f1", "f2", "f3"]
@@ -39,7 +40,7 @@ TEST_VOICE = "en-us-nyc+f4"  # an accent and a variant no training voice has
 
 
 def sentence(rng: random.Random) -> list[str]:
-    return rng.choice(TEMPLATES)(rng)
+    return [slot[0] if len(slot) == 1 else rng.choice(slot) for slot in rng.choice(TEMPLATES)]
 
 
 class _Event(ctypes.Structure):
