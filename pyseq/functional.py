@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from ._ops import attention as _attention_ops
 from ._ops import crf as _crf_ops
 from ._ops import ctc as _ctc_ops
+from ._ops import ntm as _ntm_ops
 from ._ops import rnn as _rnn_ops
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "dot_attention",
     "project_keys",
     "ProjectedKeys",
+    "ntm_address",
+    "ntm_read",
+    "ntm_write",
 ]
 
 _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LSTM", _rnn_ops.GRU: "GRU"}
@@ -709,3 +713,38 @@ def dot_attention(
         scale = 1.0 / math.sqrt(query.shape[-1])
     context, weights = _attention_ops.dot_attention(query, key, value, mask, float(scale))
     return _attention_outputs(context, weights, step, return_weights)
+
+
+# ---- Neural Turing Machine memory ----------------------------------------------------------------------------------
+#
+# Shapes: memory [B, N, M] (N rows of width M), H heads per call. Graves, Wayne and Danihelka (2014), equations 3-9.
+
+
+def ntm_address(memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift: Tensor, gamma: Tensor,
+                prev_weights: Tensor) -> Tensor:
+    """The addressing of H heads, fused per head: content weights by cosine similarity sharpened by a key strength,
+    interpolation with the previous weights, circular shift, sharpening.
+
+    Args:
+        memory: ``[B, N, M]``. key: ``[B, H, M]``. beta (key strength, > 0), gate (in [0, 1]), gamma (>= 1):
+            ``[B, H]``. shift: ``[B, H, S]``, a distribution over S = 2r + 1 shifts, centred: index s moves weight by
+            s - r rows, circularly. prev_weights: ``[B, H, N]``.
+
+    Returns the weights ``[B, H, N]``: ``w_c = softmax(beta * K(key, memory rows))`` with ``K`` the cosine similarity
+    of ``torch.nn.functional.cosine_similarity`` (eps 1e-8), ``w_g = gate w_c + (1 - gate) prev_weights``,
+    ``w_s[i] = sum_s shift[s] w_g[(i - s + r) mod N]``, ``w = w_s^gamma / sum(w_s^gamma)``. Differentiable in
+    every input.
+    """
+    return _ntm_ops.ntm_address(memory, key, beta, gate, shift, gamma, prev_weights)
+
+
+def ntm_read(memory: Tensor, weights: Tensor) -> Tensor:
+    """The read vectors of H heads: ``weights [B, H, N] @ memory [B, N, M] -> [B, H, M]`` (a batched GEMM)."""
+    return torch.bmm(weights, memory)
+
+
+def ntm_write(memory: Tensor, weights: Tensor, erase: Tensor, add: Tensor) -> Tensor:
+    """One write head, erase then add, in one pass over the memory: ``memory * (1 - weights erase^T) + weights
+    add^T``. memory ``[B, N, M]``, weights ``[B, N]``, erase (in [0, 1]) and add ``[B, M]``; returns the new memory
+    ``[B, N, M]`` (the input is not modified). Differentiable in every input."""
+    return _ntm_ops.ntm_write(memory, weights, erase, add)

@@ -109,6 +109,14 @@ ENTRIES = {
     "nn.LocationAwareAttention": (lambda a: _LOC(a["query"], a["key"], prev_weights=a["prev_weights"]),
                                   {"query": torch.randn(2, 3), "key": torch.randn(2, 6, 4),
                                    "prev_weights": torch.softmax(torch.randn(2, 6), -1)}),
+    "functional.ntm_address": (
+        lambda a: F.ntm_address(a["memory"], a["key"], a["beta"], a["gate"], a["shift"], a["gamma"], a["prev"]),
+        {"memory": torch.randn(2, 5, 3), "key": torch.randn(2, 2, 3), "beta": torch.rand(2, 2) + 0.5,
+         "gate": torch.rand(2, 2), "shift": torch.softmax(torch.randn(2, 2, 3), -1), "gamma": torch.rand(2, 2) + 1,
+         "prev": torch.softmax(torch.randn(2, 2, 5), -1)}),
+    "functional.ntm_write": (lambda a: F.ntm_write(a["memory"], a["weights"], a["erase"], a["add"]),
+                             {"memory": torch.randn(2, 5, 3), "weights": torch.softmax(torch.randn(2, 5), -1),
+                              "erase": torch.rand(2, 3), "add": torch.randn(2, 3)}),
 }
 
 

@@ -1,0 +1,128 @@
+"""NTM memory ops against a plain composition of the paper's equations (Graves et al. 2014, 3-9): values and gradients
+in float64 and float32, odd sizes, several heads; gradcheck, opcheck, compile, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from pyseq import functional as F
+
+
+def reference_address(memory, key, beta, gate, shift, gamma, prev):
+    """Equations 5-9 as torch ops, one head at a time."""
+    B, H, N = prev.shape
+    r = (shift.shape[2] - 1) // 2
+    similarity = TF.cosine_similarity(key.unsqueeze(2), memory.unsqueeze(1), dim=3, eps=1e-8)  # [B, H, N]
+    content = torch.softmax(beta.unsqueeze(2) * similarity, dim=2)
+    gated = gate.unsqueeze(2) * content + (1 - gate.unsqueeze(2)) * prev
+    shifted = torch.zeros_like(gated)
+    for s in range(shift.shape[2]):
+        shifted = shifted + shift[:, :, s : s + 1] * torch.roll(gated, s - r, dims=2)
+    sharpened = shifted ** gamma.unsqueeze(2)
+    return sharpened / sharpened.sum(2, keepdim=True)
+
+
+def reference_write(memory, weights, erase, add):
+    return memory * (1 - weights.unsqueeze(2) * erase.unsqueeze(1)) + weights.unsqueeze(2) * add.unsqueeze(1)
+
+
+def address_inputs(B, H, N, M, S, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    return (
+        randn(B, N, M),
+        randn(B, H, M),
+        TF.softplus(randn(B, H)) + 0.5,                 # beta > 0
+        torch.sigmoid(randn(B, H)),                     # gate in (0, 1)
+        torch.softmax(randn(B, H, S), dim=2),           # shift distribution
+        1 + TF.softplus(randn(B, H)),                   # gamma >= 1
+        torch.softmax(randn(B, H, N), dim=2),           # previous weights
+    )
+
+
+def values_and_grads(fn, inputs):
+    xs = [x.detach().clone().requires_grad_() for x in inputs]
+    out = fn(*xs)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    return [out.detach()] + list(torch.autograd.grad((out * weights).sum(), xs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("B,H,N,M,S", [(2, 1, 7, 5, 3), (3, 2, 13, 9, 5), (1, 3, 4, 1, 1), (2, 2, 5, 20, 7)])
+def test_address_matches_the_equations(dtype, B, H, N, M, S):
+    inputs = address_inputs(B, H, N, M, S, dtype, seed=N + M)
+    got = values_and_grads(F.ntm_address, inputs)
+    expected = values_and_grads(reference_address, inputs)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4, atol=1e-5)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_address_zero_key_and_zero_memory_rows():
+    """Norms below eps: the similarity is 0 (torch's cosine_similarity), gradients stay finite and match."""
+    inputs = list(address_inputs(2, 2, 6, 4, 3))
+    inputs[0][0, 2] = 0.0
+    inputs[1][1, 0] = 0.0
+    got = values_and_grads(F.ntm_address, inputs)
+    expected = values_and_grads(reference_address, inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_write_and_read_match_the_equations(dtype):
+    g = torch.Generator().manual_seed(1)
+    memory, weights = torch.randn(3, 11, 7, generator=g, dtype=dtype), torch.rand(3, 11, generator=g, dtype=dtype)
+    erase, add = torch.rand(3, 7, generator=g, dtype=dtype), torch.randn(3, 7, generator=g, dtype=dtype)
+    got = values_and_grads(F.ntm_write, (memory, weights, erase, add))
+    expected = values_and_grads(reference_write, (memory, weights, erase, add))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, **tol)
+    read = F.ntm_read(memory, torch.softmax(torch.randn(3, 2, 11, generator=g, dtype=dtype), 2))
+    assert read.shape == (3, 2, 7)
+
+
+def test_gradcheck():
+    inputs = [x.requires_grad_() for x in address_inputs(2, 2, 5, 3, 3)]
+    assert torch.autograd.gradcheck(F.ntm_address, inputs)
+    g = torch.Generator().manual_seed(2)
+    write = [torch.randn(2, 4, 3, generator=g, dtype=torch.float64), torch.rand(2, 4, generator=g, dtype=torch.float64),
+             torch.rand(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g, dtype=torch.float64)]
+    assert torch.autograd.gradcheck(F.ntm_write, [x.requires_grad_() for x in write])
+
+
+def test_opcheck_and_compile():
+    inputs = address_inputs(2, 2, 5, 3, 3)
+    ops = torch.ops.pyseq
+    torch.library.opcheck(ops.ntm_address.default, [x.clone().requires_grad_() for x in inputs])
+    weights = ops.ntm_address(*inputs)
+    torch.library.opcheck(ops.ntm_address_backward.default, (torch.ones_like(weights), *inputs))
+    memory = inputs[0].transpose(1, 2).contiguous().transpose(1, 2)  # strided memory: results stay contiguous
+    write = (memory, weights[:, 0], torch.rand(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64))
+    torch.library.opcheck(ops.ntm_write.default, [x.clone().requires_grad_() for x in write])
+    torch.library.opcheck(ops.ntm_write_backward.default, (torch.ones_like(inputs[0]), *write))
+
+    def step(memory, key, beta, gate, shift, gamma, prev, erase, add):
+        w = F.ntm_address(memory, key, beta, gate, shift, gamma, prev)
+        return F.ntm_write(memory, w[:, 0], erase, add), F.ntm_read(memory, w)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    args = (*inputs, write[2], write[3])
+    for a, b in zip(compiled(*args), step(*args)):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_input():
+    memory, key, beta, gate, shift, gamma, prev = address_inputs(2, 1, 5, 3, 3)
+    with pytest.raises(ValueError, match="odd number of shifts"):
+        F.ntm_address(memory, key, beta, gate, shift[:, :, :2], gamma, prev)
+    with pytest.raises(RuntimeError, match="prev_weights must have shape \\[2, 1, 5\\]"):
+        F.ntm_address(memory, key, beta, gate, shift, gamma, prev[:, :, :4])
+    with pytest.raises(TypeError, match="key must have the dtype of memory"):
+        F.ntm_address(memory, key.float(), beta, gate, shift, gamma, prev)
+    with pytest.raises(RuntimeError, match="erase must have shape \\[2, 3\\]"):
+        F.ntm_write(memory, prev[:, 0], torch.rand(2, 4, dtype=memory.dtype), torch.rand(2, 3, dtype=memory.dtype))
