@@ -24,6 +24,7 @@ TITLES = {
     "decoding": "CTC decoding and alignment: reference time / pyseq time",
     "crf": "CRF: pytorch-crf time / pyseq time",
     "attention": "Attention: reference time / pyseq time",
+    "ntm": "NTM memory loop: torch-ops time / pyseq time",
 }
 
 

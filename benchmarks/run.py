@@ -24,6 +24,7 @@ from harness import cpu_model, gemm_rate  # noqa: E402
 import attention_cases  # noqa: E402
 import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
+import ntm_cases  # noqa: E402
 import rnn_cases  # noqa: E402
 
 # (row key, header, format) of each table.
@@ -154,6 +155,8 @@ def main() -> int:
                 print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
                       flush=True)
 
+    ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
+
     print()
     step_rows = []
     if not args.quick:
@@ -177,6 +180,7 @@ def main() -> int:
         "decoding": (DECODE_COLUMNS, decode_rows),
         "crf": (CRF_COLUMNS, crf_rows),
         "attention": (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
+        "ntm": (CTC_COLUMNS, ntm_rows),
         "recurrent_step": (STEP_COLUMNS, step_rows),
     }
     for columns, table in tables.values():
