@@ -1,11 +1,14 @@
 """NTM memory measurements, float32: a T-step loop of one read head and one write head over an N x M memory (each step
 addresses both heads, reads, then writes) through pyseq's fused ops, against the same loop written as the paper's
 equations in torch ops (cosine similarity, softmax, interpolation, a torch.roll per shift, sharpening, erase and add:
-the dozen small ops per head per step of the usual implementations); forward, and forward+backward of the reads."""
+the dozen small ops per head per step of the usual implementations); forward, and forward+backward of the reads. And
+the whole pyseq.nn.NTM layer (LSTM controller, one read and one write head), forward+backward, against the same layer
+with the memory ops replaced by that composition."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import torch
 import torch.nn.functional as TF
@@ -112,3 +115,34 @@ def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
 
 def all_cases():
     return [Case(*size) for size in SIZES]
+
+
+def measure_layer(case: Case, budget_s: float = 1.0) -> dict:
+    """pyseq.nn.NTM (controller 100, input and output 8) forward+backward over T steps, with pyseq's memory ops and
+    with the composition in their place (the layer module's `F`, swapped for the reference run)."""
+    import pyseq.nn.ntm as layer_module
+
+    torch.manual_seed(0)
+    ntm = pyseq.nn.NTM(8, 8, 100, memory_size=(case.N, case.M))
+    x = torch.randn(case.T, case.B, 8)
+    composed = types.SimpleNamespace(ntm_address=composed_address, ntm_write=composed_write,
+                                     ntm_read=pyseq.functional.ntm_read)
+
+    def run_with(functions):
+        def run():
+            saved, layer_module.F = layer_module.F, functions
+            try:
+                ntm.zero_grad(set_to_none=True)
+                out, _ = ntm(x)
+                out.square().sum().backward()
+            finally:
+                layer_module.F = saved
+            return out.detach(), [p.grad for p in ntm.parameters()]
+        return run
+
+    ours, ref = run_with(pyseq.functional), run_with(composed)
+    for a, b in zip([ours()[0]] + ours()[1], [ref()[0]] + ref()[1]):
+        err = (a - b).abs().max().item()
+        assert err <= 1e-3 * max(1.0, b.abs().max().item()), f"the layers differ by {err}"
+    t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s)
+    return comparison(f"NTM layer T={case.T} B={case.B} N={case.N} M={case.M} controller=100", "fwd+bwd", t_ours, t_ref)

@@ -156,6 +156,7 @@ def main() -> int:
                       flush=True)
 
     ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
+    ntm_rows += [ntm_cases.measure_layer(case, budget) for case in ntm_cases.all_cases()]
 
     print()
     step_rows = []

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+import pyseq
 from pyseq import functional as F
 
 
@@ -126,3 +127,36 @@ def test_bad_input():
         F.ntm_address(memory, key.float(), beta, gate, shift, gamma, prev)
     with pytest.raises(RuntimeError, match="erase must have shape \\[2, 3\\]"):
         F.ntm_write(memory, prev[:, 0], torch.rand(2, 4, dtype=memory.dtype), torch.rand(2, 3, dtype=memory.dtype))
+
+
+# ---- the layer ---------------------------------------------------------------------------------------------------
+
+def test_ntm_layer_shapes_state_and_gradients():
+    torch.manual_seed(0)
+    ntm = pyseq.nn.NTM(6, 4, 16, memory_size=(9, 5), read_heads=2, write_heads=2, shift_range=2).double()
+    x = torch.randn(7, 3, 6, dtype=torch.float64)
+    out, state = ntm(x)
+    assert out.shape == (7, 3, 4)
+    assert state.memory.shape == (3, 9, 5) and state.reads.shape == (3, 2, 5) and state.weights.shape == (3, 4, 9)
+    assert state.controller[0].shape == state.controller[1].shape == (1, 3, 16)
+    torch.testing.assert_close(state.weights.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+    # the state carries a sequence on: two halves equal the whole
+    first, mid = ntm(x[:3])
+    second, end = ntm(x[3:], mid)
+    torch.testing.assert_close(torch.cat([first, second]), out)
+    torch.testing.assert_close(end.memory, state.memory)
+    # every parameter, the learned initial state included, gets a gradient
+    out.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ntm.parameters())
+    batch_first = pyseq.nn.NTM(6, 4, 16, memory_size=(9, 5), read_heads=2, write_heads=2, shift_range=2,
+                               batch_first=True).double()
+    batch_first.load_state_dict(ntm.state_dict())
+    out_bf, _ = batch_first(x.transpose(0, 1))
+    torch.testing.assert_close(out_bf.transpose(0, 1), out.detach())
+
+
+def test_ntm_layer_bad_arguments():
+    with pytest.raises(ValueError, match="shift_range >= 0"):
+        pyseq.nn.NTM(3, 2, 8, shift_range=-1)
+    with pytest.raises(ValueError, match="must be 3-D"):
+        pyseq.nn.NTM(3, 2, 8)(torch.randn(4, 3))

@@ -3,6 +3,8 @@
 from .attention import AdditiveAttention, DotAttention, LocationAwareAttention
 from .crf import CRF
 from .ctc import CTCLoss
+from .ntm import NTM, NTMState
 from .rnn import GRU, LSTM, RNN, init_irnn_
 
-__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF", "AdditiveAttention", "DotAttention", "LocationAwareAttention"]
+__all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF", "AdditiveAttention", "DotAttention",
+           "LocationAwareAttention", "NTM", "NTMState"]
