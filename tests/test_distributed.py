@@ -75,6 +75,9 @@ def worker(rank, world, init_file, out_dir):
             inputs = tuple(t[rank * half:(rank + 1) * half] for t in batches()[name])
             results[name] = gradients(ddp, inputs)  # averaged over the two processes by DDP
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done before either tears down: a gloo group destroyed while its peer still talks to it can
+        # abort the peer ("terminate called without an active exception", seen once in CI under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
