@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 
@@ -69,29 +68,16 @@ def train(quick: bool = False, seed: int = 0, log=print) -> dict:
     test_words, test_feats, test_frames = segments_of(sd.synthesize(n_test, [sd.TEST_VOICE], rng, speaker))
     log(f"{len(train_words)} training segments, {len(test_words)} test segments ({sd.TEST_VOICE})")
     model = AutoEncoder(feats.shape[2])
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     n = len(train_words)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n / 64))
+
+    def batch_loss(batch: list[int]) -> torch.Tensor:
+        T = int(frames[batch].max())
+        return model.reconstruction_loss(feats[batch, :T], frames[batch])
+
     start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = list(range(n))
-        rng.shuffle(order)
-        total = 0.0
-        for i in range(0, n, 64):
-            batch = order[i : i + 64]
-            T = int(frames[batch].max())
-            loss = model.reconstruction_loss(feats[batch, :T], frames[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        log(f"epoch {epoch + 1}: reconstruction error per frame {total / n:.4f}")
+    sd.fit(model, batch_loss, n, epochs, rng, log, "reconstruction error per frame", batch_size=64)
     seconds = time.perf_counter() - start
 
-    model.eval()
     with torch.no_grad():
         database = nn.functional.normalize(model.encode(feats, frames), dim=1)
         queries = nn.functional.normalize(model.encode(test_feats, test_frames), dim=1)

@@ -96,31 +96,15 @@ def error_rates(hypotheses: list[list[int]], references: list[list[int]]) -> tup
 def fit(feats: torch.Tensor, frames: torch.Tensor, targets: list[list[int]], epochs: int, rng: random.Random,
         log=print) -> Recognizer:
     """A recogniser trained with pyseq's CTC loss on features [N, T, F] (frames [N]) and word-index targets."""
-    n = feats.shape[0]
     model = Recognizer(feats.shape[2])
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n / 32))
-    for epoch in range(epochs):
-        model.train()
-        order = list(range(n))
-        rng.shuffle(order)
-        total = 0.0
-        for i in range(0, n, 32):
-            batch = order[i : i + 32]
-            T = int(frames[batch].max())
-            log_probs = model(feats[batch, :T], frames[batch])
-            target_lengths = torch.tensor([len(targets[b]) for b in batch])
-            loss = pyseq.functional.ctc_loss(log_probs, padded([targets[b] for b in batch]), frames[batch],
-                                             target_lengths)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        log(f"epoch {epoch + 1}: CTC loss per utterance {total / n:.3f}")
-    model.eval()
-    return model
+
+    def batch_loss(batch: list[int]) -> torch.Tensor:
+        T = int(frames[batch].max())
+        log_probs = model(feats[batch, :T], frames[batch])
+        target_lengths = torch.tensor([len(targets[b]) for b in batch])
+        return pyseq.functional.ctc_loss(log_probs, padded([targets[b] for b in batch]), frames[batch], target_lengths)
+
+    return sd.fit(model, batch_loss, feats.shape[0], epochs, rng, log, "CTC loss per utterance")
 
 
 def padded(rows: list[list[int]]) -> torch.Tensor:

@@ -115,30 +115,15 @@ class FrameClassifier(nn.Module):
 
 
 def fit_frames(feats, frames, states, epochs: int, rng: random.Random, log) -> FrameClassifier:
-    n = feats.shape[0]
     model = FrameClassifier(feats.shape[2])
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n / 32))
-    for epoch in range(epochs):
-        model.train()
-        order = list(range(n))
-        rng.shuffle(order)
-        total = 0.0
-        for i in range(0, n, 32):
-            batch = order[i : i + 32]
-            T = int(frames[batch].max())
-            log_posteriors = model(feats[batch, :T], frames[batch])
-            loss = nn.functional.nll_loss(log_posteriors.reshape(-1, N_STATES), states[batch, :T].reshape(-1),
-                                          ignore_index=-1)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        log(f"frame classifier epoch {epoch + 1}: cross-entropy per frame {total / n:.3f}")
-    model.eval()
-    return model
+
+    def batch_loss(batch: list[int]) -> torch.Tensor:
+        T = int(frames[batch].max())
+        log_posteriors = model(feats[batch, :T], frames[batch])
+        return nn.functional.nll_loss(log_posteriors.reshape(-1, N_STATES), states[batch, :T].reshape(-1),
+                                      ignore_index=-1)
+
+    return sd.fit(model, batch_loss, feats.shape[0], epochs, rng, log, "frame classifier cross-entropy per frame")
 
 
 def train(quick: bool = False, seed: int = 0, log=print) -> dict:

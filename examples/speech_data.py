@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import random
+from typing import Callable
 
 import numpy as np
 import torch
@@ -130,6 +132,32 @@ def synthesize(count: int, voices: list[str], rng: random.Random, speaker: Speak
         starts = [(offsets.index(offset), sample) for offset, sample in speaker.word_starts if offset in offsets]
         out.append(Utterance(words, voice, add_noise(audio, rng), starts))
     return out
+
+
+def fit(model: torch.nn.Module, batch_loss: Callable[[list[int]], torch.Tensor], n: int, epochs: int,
+        rng: random.Random, log, what: str, batch_size: int = 32) -> torch.nn.Module:
+    """Trains model on n examples for `epochs` shuffled passes: Adam with a one-cycle schedule (peak 3e-3), gradients
+    clipped at norm 5; batch_loss(indices) is a batch's mean loss. Logs `what` (the loss's name) per epoch and returns
+    the model in eval mode."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * math.ceil(n / batch_size))
+    for epoch in range(epochs):
+        model.train()
+        order = list(range(n))
+        rng.shuffle(order)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            batch = order[i : i + batch_size]
+            loss = batch_loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+        log(f"epoch {epoch + 1}: {what} {total / n:.4f}")
+    model.eval()
+    return model
 
 
 def train_voices() -> list[str]:
