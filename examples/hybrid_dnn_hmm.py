@@ -53,13 +53,15 @@ def frame_states(model: ctc.Recognizer, feats: torch.Tensor, frames: torch.Tenso
         steps = int(frames[n])
         spikes = [(span.start + span.end - 1) / 2 for span in pyseq.ctc.merge_tokens(labels[n, :steps],
                                                                                        scores[n, :steps])]
+        # word i spans bounds[i] .. bounds[i + 1]: the midpoints between spikes, and at the ends half the nearest gap
+        # (3 frames for a one-word utterance)
+        first_half = (spikes[1] - spikes[0]) / 2 if len(spikes) > 1 else 3
+        last_half = (spikes[-1] - spikes[-2]) / 2 if len(spikes) > 1 else 3
+        bounds = ([spikes[0] - first_half] + [(a + b) / 2 for a, b in zip(spikes, spikes[1:])]
+                  + [spikes[-1] + last_half])
         states[n, :steps] = SILENCE
         for i, word in enumerate(words):
-            before = spikes[i] - (spikes[i] - spikes[i - 1]) / 2 if i > 0 else spikes[i] - (
-                (spikes[1] - spikes[0]) / 2 if len(spikes) > 1 else 3)
-            after = spikes[i] + (spikes[i + 1] - spikes[i]) / 2 if i + 1 < len(spikes) else spikes[i] + (
-                (spikes[i] - spikes[i - 1]) / 2 if i > 0 else 3)
-            first, last = max(0, math.ceil(before)), min(steps, math.ceil(after))
+            first, last = max(0, math.ceil(bounds[i])), min(steps, math.ceil(bounds[i + 1]))
             for t in range(first, last):
                 states[n, t] = state_of(word - 1, min(2, 3 * (t - first) // max(1, last - first)))
     return states

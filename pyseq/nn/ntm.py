@@ -77,7 +77,7 @@ class NTM(nn.Module):
         M, S = self.memory_size[1], self.shifts
         p = params.view(params.shape[0], heads, self.address_size)
         key, beta, gate, gamma, shift = p.split([M, 1, 1, 1, S], dim=2)
-        return (key.contiguous(), TF.softplus(beta[..., 0]), torch.sigmoid(gate[..., 0]), torch.softmax(shift, -1),
+        return (key, TF.softplus(beta[..., 0]), torch.sigmoid(gate[..., 0]), torch.softmax(shift, -1),
                 1 + TF.softplus(gamma[..., 0]))
 
     def step(self, x: Tensor, state: NTMState) -> tuple[Tensor, NTMState]:
@@ -98,8 +98,7 @@ class NTM(nn.Module):
             erase_add = params[:, heads * self.address_size :].view(B, W, 2, M)
             erase, add = torch.sigmoid(erase_add[:, :, 0]), torch.tanh(erase_add[:, :, 1])
             for w in range(W):
-                memory = F.ntm_write(memory, weights[:, R + w].contiguous(), erase[:, w].contiguous(),
-                                     add[:, w].contiguous())
+                memory = F.ntm_write(memory, weights[:, R + w], erase[:, w], add[:, w])
         output = self.out(torch.cat([h, reads.reshape(B, R * M)], 1))
         return output, NTMState(controller, memory, reads, weights)
 
