@@ -8,14 +8,11 @@
 
 namespace pyseq {
 
-// The epsilon of the cosine similarity: K(u, v) = u . v / (max(|u|, eps) max(|v|, eps)), as
-// torch.nn.functional.cosine_similarity.
-constexpr double kNtmCosineEps = 1e-8;
-
 // memory [B, N, M], key [B, H, M], beta, gate, gamma [B, H], shift [B, H, S] (S odd: shift index s moves weight by
 // s - (S - 1) / 2, circularly), prev_weights [B, H, N]. Returns the weights [B, H, N]:
 //   w_c = softmax(beta K(key, memory rows)), w_g = gate w_c + (1 - gate) prev, w_s[i] = sum_s shift[s] w_g[i - s + r],
-//   w = w_s^gamma / sum(w_s^gamma).
+//   w = w_s^gamma / sum(w_s^gamma) (computed as (w_s / max w_s)^gamma, normalized, so that it does not underflow).
+// The cosine similarity's epsilon is torch's: kNtmCosineEps (ntm_rows.h).
 at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                            const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                            const at::Tensor& prev_weights);

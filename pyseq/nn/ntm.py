@@ -62,9 +62,12 @@ class NTM(nn.Module):
         self.out = nn.Linear(controller_size + read_heads * M, output_size)
         self.h0 = nn.Parameter(torch.zeros(1, 1, controller_size))
         self.c0 = nn.Parameter(torch.zeros(1, 1, controller_size))
-        self.memory0 = nn.Parameter(torch.full((1, N, M), 1e-6))
+        # Rows that differ and weights on row 0: with equal rows and uniform weights every row would look the same
+        # to every head (and get the same gradient), so location-based addressing could never start.
+        bound = (N + M) ** -0.5
+        self.memory0 = nn.Parameter(torch.empty(1, N, M).uniform_(-bound, bound))
         self.reads0 = nn.Parameter(torch.randn(1, read_heads, M) * 0.01)
-        self.weight_logits0 = nn.Parameter(torch.zeros(1, heads, N))
+        self.weight_logits0 = nn.Parameter(torch.zeros(1, heads, N).index_fill_(2, torch.tensor([0]), 10.0))
 
     def initial_state(self, batch_size: int) -> NTMState:
         h0 = self.h0.expand(1, batch_size, -1).contiguous()
