@@ -12,7 +12,9 @@
   Viterbi decoding against the same composition's max-product;
 - attention: the CPU benchmark's comparisons (benchmarks/attention_cases.py) on CUDA: additive attention against the
   naive composition (time and peak GPU memory, forward+backward), dot attention with weights against the naive
-  composition and without them against scaled_dot_product_attention.
+  composition and without them against scaled_dot_product_attention;
+- NTM memory: the CPU benchmark's read/write loop (benchmarks/ntm_cases.py) on CUDA against the paper's equations as
+  torch ops, forward and forward+backward.
 
     python benchmarks/gpu_check.py [--out FILE] [--budget SECONDS] [--quick]
 
@@ -331,9 +333,32 @@ def attention_section(budget_s, quick):
     return rows, skipped
 
 
+def ntm_section(budget_s, quick):
+    """Rows of the NTM memory loop on CUDA (benchmarks/ntm_cases.py: one read and one write head, T steps) against
+    the paper's equations as torch ops, forward and forward+backward."""
+    import ntm_cases as cases
+
+    per_side = 0.05 if quick else min(0.5, budget_s / 4)
+    rows = []
+    for case in cases.all_cases():
+        inputs = {k: v.cuda() for k, v in cases.build(case).items()}
+        try:
+            cases.check(inputs)
+        except AssertionError as e:
+            return [(case.label, "check", float("nan"), float("nan"), f"FAILED: {e}")], []
+        for backward in (False, True):
+            run_ours, run_ref = (synchronized(cases.run_fn(ops, inputs, backward))
+                                 for ops in (cases.FUSED, cases.COMPOSED))
+            t_ours, t_ref = time_pair(run_ours, run_ref, budget_s=per_side)
+            label = "fwd+bwd" if backward else "fwd"
+            rows.append((case.label, label, t_ours * 1e3, t_ref * 1e3, f"{t_ref / t_ours:.2f}x"))
+            print(rows[-1], flush=True)
+    return rows, []
+
+
 SECTIONS = [  # and their shares of the budget
-    ("recurrent", rnn_section, 0.4), ("CTC", ctc_section, 0.2), ("CRF", crf_section, 0.2),
-    ("attention", attention_section, 0.2),
+    ("recurrent", rnn_section, 0.4), ("CTC", ctc_section, 0.2), ("CRF", crf_section, 0.15),
+    ("attention", attention_section, 0.15), ("NTM", ntm_section, 0.1),
 ]
 
 

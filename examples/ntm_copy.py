@@ -6,8 +6,10 @@ write weights of one sequence over time are plotted to a PNG.
     python examples/ntm_copy.py [--png ntm_copy.png]   # full run
     python examples/ntm_copy.py --quick                # the short run the tests use
 
-The last line printed is a JSON object of the metrics: bit_error_per_sequence (at length 20),
-bit_error_per_sequence_2x (at 40), sequences_trained, seconds (of training).
+The last line printed is a JSON object of the metrics: bit_error_per_sequence (at length 20, over 100 sequences),
+bit_error_per_sequence_2x (at 40), chance_bit_error (guessing: half the bits at the training length),
+training_length, sequences_trained, seconds (of training). The quick run (lengths 1-8, 1500 steps) learns only part
+of the task; the full run (8000 steps of 16 sequences, ~4 minutes on 2 cores) learns it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def train(quick: bool = False, seed: int = 0, png: str | None = None, steps: int
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     py_rng = random.Random(seed)
-    default_steps, max_length = (300, 5) if quick else (4000, 20)
+    default_steps, max_length = (1500, 8) if quick else (8000, 20)
     steps = steps or default_steps
     model = pyseq.nn.NTM(WIDTH + 1, WIDTH, 100, memory_size=(128, 20))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -80,6 +82,7 @@ def train(quick: bool = False, seed: int = 0, png: str | None = None, steps: int
     model.eval()
     result = {"bit_error_per_sequence": bit_errors(model, rng, max_length),
               "bit_error_per_sequence_2x": bit_errors(model, rng, 2 * max_length),
+              "chance_bit_error": WIDTH * max_length / 2, "training_length": max_length,
               "sequences_trained": 16 * steps, "seconds": round(seconds, 1)}
     if png:
         x, _ = batch(rng, 1, max_length)

@@ -1,5 +1,8 @@
 """NTM memory ops against a plain composition of the paper's equations (Graves et al. 2014, 3-9): values and gradients
-in float64 and float32, odd sizes, several heads; gradcheck, opcheck, compile, bad input."""
+in float64 and float32, odd sizes, several heads, corner cases of the sharpening (zero and underflowing weights),
+memories wider than a CUDA block and shifts wider than the memory; gradcheck, opcheck, compile, bad input. The op tests
+take the `device` fixture: on CUDA (where there is a GPU) they run the CUDA kernels, which share the CPU kernels' row
+functions (csrc/ntm/ntm_rows.h)."""
 
 import pytest
 import torch
@@ -44,47 +47,110 @@ def address_inputs(B, H, N, M, S, dtype=torch.float64, seed=0):
     )
 
 
-def values_and_grads(fn, inputs):
-    xs = [x.detach().clone().requires_grad_() for x in inputs]
+def values_and_grads(fn, inputs, device="cpu"):
+    xs = [x.detach().to(device).requires_grad_() for x in inputs]
     out = fn(*xs)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
-    return [out.detach()] + list(torch.autograd.grad((out * weights).sum(), xs))
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out.dtype)
+    weights = weights.to(device)
+    return [t.cpu() for t in [out.detach()] + list(torch.autograd.grad((out * weights).sum(), xs))]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("B,H,N,M,S", [(2, 1, 7, 5, 3), (3, 2, 13, 9, 5), (1, 3, 4, 1, 1), (2, 2, 5, 20, 7)])
-def test_address_matches_the_equations(dtype, B, H, N, M, S):
+@pytest.mark.parametrize("B,H,N,M,S", [(2, 1, 7, 5, 3), (3, 2, 13, 9, 5), (1, 3, 4, 1, 1), (2, 2, 5, 20, 7),
+                                       (2, 1, 3, 2, 9), (1, 2, 19, 3, 3)])
+def test_address_matches_the_equations(device, dtype, B, H, N, M, S):
+    """(2, 1, 3, 2, 9): shifts wider than the memory (each wraps around it more than once); (1, 2, 19, 3, 3): more
+    rows than the CPU kernel's block of interleaved rows, with a remainder."""
     inputs = address_inputs(B, H, N, M, S, dtype, seed=N + M)
-    got = values_and_grads(F.ntm_address, inputs)
+    got = values_and_grads(F.ntm_address, inputs, device)
     expected = values_and_grads(reference_address, inputs)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4, atol=1e-5)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, **tol)
 
 
-def test_address_zero_key_and_zero_memory_rows():
+def test_address_zero_key_and_zero_memory_rows(device):
     """Norms below eps: the similarity is 0 (torch's cosine_similarity), gradients stay finite and match."""
     inputs = list(address_inputs(2, 2, 6, 4, 3))
     inputs[0][0, 2] = 0.0
     inputs[1][1, 0] = 0.0
-    got = values_and_grads(F.ntm_address, inputs)
+    got = values_and_grads(F.ntm_address, inputs, device)
     expected = values_and_grads(reference_address, inputs)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("gamma", [1.0, 2.5])
+def test_address_shifted_weights_exactly_zero(device, gamma):
+    """Gate 0, one-hot previous weights and a shift that keeps them: most shifted weights are exactly 0, where
+    ws^gamma has no logarithm (and, for gamma = 1, a derivative of 1). Values and gradients as torch's pow gives
+    them (it masks its exponent gradient where the base is 0)."""
+    memory, key, beta, gate, shift, _, prev = address_inputs(2, 2, 6, 4, 3)
+    gate = torch.zeros_like(gate)
+    prev = torch.zeros_like(prev).index_fill_(2, torch.tensor([1]), 1.0)
+    shift = torch.tensor([0.0, 0.7, 0.3], dtype=torch.float64).expand_as(shift).contiguous()
+    gamma = torch.full_like(beta, gamma)
+    inputs = (memory, key, beta, gate, shift, gamma, prev)
+    got = values_and_grads(F.ntm_address, inputs, device)
+    expected = values_and_grads(reference_address, inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_address_sharpening_does_not_underflow(device):
+    """Flat weights over 256 rows sharpened by gamma = 30: w_s^gamma is ~1e-72, below float32's range, so the
+    equations computed in float32 give 0 / 0 = NaN. pyseq scales by the largest weight first and matches them
+    computed in float64."""
+    inputs = address_inputs(3, 2, 256, 8, 3, torch.float64)
+    gamma = torch.full_like(inputs[2], 30.0)
+    inputs = (*inputs[:5], gamma, inputs[6])
+    assert reference_address(*[x.float() for x in inputs]).isnan().all()
+    got = values_and_grads(F.ntm_address, [x.float() for x in inputs], device)
+    expected = values_and_grads(reference_address, inputs)
+    for a, b in zip(got, expected):
+        assert a.isfinite().all()
+        # float32 rounding of sums over 256 rows whose terms (gamma / w_s, log w_s: large next to the sums) cancel
+        torch.testing.assert_close(a, b.float(), rtol=1e-3, atol=1e-4 * max(1.0, b.abs().max().item()))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_write_and_read_match_the_equations(dtype):
+def test_write_and_read_match_the_equations(device, dtype):
     g = torch.Generator().manual_seed(1)
     memory, weights = torch.randn(3, 11, 7, generator=g, dtype=dtype), torch.rand(3, 11, generator=g, dtype=dtype)
     erase, add = torch.rand(3, 7, generator=g, dtype=dtype), torch.randn(3, 7, generator=g, dtype=dtype)
-    got = values_and_grads(F.ntm_write, (memory, weights, erase, add))
+    got = values_and_grads(F.ntm_write, (memory, weights, erase, add), device)
     expected = values_and_grads(reference_write, (memory, weights, erase, add))
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, **tol)
     read = F.ntm_read(memory, torch.softmax(torch.randn(3, 2, 11, generator=g, dtype=dtype), 2))
     assert read.shape == (3, 2, 7)
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@needs_gpu
+def test_cuda_memory_wider_than_a_block_and_deterministic():
+    """2000 rows: more than a block's 1024 threads, so each thread takes several rows. Same results as the CPU;
+    the block reductions add in a fixed order, so two runs agree bitwise."""
+    inputs = address_inputs(3, 2, 2000, 20, 5, torch.float32, seed=4)
+    got = values_and_grads(F.ntm_address, inputs, "cuda")
+    expected = values_and_grads(F.ntm_address, inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(got, values_and_grads(F.ntm_address, inputs, "cuda")):
+        assert torch.equal(a, b)
+
+
+@needs_gpu
+def test_cuda_16_bit_inputs_compute_in_float32():
+    inputs = address_inputs(2, 2, 64, 20, 3, torch.float32, seed=5)
+    for dtype in (torch.bfloat16, torch.float16):
+        low = [x.to(dtype) for x in inputs]
+        got = F.ntm_address(*[x.cuda() for x in low])
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float().cpu(), F.ntm_address(*[x.float() for x in low]), rtol=1e-2, atol=1e-3)
 
 
 def test_gradcheck():

@@ -4,6 +4,8 @@
 // tests run the same functions in host loops). The warp reductions add in a fixed butterfly order: deterministic.
 #include <cuda_runtime.h>
 
+#include "../common/cuda_launch.h"
+
 #include "attention_cuda.h"
 
 namespace pyseq {
@@ -12,7 +14,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
 unsigned blocks_for(int64_t threads) {
   const int64_t blocks = (threads + kThreads - 1) / kThreads;

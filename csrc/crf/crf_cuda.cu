@@ -4,21 +4,17 @@
 // host loops). Maxima over the tags are block reductions in a fixed tree; no atomics, so results are deterministic.
 #include <cuda_runtime.h>
 
+#include "../common/cuda_launch.h"
+
 #include "crf_cuda.h"
 
 namespace pyseq {
 namespace {
 
-constexpr int kMaxThreads = 1024;
+constexpr int kMaxThreads = kMaxBlockThreads;
 
 // Threads of a block over K tags: a power of two (the reductions' tree), at least a warp.
-int block_threads(int64_t K) {
-  int threads = 32;
-  while (threads < K && threads < kMaxThreads) threads *= 2;
-  return threads;
-}
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+int block_threads(int64_t K) { return pow2_block_threads(K); }
 
 // The maximum of x[0, n) over the block (NaN skipped, -inf for none); every thread gets it. buffer: [blockDim.x].
 template <typename T>

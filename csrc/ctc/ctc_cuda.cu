@@ -4,22 +4,18 @@
 // gradient element is written by one thread and the blank's sum is a fixed tree, so gradients are deterministic.
 #include <cuda_runtime.h>
 
+#include "../common/cuda_launch.h"
+
 #include "ctc_cuda.h"
 
 namespace pyseq {
 namespace {
 
-constexpr int kMaxThreads = 1024;
+constexpr int kMaxThreads = kMaxBlockThreads;
 constexpr int kWarp = 32;
 
 // Threads of a block over `cells` cells: a power of two (the blank's tree sum), at least a warp.
-int block_threads(int64_t cells) {
-  int threads = kWarp;
-  while (threads < cells && threads < kMaxThreads) threads *= 2;
-  return threads;
-}
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+int block_threads(int64_t cells) { return pow2_block_threads(cells); }
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) ctc_alpha_kernel(const CtcLossArgs<T> a) {

@@ -5,21 +5,17 @@
 // column for the erase and add gradients).
 #include <cuda_runtime.h>
 
+#include "../common/cuda_launch.h"
+
 #include "ntm_cuda.h"
 
 namespace pyseq {
 namespace {
 
-constexpr int kMaxThreads = 1024;
+constexpr int kMaxThreads = kMaxBlockThreads;
 
 // Threads of a block over N rows: a power of two (the reductions' tree), at least a warp.
-int block_threads(int64_t N) {
-  int threads = 32;
-  while (threads < N && threads < kMaxThreads) threads *= 2;
-  return threads;
-}
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+int block_threads(int64_t N) { return pow2_block_threads(N); }
 
 template <typename T>
 struct Max {
