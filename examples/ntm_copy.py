@@ -76,7 +76,7 @@ def train(quick: bool = False, seed: int = 0, png: str | None = None, steps: int
         optimizer.step()
         total += loss.item()
         if (step + 1) % 100 == 0:
-            log(f"step {step + 1}: loss {total / 100:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            log(f"step {step + 1}: loss {total / 100:.4f} ({time.perf_counter() - start:.0f} s)")
             total = 0.0
     seconds = time.perf_counter() - start
     model.eval()
