@@ -47,6 +47,22 @@ def composed_write(memory, weights, erase, add):
     return memory * (1 - weights.unsqueeze(2) * erase.unsqueeze(1)) + weights.unsqueeze(2) * add.unsqueeze(1)
 
 
+def composed_step(memory, params, prev, R, W):
+    """pyseq.functional.ntm_step as the usual implementations write a step of the heads: activations, then the
+    composition above, reads by bmm, the writes in turn."""
+    B, N, M = memory.shape
+    heads = R + W
+    A = (params.shape[1] - W * 2 * M) // heads
+    key, beta, gate, gamma, shift = params[:, : heads * A].reshape(B, heads, A).split([M, 1, 1, 1, A - M - 3], dim=2)
+    weights = composed_address(memory, key, TF.softplus(beta[..., 0]), torch.sigmoid(gate[..., 0]),
+                               torch.softmax(shift, 2), 1 + TF.softplus(gamma[..., 0]), prev)
+    ea = params[:, heads * A :].reshape(B, W, 2, M)
+    written = memory
+    for w in range(W):
+        written = composed_write(written, weights[:, R + w], torch.sigmoid(ea[:, w, 0]), torch.tanh(ea[:, w, 1]))
+    return weights, torch.bmm(weights[:, :R], memory), written
+
+
 FUSED = (pyseq.functional.ntm_address, pyseq.functional.ntm_write)
 COMPOSED = (composed_address, composed_write)
 
@@ -118,15 +134,16 @@ def all_cases():
 
 
 def measure_layer(case: Case, budget_s: float = 1.0) -> dict:
-    """pyseq.nn.NTM (controller 100, input and output 8) forward+backward over T steps, with pyseq's memory ops and
-    with the composition in their place (the layer module's `F`, swapped for the reference run)."""
+    """pyseq.nn.NTM (controller 100, input and output 8) forward+backward over T steps, with pyseq's fused step of the
+    heads (pyseq.functional.ntm_step) and with the composition in its place (composed_step, through the layer
+    module's `F`, swapped for the reference run): the layer as the usual implementations write it, on the same
+    controller."""
     import pyseq.nn.ntm as layer_module
 
     torch.manual_seed(0)
     ntm = pyseq.nn.NTM(8, 8, 100, memory_size=(case.N, case.M))
     x = torch.randn(case.T, case.B, 8)
-    composed = types.SimpleNamespace(ntm_address=composed_address, ntm_write=composed_write,
-                                     ntm_read=pyseq.functional.ntm_read)
+    composed = types.SimpleNamespace(ntm_step=composed_step)
 
     def run_with(functions):
         def run():

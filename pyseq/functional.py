@@ -44,6 +44,7 @@ __all__ = [
     "ProjectedKeys",
     "ntm_address",
     "ntm_read",
+    "ntm_step",
     "ntm_write",
 ]
 
@@ -741,6 +742,27 @@ def ntm_address(memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift: 
 def ntm_read(memory: Tensor, weights: Tensor) -> Tensor:
     """The read vectors of H heads: ``weights [B, H, N] @ memory [B, N, M] -> [B, H, M]`` (a batched GEMM)."""
     return torch.bmm(weights, memory)
+
+
+def ntm_step(memory: Tensor, params: Tensor, prev_weights: Tensor, read_heads: int,
+             write_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of an NTM's heads in one op (what ``pyseq.nn.NTM`` runs per time step): the activations of the heads'
+    parameters as a controller's linear layer emits them, the addressing of every head against the memory as it is
+    at the start of the step, the read heads' reads, then the write heads' writes in turn. One autograd node per
+    step instead of the two dozen small ops of the same written in Python.
+
+    Args:
+        memory: ``[B, N, M]``. prev_weights: ``[B, R + W, N]``, read heads first.
+        params: ``[B, (R + W) (M + 3 + S) + W 2 M]``: for each head (read heads first) its key (M), key strength
+            (softplus of the entry), gate (sigmoid), sharpening (1 + softplus) and S shift logits (softmax; S odd);
+            then for each write head its erase vector (sigmoid, M) and add vector (tanh, M).
+        read_heads, write_heads: R >= 0 and W >= 0, at least one head.
+
+    Returns ``(weights [B, R + W, N], reads [B, R, M], memory [B, N, M])``: the new weights of every head, the read
+    vectors (``ntm_read``), and the memory after the writes (``ntm_write`` of each write head in turn). Differentiable
+    in memory, params and prev_weights.
+    """
+    return _ntm_ops.ntm_step(memory, params, prev_weights, read_heads, write_heads)
 
 
 def ntm_write(memory: Tensor, weights: Tensor, erase: Tensor, add: Tensor) -> Tensor:

@@ -195,6 +195,75 @@ def test_bad_input():
         F.ntm_write(memory, prev[:, 0], torch.rand(2, 4, dtype=memory.dtype), torch.rand(2, 3, dtype=memory.dtype))
 
 
+# ---- one step of the heads ------------------------------------------------------------------------------------------
+
+def reference_step(memory, params, prev, R, W):
+    """The activations, the addressing, the reads and the writes in turn, as torch ops."""
+    B, N, M = memory.shape
+    heads = R + W
+    A = (params.shape[1] - W * 2 * M) // heads
+    p = params[:, : heads * A].reshape(B, heads, A)
+    key, beta, gate, gamma, shift = p.split([M, 1, 1, 1, A - M - 3], dim=2)
+    weights = reference_address(memory, key, TF.softplus(beta[..., 0]), torch.sigmoid(gate[..., 0]),
+                                torch.softmax(shift, 2), 1 + TF.softplus(gamma[..., 0]), prev)
+    reads = weights[:, :R] @ memory
+    ea = params[:, heads * A :].reshape(B, W, 2, M)
+    written = memory
+    for w in range(W):
+        written = reference_write(written, weights[:, R + w], torch.sigmoid(ea[:, w, 0]), torch.tanh(ea[:, w, 1]))
+    return weights, reads, written
+
+
+def step_inputs(B, R, W, N, M, S, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(B, (R + W) * (M + 3 + S) + W * 2 * M, generator=g, dtype=dtype)
+    return (torch.randn(B, N, M, generator=g, dtype=dtype), params,
+            torch.softmax(torch.randn(B, R + W, N, generator=g, dtype=dtype), 2))
+
+
+def step_values_and_grads(fn, inputs, R, W, device="cpu"):
+    xs = [x.detach().to(device).requires_grad_() for x in inputs]
+    outs = fn(*xs, R, W)
+    g = torch.Generator().manual_seed(7)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype).to(device)).sum() for o in outs)
+    return [t.detach().cpu() for t in list(outs) + list(torch.autograd.grad(loss, xs))]
+
+
+@pytest.mark.parametrize("R,W,S", [(1, 1, 3), (2, 2, 5), (1, 0, 1), (0, 1, 3), (3, 1, 3)])
+def test_step_matches_the_composition(device, R, W, S):
+    inputs = step_inputs(3, R, W, 11, 6, S, seed=R + 2 * W)
+    inputs[1][0, 0] = 25.0  # above softplus's threshold of 20 (where it is linear) for the first head's key entry...
+    inputs[1][0, 6] = 25.0  # ...and its key strength
+    got = step_values_and_grads(F.ntm_step, inputs, R, W, device)
+    expected = step_values_and_grads(reference_step, inputs, R, W)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_step_unused_outputs_and_checks():
+    """Gradients through some outputs only (the others' gradients are undefined), gradcheck, opcheck, bad input."""
+    memory, params, prev = step_inputs(2, 1, 1, 5, 3, 3)
+    xs = [t.clone().requires_grad_() for t in (memory, params, prev)]
+    weights, reads, written = F.ntm_step(*xs, 1, 1)
+    got = torch.autograd.grad(reads.sum(), xs)
+    expected = torch.autograd.grad(reference_step(*xs, 1, 1)[1].sum(), xs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    checked = [t.requires_grad_() for t in step_inputs(2, 1, 2, 5, 3, 3)]
+    assert torch.autograd.gradcheck(lambda m, p, w: F.ntm_step(m, p, w, 1, 2), checked)
+    ops = torch.ops.pyseq
+    torch.library.opcheck(ops.ntm_step.default, (*[t.clone().requires_grad_() for t in (memory, params, prev)], 1, 1))
+    outs = ops.ntm_step(memory, params, prev, 1, 1)
+    torch.library.opcheck(ops.ntm_step_backward.default,
+                          (*[torch.ones_like(o) for o in outs], memory, params, prev, outs[0], 1, 1))
+    with pytest.raises(ValueError, match="params must have heads \\* \\(M \\+ 3 \\+ S\\)"):
+        F.ntm_step(memory, params[:, :-1], prev, 1, 1)
+    with pytest.raises(ValueError, match="at least one head"):
+        F.ntm_step(memory, params, prev, 0, 0)
+    with pytest.raises(RuntimeError, match="prev_weights must have shape"):
+        F.ntm_step(memory, params, prev[:, :1], 1, 1)
+
+
 # ---- the layer ---------------------------------------------------------------------------------------------------
 
 def test_ntm_layer_shapes_state_and_gradients():

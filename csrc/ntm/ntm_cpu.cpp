@@ -18,6 +18,35 @@ namespace {
 // row function's, but the rows' dependency chains overlap instead of running one after the other.
 constexpr int64_t kRowBlock = 8;
 
+// The sum and the maximum of x[0, N): eight interleaved partial results (combined in a fixed order, so the result is
+// deterministic) instead of one dependency chain through all N rows.
+constexpr int64_t kLanes = 8;
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE T sum_rows(const T* x, int64_t N) {
+  T part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= N; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += x[i + l];
+  }
+  for (; i < N; ++i) part[0] += x[i];
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// std::max's semantics per element (a NaN x[i] is skipped), so any grouping gives the same result.
+template <typename T>
+PYSEQ_ALWAYS_INLINE T max_rows(const T* x, int64_t N, T init) {
+  T part[kLanes];
+  std::fill(part, part + kLanes, init);
+  int64_t i = 0;
+  for (; i + kLanes <= N; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) part[l] = std::max(part[l], x[i + l]);
+  }
+  for (; i < N; ++i) part[0] = std::max(part[0], x[i]);
+  for (int64_t l = 1; l < kLanes; ++l) part[0] = std::max(part[0], part[l]);
+  return part[0];
+}
+
 // ntm_shift of every row, one shift at a time: ws[i] gets shift[s] wg[i - s + r] for s = 0, 1, ... in turn, so each
 // row's sum has ntm_shift's order, over the two contiguous runs of rows that the circular index splits into
 // (vectorized; no index wrap per row).
@@ -32,6 +61,30 @@ PYSEQ_ALWAYS_INLINE void shift_rows(const NtmAddressArgs<T>& a, const NtmHeadRow
     for (int64_t i = 0; i < N - from; ++i) v.ws[i] += weight * v.wg[i + from];
     for (int64_t i = N - from; i < N; ++i) v.ws[i] += weight * v.wg[i + from - N];
   }
+}
+
+// ntm_unshift of every row, by contiguous runs as shift_rows: dz[j] gets shift[t] dws[j + t - r] for t = 0, 1, ...
+template <typename T>
+PYSEQ_ALWAYS_INLINE void unshift_rows(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh) {
+  const int64_t N = a.N, r = (a.S - 1) / 2;
+  const T* sh = a.shift + bh * a.S;
+  std::fill(v.dz, v.dz + N, T(0));
+  for (int64_t t = 0; t < a.S; ++t) {
+    const int64_t from = ntm_row(t - r, N);  // row j reads dws[(j + from) mod N]
+    const T weight = sh[t];
+    for (int64_t j = 0; j < N - from; ++j) v.dz[j] += weight * v.dws[j + from];
+    for (int64_t j = N - from; j < N; ++j) v.dz[j] += weight * v.dws[j + from - N];
+  }
+}
+
+// ntm_shift_backward by contiguous runs: the same sum over the rows, in row order.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void shift_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t t) {
+  const int64_t N = a.N, r = (a.S - 1) / 2, from = ntm_row(t - r, N);
+  T acc = 0;
+  for (int64_t j = 0; j < N - from; ++j) acc += v.wg[j] * v.dws[j + from];
+  for (int64_t j = N - from; j < N; ++j) acc += v.wg[j] * v.dws[j + from - N];
+  a.d_shift[bh * a.S + t] = acc;
 }
 
 // The forward phases of head h of batch entry b into v; returns (max ws, the sum of the sharpened weights). The
@@ -55,19 +108,16 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
     for (int64_t r = 0; r < kRowBlock; ++r) ntm_similarity(a, v, bh, i + r, NtmRowDots<T>{dot[r], sq[r]}, key_norm);
   }
   for (; i < N; ++i) ntm_similarity(a, v, bh, i, ntm_row_dots(a, b, h, i), key_norm);
-  T top = -std::numeric_limits<T>::infinity();
-  for (int64_t i = 0; i < N; ++i) top = std::max(top, ntm_content_logit(a, v, bh, i));
+  for (int64_t i = 0; i < N; ++i) v.wc[i] = ntm_content_logit(a, v, bh, i);
+  const T top = max_rows(v.wc, N, -std::numeric_limits<T>::infinity());
   for (int64_t i = 0; i < N; ++i) ntm_content(a, v, bh, i, top);
-  T total = 0;
-  for (int64_t i = 0; i < N; ++i) total += v.wc[i];
+  const T total = sum_rows(v.wc, N);
   for (int64_t i = 0; i < N; ++i) ntm_interpolate(a, v, bh, i, total);
   shift_rows(a, v, bh);
-  T ws_max = 0;
-  for (int64_t i = 0; i < N; ++i) ws_max = std::max(ws_max, v.ws[i]);
+  const T ws_max = max_rows(v.ws, N, T(0));
   for (int64_t i = 0; i < N; ++i) ntm_sharpen_normal(a, v, bh, i, ws_max);
   for (int64_t i = 0; i < N; ++i) ntm_sharpen_rest(a, v, bh, i, ws_max);
-  T z = 0;
-  for (int64_t i = 0; i < N; ++i) z += v.w[i];
+  const T z = sum_rows(v.w, N);
   for (int64_t i = 0; i < N; ++i) ntm_normalize(a, v, bh, i, z);
   return {ws_max, z};
 }
@@ -90,7 +140,8 @@ PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, cons
     T d_gamma = 0;
     for (int64_t i = 0; i < N; ++i) d_gamma += ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
     a.d_gamma[bh] = d_gamma;
-    for (int64_t t = 0; t < a.S; ++t) ntm_shift_backward(a, v, bh, t);
+    for (int64_t t = 0; t < a.S; ++t) shift_backward(a, v, bh, t);
+    unshift_rows(a, v, bh);
     T d_gate = 0, wc_dot = 0;
     for (int64_t j = 0; j < N; ++j) {
       const NtmGateTerms<T> terms = ntm_interpolate_backward(a, v, bh, j);
@@ -132,6 +183,18 @@ void address_entry_backward_any(const NtmAddressArgs<double>& a, const NtmHeadRo
   address_entry_backward(a, v, b);
 }
 
+// Rows [r0, r1) of the write (r = b N + i).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void write_rows(const NtmWriteArgs<T>& a, int64_t r0, int64_t r1) {
+  for (int64_t b = r0 / a.N, i = r0 % a.N, r = r0; r < r1; ++r) {
+    ntm_write_row(a, b, i);
+    if (++i == a.N) i = 0, ++b;
+  }
+}
+PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
+void write_rows_any(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
+void write_rows_any(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
+
 struct RowLoops {
   c10::DeviceType device() const { return c10::DeviceType::CPU; }
 
@@ -156,12 +219,7 @@ struct RowLoops {
   template <typename T>
   void write(const NtmWriteArgs<T>& a) const {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, a.M));  // rows per task
-    at::parallel_for(0, a.B * a.N, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t b = r0 / a.N, i = r0 % a.N, r = r0; r < r1; ++r) {
-        ntm_write_row(a, b, i);
-        if (++i == a.N) i = 0, ++b;
-      }
-    });
+    at::parallel_for(0, a.B * a.N, grain, [&](int64_t r0, int64_t r1) { write_rows_any(a, r0, r1); });
   }
 
   template <typename T>

@@ -98,6 +98,7 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_backward_kernel(const
     for (int64_t t = threadIdx.x; t < a.S; t += blockDim.x) ntm_shift_backward(a, v, bh, t);
     T d_gate = 0, wc_dot = 0;
     for (int64_t j = threadIdx.x; j < a.N; j += blockDim.x) {
+      ntm_unshift(a, v, bh, j);
       const NtmGateTerms<T> terms = ntm_interpolate_backward(a, v, bh, j);
       d_gate += terms.gate;
       wc_dot += terms.wc;

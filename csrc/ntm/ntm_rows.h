@@ -63,7 +63,7 @@ struct NtmAddressArgs {
   T* weights;                      // [B, H, N] forward out; nullptr in the backward (which only recomputes)
   // Backward only:
   const T* grad;                   // [B, H, N] d loss / d weights
-  T* d_memory;                     // [B, N, M], zero on entry: the heads add into it
+  T* d_memory;                     // [B, N, M]: head 0 writes it, the others add into it
   T *d_key, *d_shift, *d_prev;     // [B, H, M], [B, H, S], [B, H, N]
   T *d_beta, *d_gate, *d_gamma;    // [B, H]
 };
@@ -216,17 +216,23 @@ struct NtmGateTerms {
   T wc;    // row j's term of sum_j wc_j d loss / d wc_j
 };
 
-// d loss / d wc_j into dz and d loss / d prev_j (every dws complete).
+// d loss / d wg_j (through the shift) into dz (every dws complete).
 template <typename T>
-PYSEQ_HD NtmGateTerms<T> ntm_interpolate_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh,
-                                                  int64_t j) {
+PYSEQ_HD void ntm_unshift(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t j) {
   const int64_t N = a.N, r = (a.S - 1) / 2;
   const T* sh = a.shift + bh * a.S;
   T dwg = 0;
   for (int64_t t = 0; t < a.S; ++t) dwg += sh[t] * v.dws[ntm_row(j + t - r, N)];
-  const T g = a.gate[bh], prev = a.prev[bh * N + j];
+  v.dz[j] = dwg;
+}
+
+// d loss / d wc_j into dz (which holds d loss / d wg_j) and d loss / d prev_j.
+template <typename T>
+PYSEQ_HD NtmGateTerms<T> ntm_interpolate_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh,
+                                                  int64_t j) {
+  const T g = a.gate[bh], prev = a.prev[bh * a.N + j], dwg = v.dz[j];
   v.dz[j] = g * dwg;
-  a.d_prev[bh * N + j] = (T(1) - g) * dwg;
+  a.d_prev[bh * a.N + j] = (T(1) - g) * dwg;
   return {(v.wc[j] - prev) * dwg, v.wc[j] * v.dz[j]};
 }
 
@@ -259,7 +265,7 @@ PYSEQ_HD void ntm_key_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<T>&
   a.d_key[bh * a.M + c] = acc;
 }
 
-// Adds head h's part of d loss / d memory row i.
+// Head h's part of d loss / d memory row i: written by head 0, added by the others.
 template <typename T>
 PYSEQ_HD void ntm_memory_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b, int64_t h,
                                   int64_t i) {
@@ -267,7 +273,11 @@ PYSEQ_HD void ntm_memory_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<
   const T* row = a.memory + (b * a.N + i) * a.M;
   const T* k = a.key + (b * a.H + h) * a.M;
   T* drow = a.d_memory + (b * a.N + i) * a.M;
-  for (int64_t c = 0; c < a.M; ++c) drow[c] += scale * k[c] - row_coef * row[c];
+  if (h == 0) {
+    for (int64_t c = 0; c < a.M; ++c) drow[c] = scale * k[c] - row_coef * row[c];
+  } else {
+    for (int64_t c = 0; c < a.M; ++c) drow[c] += scale * k[c] - row_coef * row[c];
+  }
 }
 
 // ---- write ----------------------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ std::vector<at::Tensor> ntm_address_backward_on(const Runner& run, const at::Ten
                             shift.contiguous(),  gamma.contiguous(), prev_weights.contiguous()};
   const at::Tensor grad = grad_weights.contiguous();
   const auto opts = memory.options();
-  std::vector<at::Tensor> d = {at::zeros(memory.sizes(), opts), at::empty(key.sizes(), opts),
+  std::vector<at::Tensor> d = {at::empty(memory.sizes(), opts), at::empty(key.sizes(), opts),
                                at::empty(beta.sizes(), opts),   at::empty(gate.sizes(), opts),
                                at::empty(shift.sizes(), opts),  at::empty(gamma.sizes(), opts),
                                at::empty(prev_weights.sizes(), opts)};

@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as TF
 
 from .. import functional as F
 from .rnn import LSTM
@@ -75,14 +74,6 @@ class NTM(nn.Module):
         return NTMState((h0, c0), self.memory0.expand(batch_size, -1, -1), self.reads0.expand(batch_size, -1, -1),
                         torch.softmax(self.weight_logits0, -1).expand(batch_size, -1, -1))
 
-    def _address_params(self, params: Tensor, heads: int):
-        """Split [B, heads * address_size] into the addressing arguments of `heads` heads."""
-        M, S = self.memory_size[1], self.shifts
-        p = params.view(params.shape[0], heads, self.address_size)
-        key, beta, gate, gamma, shift = p.split([M, 1, 1, 1, S], dim=2)
-        return (key, TF.softplus(beta[..., 0]), torch.sigmoid(gate[..., 0]), torch.softmax(shift, -1),
-                1 + TF.softplus(gamma[..., 0]))
-
     def step(self, x: Tensor, state: NTMState) -> tuple[Tensor, NTMState]:
         """One step: x ``[B, input_size]`` -> (output ``[B, output_size]``, state)."""
         B = x.shape[0]
@@ -90,18 +81,7 @@ class NTM(nn.Module):
         out, controller = self.controller(torch.cat([x, state.reads.reshape(B, R * M)], 1).unsqueeze(0),
                                           state.controller)
         h = out[0]
-        params = self.heads(h)
-        heads = R + W
-        address = params[:, : heads * self.address_size]
-        key, beta, gate, shift, gamma = self._address_params(address, heads)
-        weights = F.ntm_address(state.memory, key, beta, gate, shift, gamma, state.weights)
-        reads = F.ntm_read(state.memory, weights[:, :R])
-        memory = state.memory
-        if W:
-            erase_add = params[:, heads * self.address_size :].view(B, W, 2, M)
-            erase, add = torch.sigmoid(erase_add[:, :, 0]), torch.tanh(erase_add[:, :, 1])
-            for w in range(W):
-                memory = F.ntm_write(memory, weights[:, R + w], erase[:, w], add[:, w])
+        weights, reads, memory = F.ntm_step(state.memory, self.heads(h), state.weights, R, W)
         output = self.out(torch.cat([h, reads.reshape(B, R * M)], 1))
         return output, NTMState(controller, memory, reads, weights)
 

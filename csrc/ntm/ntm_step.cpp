@@ -1,0 +1,200 @@
+// One step of an NTM's heads as one op: the activations of the heads' parameters (as the controller's linear layer
+// emits them), the addressing of every head, the reads, and the writes in turn. A composite of pyseq's NTM ops and
+// ATen ops, called through the dispatcher (so it runs on every device those have kernels for), with one autograd
+// node and one backward op instead of the two dozen small ops and autograd nodes per step of the same thing written
+// in Python: at NTM sizes the per-op overhead is most of a step's time.
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "../common/checks.h"
+#include "../common/ops.h"
+#include "ntm.h"
+
+namespace pyseq {
+namespace {
+
+using StepResults = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// softplus as torch.nn.functional.softplus's defaults (beta 1, threshold 20).
+constexpr double kSoftplusBeta = 1.0, kSoftplusThreshold = 20.0;
+
+// The heads' parameters [B, heads * (M + 3 + S) + write_heads * 2 * M], split and activated: per head (read heads
+// first) the key (M), the key strength (softplus), the gate (sigmoid), the sharpening (1 + softplus) and the shift
+// logits (softmax over S); then per write head the erase (sigmoid) and add (tanh) vectors.
+struct HeadParams {
+  int64_t B, N, M, R, W, S;
+  at::Tensor key, beta_raw, gamma_raw;  // [B, heads, M], [B, heads] (before softplus)
+  at::Tensor beta, gate, gamma, shift;  // [B, heads], [B, heads], [B, heads], [B, heads, S]
+  at::Tensor erase, add;                // [B, W, M] each
+
+  HeadParams(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads, int64_t write_heads) {
+    check_dim(memory, "memory", 3, "(batch, memory_size, memory_width)");
+    check_dim(params, "params", 2, "(batch, parameters)");
+    TORCH_CHECK_VALUE(read_heads >= 0 && write_heads >= 0 && read_heads + write_heads >= 1,
+                      "need read_heads >= 0, write_heads >= 0 and at least one head, got ", read_heads, " and ",
+                      write_heads);
+    B = memory.size(0), N = memory.size(1), M = memory.size(2), R = read_heads, W = write_heads;
+    const int64_t heads = R + W, address = params.size(1) - W * 2 * M;
+    TORCH_CHECK_VALUE(params.size(0) == B, "params must have one row per batch entry (", B, "), got ",
+                      params.size(0));
+    TORCH_CHECK_VALUE(address > heads * (M + 3) && address % heads == 0,
+                      "params must have heads * (M + 3 + S) + write_heads * 2 * M columns (heads = ", heads,
+                      ", M = ", M, ", S >= 1 shifts), got ", params.size(1));
+    check_like(params, "params", memory, "memory");
+    S = address / heads - M - 3;
+    const at::Tensor p = params.narrow(1, 0, address).reshape({B, heads, M + 3 + S});
+    key = p.narrow(2, 0, M);
+    beta_raw = p.select(2, M);
+    gate = p.select(2, M + 1).sigmoid();
+    gamma_raw = p.select(2, M + 2);
+    shift = p.narrow(2, M + 3, S).softmax(2);
+    beta = at::softplus(beta_raw, kSoftplusBeta, kSoftplusThreshold);
+    gamma = at::softplus(gamma_raw, kSoftplusBeta, kSoftplusThreshold) + 1;
+    const at::Tensor ea = params.narrow(1, address, W * 2 * M).reshape({B, W, 2, M});
+    erase = ea.select(2, 0).sigmoid();
+    add = ea.select(2, 1).tanh();
+  }
+};
+
+const auto& address_op() {
+  static const auto op = find_op<decltype(ntm_address_cpu)>("pyseq::ntm_address");
+  return op;
+}
+const auto& write_op() {
+  static const auto op = find_op<decltype(ntm_write_cpu)>("pyseq::ntm_write");
+  return op;
+}
+
+StepResults step(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                 int64_t read_heads, int64_t write_heads) {
+  const HeadParams h(memory, params, read_heads, write_heads);
+  const at::Tensor weights =
+      address_op().call(memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);  // checks prev_weights
+  const at::Tensor reads = at::bmm(weights.narrow(1, 0, h.R), memory).contiguous();
+  at::Tensor written = memory.contiguous();
+  if (h.W == 0) written = written.clone();  // an output never aliases an input
+  for (int64_t w = 0; w < h.W; ++w) {
+    written = write_op().call(written, weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w));
+  }
+  return {weights, reads, written};
+}
+
+// grad_weights [B, heads, N], grad_reads [B, R, M], grad_memory [B, N, M] (each zeros where its output has no
+// gradient). Returns the gradients of (memory, params, prev_weights).
+StepResults step_backward(const at::Tensor& grad_weights, const at::Tensor& grad_reads, const at::Tensor& grad_memory,
+                          const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                          const at::Tensor& weights, int64_t read_heads, int64_t write_heads) {
+  static const auto write_backward_op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>(
+      "pyseq::ntm_write_backward");
+  static const auto address_backward_op =
+      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+          const at::Tensor&, const at::Tensor&, const at::Tensor&)>("pyseq::ntm_address_backward");
+  const HeadParams h(memory, params, read_heads, write_heads);
+  check_shape(weights, "weights", {h.B, h.R + h.W, h.N});
+  check_shape(grad_weights, "grad_weights", {h.B, h.R + h.W, h.N});
+  check_shape(grad_reads, "grad_reads", {h.B, h.R, h.M});
+  check_shape(grad_memory, "grad_memory", {h.B, h.N, h.M});
+  // The writes, last first, from the memories they were given (recomputed).
+  std::vector<at::Tensor> given{memory};
+  for (int64_t w = 0; w + 1 < h.W; ++w) {
+    given.push_back(write_op().call(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
+  }
+  at::Tensor d_weights = grad_weights.clone(at::MemoryFormat::Contiguous), d_memory = grad_memory;
+  std::vector<at::Tensor> d_erase(h.W), d_add(h.W);
+  for (int64_t w = h.W - 1; w >= 0; --w) {
+    auto [dm, dw, de, da] = write_backward_op.call(d_memory, given[w], weights.select(1, h.R + w),
+                                                   h.erase.select(1, w), h.add.select(1, w));
+    d_memory = dm;
+    d_weights.select(1, h.R + w).add_(dw);
+    d_erase[w] = de;
+    d_add[w] = da;
+  }
+  // reads = weights[:, :R] @ memory
+  d_weights.narrow(1, 0, h.R).add_(at::bmm(grad_reads, memory.transpose(1, 2)));
+  d_memory = d_memory + at::bmm(weights.narrow(1, 0, h.R).transpose(1, 2), grad_reads);
+  auto [dm, d_key, d_beta, d_gate, d_shift, d_gamma, d_prev] =
+      address_backward_op.call(d_weights, memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);
+  d_memory = d_memory + dm;
+  const at::Tensor d_address = at::cat(
+      {d_key, at::softplus_backward(d_beta, h.beta_raw, kSoftplusBeta, kSoftplusThreshold).unsqueeze(2),
+       at::sigmoid_backward(d_gate, h.gate).unsqueeze(2),
+       at::softplus_backward(d_gamma, h.gamma_raw, kSoftplusBeta, kSoftplusThreshold).unsqueeze(2),
+       at::_softmax_backward_data(d_shift, h.shift, 2, h.shift.scalar_type())},
+      2);
+  std::vector<at::Tensor> d_params{d_address.reshape({h.B, -1})};
+  if (h.W > 0) {
+    const at::Tensor d_ea = at::stack({at::sigmoid_backward(at::stack(d_erase, 1), h.erase),
+                                       at::tanh_backward(at::stack(d_add, 1), h.add)},
+                                      2);
+    d_params.push_back(d_ea.reshape({h.B, -1}));
+  }
+  return {d_memory.contiguous(), at::cat(d_params, 1), d_prev};
+}
+
+class Step : public torch::autograd::Function<Step> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& memory,
+                                                const at::Tensor& params, const at::Tensor& prev_weights,
+                                                int64_t read_heads, int64_t write_heads) {
+    static const auto op = find_op<decltype(step)>("pyseq::ntm_step");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [weights, reads, written] = op.call(memory, params, prev_weights, read_heads, write_heads);
+    ctx->save_for_backward({memory, params, prev_weights, weights});
+    ctx->saved_data["read_heads"] = read_heads;
+    ctx->saved_data["write_heads"] = write_heads;
+    return {weights, reads, written};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static const auto op = find_op<decltype(step_backward)>("pyseq::ntm_step_backward");
+    const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const int64_t R = ctx->saved_data["read_heads"].toInt(), W = ctx->saved_data["write_heads"].toInt();
+    const at::Tensor& memory = s[0];
+    const auto zeros_if_undefined = [](const at::Tensor& g, at::IntArrayRef sizes, const at::Tensor& like) {
+      return g.defined() ? g : at::zeros(sizes, like.options());
+    };
+    const int64_t B = memory.size(0), N = memory.size(1), M = memory.size(2);
+    auto [d_memory, d_params, d_prev] =
+        op.call(zeros_if_undefined(grads[0], {B, R + W, N}, memory), zeros_if_undefined(grads[1], {B, R, M}, memory),
+                zeros_if_undefined(grads[2], {B, N, M}, memory), memory, s[1], s[2], s[3], R, W);
+    return {d_memory, d_params, d_prev, at::Tensor(), at::Tensor()};
+  }
+};
+
+StepResults step_autograd(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                          int64_t read_heads, int64_t write_heads) {
+  torch::autograd::variable_list out = Step::apply(memory, params, prev_weights, read_heads, write_heads);
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+}  // namespace pyseq
+
+TORCH_LIBRARY_FRAGMENT(pyseq, m) {
+  m.def("ntm_step(Tensor memory, Tensor params, Tensor prev_weights, int read_heads, int write_heads) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ntm_step_backward(Tensor grad_weights, Tensor grad_reads, Tensor grad_memory, Tensor memory, Tensor params, "
+      "Tensor prev_weights, Tensor weights, int read_heads, int write_heads) -> (Tensor, Tensor, Tensor)");
+}
+
+// Composites of ops with kernels on both devices: the same function is the kernel of each.
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ntm_step", &pyseq::step);
+  m.impl("ntm_step_backward", &pyseq::step_backward);
+}
+
+#ifdef PYSEQ_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+  m.impl("ntm_step", &pyseq::step);
+  m.impl("ntm_step_backward", &pyseq::step_backward);
+}
+#endif
+
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("ntm_step", &pyseq::step_autograd); }
