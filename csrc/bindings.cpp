@@ -7,6 +7,7 @@
 #include "common/scratch.h"
 #include "crf/crf.h"
 #include "ctc/ctc.h"
+#include "ntm/ntm.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
 
@@ -108,6 +109,13 @@ void register_attention(py::module_& m) {
   m.def("dot_attention_backward_elementwise", &pyseq::dot_attention_backward_elementwise, release);
 }
 
+// The NTM step as the composite of the NTM ops that CUDA runs, on any device (tests).
+void register_ntm(py::module_& m) {
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("ntm_step_composite", &pyseq::ntm_step_composite, release);
+  m.def("ntm_step_backward_composite", &pyseq::ntm_step_backward_composite, release);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -117,4 +125,5 @@ PYBIND11_MODULE(_C, m) {
   register_ctc(m);
   register_crf(m);
   register_attention(m);
+  register_ntm(m);
 }

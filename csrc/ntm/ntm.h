@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
 #include <vector>
 
 namespace pyseq {
@@ -32,5 +33,38 @@ at::Tensor ntm_write_cpu(const at::Tensor& memory, const at::Tensor& weights, co
 std::vector<at::Tensor> ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
                                                const at::Tensor& weights, const at::Tensor& erase,
                                                const at::Tensor& add);
+
+// One step of an NTM's heads (pyseq.functional.ntm_step): memory [B, N, M], params [B, P] with
+// P = (R + W) (M + 3 + S) + W 2 M (per head, read heads first: key M, key strength, gate, sharpening, S shift logits;
+// then per write head: erase M, add M), prev_weights [B, R + W, N]. Returns (weights [B, R + W, N], reads [B, R, M],
+// memory after the writes [B, N, M]).
+struct NtmStepShape {
+  int64_t B, N, M, R, W, S;
+  int64_t heads() const { return R + W; }
+  int64_t per_head() const { return M + 3 + S; }  // the parameters of a head's addressing
+};
+NtmStepShape check_ntm_step(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads,
+                            int64_t write_heads);
+
+using NtmStepTensors = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// The CPU kernels: every phase of a batch entry's step fused in one pass of row loops (ntm_step_cpu.cpp).
+NtmStepTensors ntm_step_cpu(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                            int64_t read_heads, int64_t write_heads);
+// grad_weights [B, R + W, N], grad_reads [B, R, M], grad_memory [B, N, M]; weights: the forward's. Returns the
+// gradients of (memory, params, prev_weights).
+NtmStepTensors ntm_step_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& grad_reads,
+                                     const at::Tensor& grad_memory, const at::Tensor& memory,
+                                     const at::Tensor& params, const at::Tensor& prev_weights,
+                                     const at::Tensor& weights, int64_t read_heads, int64_t write_heads);
+
+// The same as a composite of the NTM ops and ATen ops (ntm_step.cpp): the kernels on CUDA, and on the CPU the
+// tests' second implementation.
+NtmStepTensors ntm_step_composite(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                                  int64_t read_heads, int64_t write_heads);
+NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const at::Tensor& grad_reads,
+                                           const at::Tensor& grad_memory, const at::Tensor& memory,
+                                           const at::Tensor& params, const at::Tensor& prev_weights,
+                                           const at::Tensor& weights, int64_t read_heads, int64_t write_heads);
 
 }  // namespace pyseq

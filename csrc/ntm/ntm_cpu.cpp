@@ -9,6 +9,7 @@
 
 #include "../common/cpu_dispatch.h"
 #include "ntm.h"
+#include "ntm_cpu_heads.h"
 #include "ntm_run.h"
 
 namespace pyseq {
@@ -170,19 +171,6 @@ PYSEQ_CPU_CLONES void address_entry_backward_f32(const NtmAddressArgs<float>& a,
                                                  int64_t b) {
   address_entry_backward(a, v, b);
 }
-void address_entry_any(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
-  address_entry_f32(a, v, b);
-}
-void address_entry_any(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
-  address_entry(a, v, b);
-}
-void address_entry_backward_any(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
-  address_entry_backward_f32(a, v, b);
-}
-void address_entry_backward_any(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
-  address_entry_backward(a, v, b);
-}
-
 // Rows [r0, r1) of the write (r = b N + i).
 template <typename T>
 PYSEQ_ALWAYS_INLINE void write_rows(const NtmWriteArgs<T>& a, int64_t r0, int64_t r1) {
@@ -203,7 +191,7 @@ struct RowLoops {
     at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> scratch(kNtmHeadVectors * a.N);
       const NtmHeadRows<T> v(scratch.data(), a.N);
-      for (int64_t b = b0; b < b1; ++b) address_entry_any(a, v, b);
+      for (int64_t b = b0; b < b1; ++b) ntm_address_entry(a, v, b);
     });
   }
 
@@ -212,7 +200,7 @@ struct RowLoops {
     at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> scratch(kNtmHeadVectors * a.N);
       const NtmHeadRows<T> v(scratch.data(), a.N);
-      for (int64_t b = b0; b < b1; ++b) address_entry_backward_any(a, v, b);
+      for (int64_t b = b0; b < b1; ++b) ntm_address_entry_backward(a, v, b);
     });
   }
 
@@ -234,6 +222,19 @@ struct RowLoops {
 };
 
 }  // namespace
+
+void ntm_address_entry(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
+  address_entry_f32(a, v, b);
+}
+void ntm_address_entry(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
+  address_entry(a, v, b);
+}
+void ntm_address_entry_backward(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
+  address_entry_backward_f32(a, v, b);
+}
+void ntm_address_entry_backward(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
+  address_entry_backward(a, v, b);
+}
 
 at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                            const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,

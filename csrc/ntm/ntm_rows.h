@@ -63,9 +63,10 @@ struct NtmAddressArgs {
   T* weights;                      // [B, H, N] forward out; nullptr in the backward (which only recomputes)
   // Backward only:
   const T* grad;                   // [B, H, N] d loss / d weights
-  T* d_memory;                     // [B, N, M]: head 0 writes it, the others add into it
+  T* d_memory;                     // [B, N, M]: head 0 writes it (adds, with add_memory_gradient), the others add
   T *d_key, *d_shift, *d_prev;     // [B, H, M], [B, H, S], [B, H, N]
   T *d_beta, *d_gate, *d_gamma;    // [B, H]
+  bool add_memory_gradient;        // d_memory holds other gradients on entry (ntm_step's)
 };
 
 // exp and log of the float kernels: pyseq's polynomial versions, which vectorize (exp is 0 below -87; log takes a
@@ -265,7 +266,7 @@ PYSEQ_HD void ntm_key_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<T>&
   a.d_key[bh * a.M + c] = acc;
 }
 
-// Head h's part of d loss / d memory row i: written by head 0, added by the others.
+// Head h's part of d loss / d memory row i: written by head 0 (unless a.add_memory_gradient), added by the others.
 template <typename T>
 PYSEQ_HD void ntm_memory_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b, int64_t h,
                                   int64_t i) {
@@ -273,7 +274,7 @@ PYSEQ_HD void ntm_memory_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<
   const T* row = a.memory + (b * a.N + i) * a.M;
   const T* k = a.key + (b * a.H + h) * a.M;
   T* drow = a.d_memory + (b * a.N + i) * a.M;
-  if (h == 0) {
+  if (h == 0 && !a.add_memory_gradient) {
     for (int64_t c = 0; c < a.M; ++c) drow[c] = scale * k[c] - row_coef * row[c];
   } else {
     for (int64_t c = 0; c < a.M; ++c) drow[c] += scale * k[c] - row_coef * row[c];

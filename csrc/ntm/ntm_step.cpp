@@ -16,36 +16,21 @@
 namespace pyseq {
 namespace {
 
-using StepResults = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
 // softplus as torch.nn.functional.softplus's defaults (beta 1, threshold 20).
 constexpr double kSoftplusBeta = 1.0, kSoftplusThreshold = 20.0;
 
-// The heads' parameters [B, heads * (M + 3 + S) + write_heads * 2 * M], split and activated: per head (read heads
-// first) the key (M), the key strength (softplus), the gate (sigmoid), the sharpening (1 + softplus) and the shift
-// logits (softmax over S); then per write head the erase (sigmoid) and add (tanh) vectors.
-struct HeadParams {
-  int64_t B, N, M, R, W, S;
+// The heads' parameters, split and activated (see ntm.h for the layout): per head the key, the key strength
+// (softplus), the gate (sigmoid), the sharpening (1 + softplus) and the shift (softmax over S); per write head the
+// erase (sigmoid) and add (tanh) vectors.
+struct HeadParams : NtmStepShape {
   at::Tensor key, beta_raw, gamma_raw;  // [B, heads, M], [B, heads] (before softplus)
   at::Tensor beta, gate, gamma, shift;  // [B, heads], [B, heads], [B, heads], [B, heads, S]
   at::Tensor erase, add;                // [B, W, M] each
 
-  HeadParams(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads, int64_t write_heads) {
-    check_dim(memory, "memory", 3, "(batch, memory_size, memory_width)");
-    check_dim(params, "params", 2, "(batch, parameters)");
-    TORCH_CHECK_VALUE(read_heads >= 0 && write_heads >= 0 && read_heads + write_heads >= 1,
-                      "need read_heads >= 0, write_heads >= 0 and at least one head, got ", read_heads, " and ",
-                      write_heads);
-    B = memory.size(0), N = memory.size(1), M = memory.size(2), R = read_heads, W = write_heads;
-    const int64_t heads = R + W, address = params.size(1) - W * 2 * M;
-    TORCH_CHECK_VALUE(params.size(0) == B, "params must have one row per batch entry (", B, "), got ",
-                      params.size(0));
-    TORCH_CHECK_VALUE(address > heads * (M + 3) && address % heads == 0,
-                      "params must have heads * (M + 3 + S) + write_heads * 2 * M columns (heads = ", heads,
-                      ", M = ", M, ", S >= 1 shifts), got ", params.size(1));
-    check_like(params, "params", memory, "memory");
-    S = address / heads - M - 3;
-    const at::Tensor p = params.narrow(1, 0, address).reshape({B, heads, M + 3 + S});
+  HeadParams(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads, int64_t write_heads)
+      : NtmStepShape(check_ntm_step(memory, params, read_heads, write_heads)) {
+    const int64_t address = heads() * per_head();
+    const at::Tensor p = params.narrow(1, 0, address).reshape({B, heads(), per_head()});
     key = p.narrow(2, 0, M);
     beta_raw = p.select(2, M);
     gate = p.select(2, M + 1).sigmoid();
@@ -68,8 +53,29 @@ const auto& write_op() {
   return op;
 }
 
-StepResults step(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
-                 int64_t read_heads, int64_t write_heads) {
+}  // namespace
+
+NtmStepShape check_ntm_step(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads,
+                            int64_t write_heads) {
+  check_dim(memory, "memory", 3, "(batch, memory_size, memory_width)");
+  check_dim(params, "params", 2, "(batch, parameters)");
+  TORCH_CHECK_VALUE(read_heads >= 0 && write_heads >= 0 && read_heads + write_heads >= 1,
+                    "need read_heads >= 0, write_heads >= 0 and at least one head, got ", read_heads, " and ",
+                    write_heads);
+  NtmStepShape s{memory.size(0), memory.size(1), memory.size(2), read_heads, write_heads, 0};
+  const int64_t heads = s.heads(), address = params.size(1) - s.W * 2 * s.M;
+  TORCH_CHECK_VALUE(params.size(0) == s.B, "params must have one row per batch entry (", s.B, "), got ",
+                    params.size(0));
+  TORCH_CHECK_VALUE(address > heads * (s.M + 3) && address % heads == 0,
+                    "params must have heads * (M + 3 + S) + write_heads * 2 * M columns (heads = ", heads, ", M = ",
+                    s.M, ", S >= 1 shifts), got ", params.size(1));
+  check_like(params, "params", memory, "memory");
+  s.S = address / heads - s.M - 3;
+  return s;
+}
+
+NtmStepTensors ntm_step_composite(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+                                  int64_t read_heads, int64_t write_heads) {
   const HeadParams h(memory, params, read_heads, write_heads);
   const at::Tensor weights =
       address_op().call(memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);  // checks prev_weights
@@ -82,11 +88,10 @@ StepResults step(const at::Tensor& memory, const at::Tensor& params, const at::T
   return {weights, reads, written};
 }
 
-// grad_weights [B, heads, N], grad_reads [B, R, M], grad_memory [B, N, M] (each zeros where its output has no
-// gradient). Returns the gradients of (memory, params, prev_weights).
-StepResults step_backward(const at::Tensor& grad_weights, const at::Tensor& grad_reads, const at::Tensor& grad_memory,
-                          const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
-                          const at::Tensor& weights, int64_t read_heads, int64_t write_heads) {
+NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const at::Tensor& grad_reads,
+                                           const at::Tensor& grad_memory, const at::Tensor& memory,
+                                           const at::Tensor& params, const at::Tensor& prev_weights,
+                                           const at::Tensor& weights, int64_t read_heads, int64_t write_heads) {
   static const auto write_backward_op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>(
       "pyseq::ntm_write_backward");
@@ -136,12 +141,14 @@ StepResults step_backward(const at::Tensor& grad_weights, const at::Tensor& grad
   return {d_memory.contiguous(), at::cat(d_params, 1), d_prev};
 }
 
+namespace {
+
 class Step : public torch::autograd::Function<Step> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& memory,
                                                 const at::Tensor& params, const at::Tensor& prev_weights,
                                                 int64_t read_heads, int64_t write_heads) {
-    static const auto op = find_op<decltype(step)>("pyseq::ntm_step");
+    static const auto op = find_op<decltype(ntm_step_cpu)>("pyseq::ntm_step");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [weights, reads, written] = op.call(memory, params, prev_weights, read_heads, write_heads);
     ctx->save_for_backward({memory, params, prev_weights, weights});
@@ -152,7 +159,7 @@ class Step : public torch::autograd::Function<Step> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<decltype(step_backward)>("pyseq::ntm_step_backward");
+    static const auto op = find_op<decltype(ntm_step_backward_cpu)>("pyseq::ntm_step_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const int64_t R = ctx->saved_data["read_heads"].toInt(), W = ctx->saved_data["write_heads"].toInt();
     const at::Tensor& memory = s[0];
@@ -167,7 +174,7 @@ class Step : public torch::autograd::Function<Step> {
   }
 };
 
-StepResults step_autograd(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
+NtmStepTensors step_autograd(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
                           int64_t read_heads, int64_t write_heads) {
   torch::autograd::variable_list out = Step::apply(memory, params, prev_weights, read_heads, write_heads);
   return {out[0], out[1], out[2]};
@@ -184,16 +191,15 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "Tensor prev_weights, Tensor weights, int read_heads, int write_heads) -> (Tensor, Tensor, Tensor)");
 }
 
-// Composites of ops with kernels on both devices: the same function is the kernel of each.
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("ntm_step", &pyseq::step);
-  m.impl("ntm_step_backward", &pyseq::step_backward);
+  m.impl("ntm_step", &pyseq::ntm_step_cpu);
+  m.impl("ntm_step_backward", &pyseq::ntm_step_backward_cpu);
 }
 
 #ifdef PYSEQ_WITH_CUDA
 TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
-  m.impl("ntm_step", &pyseq::step);
-  m.impl("ntm_step_backward", &pyseq::step_backward);
+  m.impl("ntm_step", &pyseq::ntm_step_composite);
+  m.impl("ntm_step_backward", &pyseq::ntm_step_backward_composite);
 }
 #endif
 
