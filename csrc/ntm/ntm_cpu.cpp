@@ -95,6 +95,7 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
                                                  int64_t h, T key_norm) {
   const int64_t bh = b * a.H + h, N = a.N;
   const T* k = a.key + bh * a.M;
+  // The rows' dots, parked in sim (k . m_i) and norm (|m_i|^2), then ntm_similarity over all rows at once.
   int64_t i = 0;
   for (; i + kRowBlock <= N; i += kRowBlock) {
     const T* block = a.memory + (b * N + i) * a.M;
@@ -106,9 +107,14 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
         sq[r] += x * x;
       }
     }
-    for (int64_t r = 0; r < kRowBlock; ++r) ntm_similarity(a, v, bh, i + r, NtmRowDots<T>{dot[r], sq[r]}, key_norm);
+    std::copy(dot, dot + kRowBlock, v.sim + i);
+    std::copy(sq, sq + kRowBlock, v.norm + i);
   }
-  for (; i < N; ++i) ntm_similarity(a, v, bh, i, ntm_row_dots(a, b, h, i), key_norm);
+  for (; i < N; ++i) {
+    const NtmRowDots<T> d = ntm_row_dots(a, b, h, i);
+    v.sim[i] = d.dot, v.norm[i] = d.sq;
+  }
+  for (i = 0; i < N; ++i) ntm_similarity(a, v, bh, i, NtmRowDots<T>{v.sim[i], v.norm[i]}, key_norm);
   for (int64_t i = 0; i < N; ++i) v.wc[i] = ntm_content_logit(a, v, bh, i);
   const T top = max_rows(v.wc, N, -std::numeric_limits<T>::infinity());
   for (int64_t i = 0; i < N; ++i) ntm_content(a, v, bh, i, top);

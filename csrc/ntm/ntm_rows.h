@@ -288,7 +288,8 @@ template <typename T>
 struct NtmWriteArgs {
   int64_t B, N, M;
   const T* memory;             // [B, N, M]
-  const T* weights;            // [B, N]
+  const T* weights;            // [B, N], batch entry b's at weights + b * weights_stride (rows contiguous)
+  int64_t weights_stride;
   const T *erase, *add;        // [B, M]
   T* out;                      // [B, N, M] forward
   // Backward only:
@@ -301,7 +302,7 @@ struct NtmWriteArgs {
 template <typename T>
 PYSEQ_HD void ntm_write_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
   const int64_t r = b * a.N + i;
-  const T w = a.weights[r];
+  const T w = a.weights[b * a.weights_stride + i];
   const T *e = a.erase + b * a.M, *add = a.add + b * a.M, *row = a.memory + r * a.M;
   T* out = a.out + r * a.M;
   for (int64_t c = 0; c < a.M; ++c) out[c] = row[c] * (T(1) - w * e[c]) + w * add[c];
@@ -311,7 +312,7 @@ PYSEQ_HD void ntm_write_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
 template <typename T>
 PYSEQ_HD void ntm_write_backward_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
   const int64_t r = b * a.N + i;
-  const T w = a.weights[r];
+  const T w = a.weights[b * a.weights_stride + i];
   const T *e = a.erase + b * a.M, *add = a.add + b * a.M, *row = a.memory + r * a.M, *g = a.grad + r * a.M;
   T* dm = a.d_memory + r * a.M;
   T dw = 0;
@@ -328,7 +329,7 @@ PYSEQ_HD void ntm_write_backward_column(const NtmWriteArgs<T>& a, int64_t b, int
   T de = 0, da = 0;
   for (int64_t i = 0; i < a.N; ++i) {
     const int64_t r = b * a.N + i;
-    const T gw = a.grad[r * a.M + c] * a.weights[r];
+    const T gw = a.grad[r * a.M + c] * a.weights[b * a.weights_stride + i];
     de -= gw * a.memory[r * a.M + c];
     da += gw;
   }

@@ -124,6 +124,9 @@ std::vector<at::Tensor> ntm_address_backward_on(const Runner& run, const at::Ten
   return d;
 }
 
+// t [B, N] as it is when each row is contiguous (a head's slice of [B, H, N] weights), else a contiguous copy.
+inline at::Tensor rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 ? t : t.contiguous(); }
+
 template <typename T>
 NtmWriteArgs<T> ntm_write_args(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
                                const at::Tensor& add) {
@@ -133,6 +136,7 @@ NtmWriteArgs<T> ntm_write_args(const at::Tensor& memory, const at::Tensor& weigh
   a.M = memory.size(2);
   a.memory = memory.data_ptr<T>();
   a.weights = weights.data_ptr<T>();
+  a.weights_stride = weights.stride(0);
   a.erase = erase.data_ptr<T>();
   a.add = add.data_ptr<T>();
   return a;
@@ -142,7 +146,7 @@ template <typename Runner>
 at::Tensor ntm_write_on(const Runner& run, const at::Tensor& memory, const at::Tensor& weights,
                         const at::Tensor& erase, const at::Tensor& add) {
   check_ntm_write(memory, weights, erase, add, run.device());
-  const at::Tensor m = memory.contiguous(), w = weights.contiguous(), e = erase.contiguous(), ad = add.contiguous();
+  const at::Tensor m = memory.contiguous(), w = rows_contiguous(weights), e = erase.contiguous(), ad = add.contiguous();
   at::Tensor out = at::empty(memory.sizes(), memory.options());
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "ntm_write", [&] {
     NtmWriteArgs<scalar_t> a = ntm_write_args<scalar_t>(m, w, e, ad);
@@ -159,7 +163,7 @@ std::vector<at::Tensor> ntm_write_backward_on(const Runner& run, const at::Tenso
   check_ntm_write(memory, weights, erase, add, run.device());
   check_shape(grad_memory, "grad_memory", memory.sizes().vec());
   check_like(grad_memory, "grad_memory", memory, "memory");
-  const at::Tensor m = memory.contiguous(), w = weights.contiguous(), e = erase.contiguous(), ad = add.contiguous();
+  const at::Tensor m = memory.contiguous(), w = rows_contiguous(weights), e = erase.contiguous(), ad = add.contiguous();
   const at::Tensor grad = grad_memory.contiguous();
   const auto opts = memory.options();
   std::vector<at::Tensor> d = {at::empty(memory.sizes(), opts), at::empty(weights.sizes(), opts),

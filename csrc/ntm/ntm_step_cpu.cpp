@@ -88,7 +88,7 @@ struct EntryHeads {
     NtmWriteArgs<T> a{};
     a.B = 1, a.N = s.N, a.M = s.M;
     a.memory = from;
-    a.weights = weights + (s.R + w) * s.N;
+    a.weights = weights + (s.R + w) * s.N;  // a batch of one: weights_stride unused
     a.erase = erase.data() + w * s.M;
     a.add = add.data() + w * s.M;
     a.out = to;
