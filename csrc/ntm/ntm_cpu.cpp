@@ -189,25 +189,27 @@ PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, i
 void write_rows_any(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
 void write_rows_any(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
 
+// entry(a, v, b) for every batch entry b, in parallel, each thread with its own scratch rows v.
+template <typename T, typename Entry>
+void for_each_entry(const NtmAddressArgs<T>& a, const Entry& entry) {
+  at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> scratch(kNtmHeadVectors * a.N);
+    const NtmHeadRows<T> v(scratch.data(), a.N);
+    for (int64_t b = b0; b < b1; ++b) entry(a, v, b);
+  });
+}
+
 struct RowLoops {
   c10::DeviceType device() const { return c10::DeviceType::CPU; }
 
   template <typename T>
   void address(const NtmAddressArgs<T>& a) const {
-    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> scratch(kNtmHeadVectors * a.N);
-      const NtmHeadRows<T> v(scratch.data(), a.N);
-      for (int64_t b = b0; b < b1; ++b) ntm_address_entry(a, v, b);
-    });
+    for_each_entry(a, [](const auto& a, const auto& v, int64_t b) { ntm_address_entry(a, v, b); });
   }
 
   template <typename T>
   void address_backward(const NtmAddressArgs<T>& a) const {
-    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> scratch(kNtmHeadVectors * a.N);
-      const NtmHeadRows<T> v(scratch.data(), a.N);
-      for (int64_t b = b0; b < b1; ++b) ntm_address_entry_backward(a, v, b);
-    });
+    for_each_entry(a, [](const auto& a, const auto& v, int64_t b) { ntm_address_entry_backward(a, v, b); });
   }
 
   template <typename T>

@@ -1,5 +1,6 @@
 """The Neural Turing Machine (Graves, Wayne and Danihelka 2014) as a layer over whole sequences, on pyseq's LSTM and
-its fused NTM memory ops (pyseq.functional.ntm_address, ntm_read, ntm_write)."""
+its fused NTM memory ops: each time step's heads (activations, addressing, reads, writes) are one op,
+pyseq.functional.ntm_step."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ class NTM(nn.Module):
     (M), a key strength (softplus), an interpolation gate (sigmoid), a shift distribution (softmax over 2r + 1), a
     sharpening exponent (1 + softplus), and each write head an erase vector (sigmoid) and an add vector (tanh). All
     heads address the memory as it was at the start of the step; the read heads read it, then the write heads
-    write in turn. The output is a linear map of the controller's output and the new read vectors (logits: apply
-    a sigmoid or softmax as the task needs).
+    write in turn (all of it one op per step, ``pyseq.functional.ntm_step``). The output is a linear map of the
+    controller's output and the new read vectors (logits: apply a sigmoid or softmax as the task needs).
 
     ``forward(x, state=None) -> (outputs [T, B, output_size], NTMState)``. The initial state (controller state,
     memory, read vectors, head weights) is learned, as in the common implementations, when ``state`` is None.
