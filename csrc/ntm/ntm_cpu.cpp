@@ -18,6 +18,50 @@ namespace {
 // Rows whose dot products (ntm_row_dots) run interleaved: each row's sums keep their order, so the results are the
 // row function's, but the rows' dependency chains overlap instead of running one after the other.
 constexpr int64_t kRowBlock = 8;
+// Heads whose dots share one pass over a block of rows (each row element loaded once for all of them).
+constexpr int64_t kPassHeads = 4;
+
+// The dots of heads [h0, h0 + G) with the kRowBlock rows from row i of batch entry b, and with first_pass the rows'
+// squared norms too, into s.dots and s.sq.
+template <int64_t G, typename T>
+PYSEQ_ALWAYS_INLINE void block_dots(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s, int64_t b, int64_t h0,
+                                    int64_t i, bool first_pass) {
+  const T* block = a.memory + (b * a.N + i) * a.M;
+  const T* keys = a.key + (b * a.H + h0) * a.M;
+  T dot[G][kRowBlock] = {}, sq[kRowBlock] = {};
+  for (int64_t c = 0; c < a.M; ++c) {
+    for (int64_t r = 0; r < kRowBlock; ++r) {
+      const T x = block[r * a.M + c];
+      sq[r] += x * x;
+      for (int64_t g = 0; g < G; ++g) dot[g][r] += keys[g * a.M + c] * x;
+    }
+  }
+  if (first_pass) std::copy(sq, sq + kRowBlock, s.sq + i);
+  for (int64_t g = 0; g < G; ++g) std::copy(dot[g], dot[g] + kRowBlock, s.dots + (h0 + g) * a.N + i);
+}
+
+// Every head's dots with the rows of batch entry b, and the rows' squared norms (ntm_row_dots of each).
+template <typename T>
+PYSEQ_ALWAYS_INLINE void entry_dots(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s, int64_t b) {
+  int64_t i = 0;
+  for (; i + kRowBlock <= a.N; i += kRowBlock) {
+    for (int64_t h0 = 0; h0 < a.H; h0 += kPassHeads) {
+      const bool first = h0 == 0;
+      switch (std::min(kPassHeads, a.H - h0)) {
+        case 1: block_dots<1>(a, s, b, h0, i, first); break;
+        case 2: block_dots<2>(a, s, b, h0, i, first); break;
+        case 3: block_dots<3>(a, s, b, h0, i, first); break;
+        default: block_dots<4>(a, s, b, h0, i, first); break;
+      }
+    }
+  }
+  for (; i < a.N; ++i) {
+    for (int64_t h = 0; h < a.H; ++h) {
+      const NtmRowDots<T> d = ntm_row_dots(a, b, h, i);
+      s.dots[h * a.N + i] = d.dot, s.sq[i] = d.sq;
+    }
+  }
+}
 
 // The sum and the maximum of x[0, N): eight interleaved partial results (combined in a fixed order, so the result is
 // deterministic) instead of one dependency chain through all N rows.
@@ -88,33 +132,15 @@ PYSEQ_ALWAYS_INLINE void shift_backward(const NtmAddressArgs<T>& a, const NtmHea
   a.d_shift[bh * a.S + t] = acc;
 }
 
-// The forward phases of head h of batch entry b into v; returns (max ws, the sum of the sharpened weights). The
+// The forward phases of head h of batch entry b into s.v (the entry's dots in s already); returns (max ws, the sum of the sharpened weights). The
 // elementwise phases are loops of their own, apart from the sequential reductions, so that they vectorize.
 template <typename T>
-PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b,
-                                                 int64_t h, T key_norm) {
+PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s,
+                                                 int64_t b, int64_t h, T key_norm) {
   const int64_t bh = b * a.H + h, N = a.N;
-  const T* k = a.key + bh * a.M;
-  // The rows' dots, parked in sim (k . m_i) and norm (|m_i|^2), then ntm_similarity over all rows at once.
-  int64_t i = 0;
-  for (; i + kRowBlock <= N; i += kRowBlock) {
-    const T* block = a.memory + (b * N + i) * a.M;
-    T dot[kRowBlock] = {}, sq[kRowBlock] = {};
-    for (int64_t c = 0; c < a.M; ++c) {
-      for (int64_t r = 0; r < kRowBlock; ++r) {
-        const T x = block[r * a.M + c];
-        dot[r] += k[c] * x;
-        sq[r] += x * x;
-      }
-    }
-    std::copy(dot, dot + kRowBlock, v.sim + i);
-    std::copy(sq, sq + kRowBlock, v.norm + i);
-  }
-  for (; i < N; ++i) {
-    const NtmRowDots<T> d = ntm_row_dots(a, b, h, i);
-    v.sim[i] = d.dot, v.norm[i] = d.sq;
-  }
-  for (i = 0; i < N; ++i) ntm_similarity(a, v, bh, i, NtmRowDots<T>{v.sim[i], v.norm[i]}, key_norm);
+  const NtmHeadRows<T>& v = s.v;
+  const T* dots = s.dots + h * N;
+  for (int64_t i = 0; i < N; ++i) ntm_similarity(a, v, bh, i, NtmRowDots<T>{dots[i], s.sq[i]}, key_norm);
   for (int64_t i = 0; i < N; ++i) v.wc[i] = ntm_content_logit(a, v, bh, i);
   const T top = max_rows(v.wc, N, -std::numeric_limits<T>::infinity());
   for (int64_t i = 0; i < N; ++i) ntm_content(a, v, bh, i, top);
@@ -130,18 +156,22 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
 }
 
 template <typename T>
-PYSEQ_ALWAYS_INLINE void address_entry(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b) {
-  for (int64_t h = 0; h < a.H; ++h) address_head(a, v, b, h, ntm_key_norm(a, b * a.H + h));
+PYSEQ_ALWAYS_INLINE void address_entry(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s, int64_t b) {
+  entry_dots(a, s, b);
+  for (int64_t h = 0; h < a.H; ++h) address_head(a, s, b, h, ntm_key_norm(a, b * a.H + h));
 }
 
 // The backward of every head of batch entry b (each recomputing its forward phases first).
 template <typename T>
-PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b) {
+PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s,
+                                                int64_t b) {
   const int64_t N = a.N;
+  const NtmHeadRows<T>& v = s.v;
+  entry_dots(a, s, b);
   for (int64_t h = 0; h < a.H; ++h) {
     const int64_t bh = b * a.H + h;
     const T key_norm = ntm_key_norm(a, bh);
-    const auto [ws_max, z] = address_head(a, v, b, h, key_norm);
+    const auto [ws_max, z] = address_head(a, s, b, h, key_norm);
     T inner = 0;
     for (int64_t i = 0; i < N; ++i) inner += ntm_weight_inner(a, v, bh, i);
     T d_gamma = 0;
@@ -170,12 +200,12 @@ PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, cons
 }
 
 // float32 compiled once per ISA level (cpu_dispatch.h): the exp and log polynomials vectorize at its width.
-PYSEQ_CPU_CLONES void address_entry_f32(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
-  address_entry(a, v, b);
+PYSEQ_CPU_CLONES void address_entry_f32(const NtmAddressArgs<float>& a, const NtmEntryScratch<float>& s, int64_t b) {
+  address_entry(a, s, b);
 }
-PYSEQ_CPU_CLONES void address_entry_backward_f32(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v,
+PYSEQ_CPU_CLONES void address_entry_backward_f32(const NtmAddressArgs<float>& a, const NtmEntryScratch<float>& s,
                                                  int64_t b) {
-  address_entry_backward(a, v, b);
+  address_entry_backward(a, s, b);
 }
 // Rows [r0, r1) of the write (r = b N + i).
 template <typename T>
@@ -189,13 +219,12 @@ PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, i
 void write_rows_any(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
 void write_rows_any(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
 
-// entry(a, v, b) for every batch entry b, in parallel, each thread with its own scratch rows v.
+// entry(a, scratch, b) for every batch entry b, in parallel, each thread with its own scratch.
 template <typename T, typename Entry>
 void for_each_entry(const NtmAddressArgs<T>& a, const Entry& entry) {
   at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> scratch(kNtmHeadVectors * a.N);
-    const NtmHeadRows<T> v(scratch.data(), a.N);
-    for (int64_t b = b0; b < b1; ++b) entry(a, v, b);
+    NtmEntryScratch<T> scratch(a.N, a.H);  // written through its pointers
+    for (int64_t b = b0; b < b1; ++b) entry(a, scratch, b);
   });
 }
 
@@ -204,12 +233,12 @@ struct RowLoops {
 
   template <typename T>
   void address(const NtmAddressArgs<T>& a) const {
-    for_each_entry(a, [](const auto& a, const auto& v, int64_t b) { ntm_address_entry(a, v, b); });
+    for_each_entry(a, [](const auto& a, const auto& s, int64_t b) { ntm_address_entry(a, s, b); });
   }
 
   template <typename T>
   void address_backward(const NtmAddressArgs<T>& a) const {
-    for_each_entry(a, [](const auto& a, const auto& v, int64_t b) { ntm_address_entry_backward(a, v, b); });
+    for_each_entry(a, [](const auto& a, const auto& s, int64_t b) { ntm_address_entry_backward(a, s, b); });
   }
 
   template <typename T>
@@ -231,17 +260,17 @@ struct RowLoops {
 
 }  // namespace
 
-void ntm_address_entry(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
-  address_entry_f32(a, v, b);
+void ntm_address_entry(const NtmAddressArgs<float>& a, const NtmEntryScratch<float>& s, int64_t b) {
+  address_entry_f32(a, s, b);
 }
-void ntm_address_entry(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
-  address_entry(a, v, b);
+void ntm_address_entry(const NtmAddressArgs<double>& a, const NtmEntryScratch<double>& s, int64_t b) {
+  address_entry(a, s, b);
 }
-void ntm_address_entry_backward(const NtmAddressArgs<float>& a, const NtmHeadRows<float>& v, int64_t b) {
-  address_entry_backward_f32(a, v, b);
+void ntm_address_entry_backward(const NtmAddressArgs<float>& a, const NtmEntryScratch<float>& s, int64_t b) {
+  address_entry_backward_f32(a, s, b);
 }
-void ntm_address_entry_backward(const NtmAddressArgs<double>& a, const NtmHeadRows<double>& v, int64_t b) {
-  address_entry_backward(a, v, b);
+void ntm_address_entry_backward(const NtmAddressArgs<double>& a, const NtmEntryScratch<double>& s, int64_t b) {
+  address_entry_backward(a, s, b);
 }
 
 at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,

@@ -76,11 +76,21 @@ class Write : public torch::autograd::Function<Write> {
 at::Tensor address_autograd(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                             const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                             const at::Tensor& prev_weights) {
+  if (!records_autograd(memory, key, beta, gate, shift, gamma, prev_weights)) {
+    static const auto op = find_op<decltype(ntm_address_cpu)>("pyseq::ntm_address");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(memory, key, beta, gate, shift, gamma, prev_weights);
+  }
   return Address::apply(memory, key, beta, gate, shift, gamma, prev_weights)[0];
 }
 
 at::Tensor write_autograd(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
                           const at::Tensor& add) {
+  if (!records_autograd(memory, weights, erase, add)) {
+    static const auto op = find_op<decltype(ntm_write_cpu)>("pyseq::ntm_write");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(memory, weights, erase, add);
+  }
   return Write::apply(memory, weights, erase, add)[0];
 }
 

@@ -175,7 +175,12 @@ class Step : public torch::autograd::Function<Step> {
 };
 
 NtmStepTensors step_autograd(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
-                          int64_t read_heads, int64_t write_heads) {
+                             int64_t read_heads, int64_t write_heads) {
+  if (!records_autograd(memory, params, prev_weights)) {
+    static const auto op = find_op<decltype(ntm_step_cpu)>("pyseq::ntm_step");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(memory, params, prev_weights, read_heads, write_heads);
+  }
   torch::autograd::variable_list out = Step::apply(memory, params, prev_weights, read_heads, write_heads);
   return {out[0], out[1], out[2]};
 }

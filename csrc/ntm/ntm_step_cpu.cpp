@@ -102,14 +102,13 @@ void step_forward(const NtmStepShape& s, const T* memory, const T* params, const
   const int64_t N = s.N, M = s.M, NM = N * M, H = s.heads(), P = H * s.per_head() + s.W * 2 * M;
   at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
     EntryHeads<T> e(s);
-    std::vector<T> scratch(kNtmHeadVectors * N);
-    const NtmHeadRows<T> v(scratch.data(), N);
+    NtmEntryScratch<T> scratch(N, H);  // written through its pointers
     for (int64_t b = b0; b < b1; ++b) {
       const T *mem = memory + b * NM, *w = weights + b * H * N;
       e.activate(params + b * P);
       NtmAddressArgs<T> a = e.address_args(mem, prev + b * H * N);
       a.weights = weights + b * H * N;
-      ntm_address_entry(a, v, 0);
+      ntm_address_entry(a, scratch, 0);
       T* read = reads + b * s.R * M;  // weights[:R] @ memory, each sum over the rows in row order
       std::fill(read, read + s.R * M, T(0));
       for (int64_t r = 0; r < s.R; ++r) {
@@ -140,8 +139,7 @@ void step_backward(const NtmStepShape& s, const T* memory, const T* params, cons
   const int64_t P = H * s.per_head() + W * 2 * M;
   at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
     EntryHeads<T> e(s);
-    std::vector<T> scratch(kNtmHeadVectors * N);
-    const NtmHeadRows<T> v(scratch.data(), N);
+    NtmEntryScratch<T> scratch(N, H);  // written through its pointers
     std::vector<T> given(std::max<int64_t>(W - 1, 0) * NM), grad_in(NM), d_write_weights(N);
     std::vector<T> d_weights(H * N), d_key(H * M), d_beta(H), d_gate(H), d_gamma(H), d_shift(H * S);
     std::vector<T> d_erase(W * M), d_add(W * M);
@@ -194,7 +192,7 @@ void step_backward(const NtmStepShape& s, const T* memory, const T* params, cons
       a.d_gamma = d_gamma.data();
       a.d_shift = d_shift.data();
       a.d_prev = g.d_prev + b * H * N;
-      ntm_address_entry_backward(a, v, 0);
+      ntm_address_entry_backward(a, scratch, 0);
       // The activations.
       T* d_param = g.d_params + b * P;
       for (int64_t h = 0; h < H; ++h) {

@@ -110,10 +110,7 @@ Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batc
                        const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                        const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
   // A decoder step under torch.no_grad() skips building the autograd node (a few microseconds of a ~25 us call).
-  const bool record = at::GradMode::is_enabled() &&
-                      (x.requires_grad() || h0.requires_grad() || c0.requires_grad() || w_ih.requires_grad() ||
-                       w_hh.requires_grad() || b_ih.requires_grad() || b_hh.requires_grad() || w_hr.requires_grad());
-  if (!record) {
+  if (!records_autograd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)) {
     static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
