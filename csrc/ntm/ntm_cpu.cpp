@@ -219,6 +219,17 @@ PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, i
 void write_rows_any(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
 void write_rows_any(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
 
+// The write's backward of batch entries [b0, b1).
+PYSEQ_CPU_CLONES void write_backward_entries_f32(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) ntm_write_backward_entry(a, b);
+}
+void write_backward_entries(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
+  write_backward_entries_f32(a, b0, b1);
+}
+void write_backward_entries(const NtmWriteArgs<double>& a, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) ntm_write_backward_entry(a, b);
+}
+
 // entry(a, scratch, b) for every batch entry b, in parallel, each thread with its own scratch.
 template <typename T, typename Entry>
 void for_each_entry(const NtmAddressArgs<T>& a, const Entry& entry) {
@@ -249,12 +260,7 @@ struct RowLoops {
 
   template <typename T>
   void write_backward(const NtmWriteArgs<T>& a) const {
-    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t i = 0; i < a.N; ++i) ntm_write_backward_row(a, b, i);
-        for (int64_t c = 0; c < a.M; ++c) ntm_write_backward_column(a, b, c);
-      }
-    });
+    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) { write_backward_entries(a, b0, b1); });
   }
 };
 

@@ -308,30 +308,47 @@ PYSEQ_HD void ntm_write_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
   for (int64_t c = 0; c < a.M; ++c) out[c] = row[c] * (T(1) - w * e[c]) + w * add[c];
 }
 
-// Row i of batch entry b: its memory gradient and its weight's gradient.
+// The write's gradients at one element: memory m, its row's weight w, the erase and add values e and ad of its
+// feature, the incoming gradient g. The memory's gradient, and the element's terms of the row weight's gradient
+// (summed over the features) and of the erase's and add's (summed over the rows).
 template <typename T>
-PYSEQ_HD void ntm_write_backward_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
-  const int64_t r = b * a.N + i;
-  const T w = a.weights[b * a.weights_stride + i];
-  const T *e = a.erase + b * a.M, *add = a.add + b * a.M, *row = a.memory + r * a.M, *g = a.grad + r * a.M;
-  T* dm = a.d_memory + r * a.M;
-  T dw = 0;
-  for (int64_t c = 0; c < a.M; ++c) {
-    dm[c] = g[c] * (T(1) - w * e[c]);
-    dw += g[c] * (add[c] - e[c] * row[c]);
-  }
-  a.d_weights[r] = dw;
+struct NtmWriteElementGrads {
+  T memory, weight, erase, add;
+};
+
+template <typename T>
+PYSEQ_HD NtmWriteElementGrads<T> ntm_write_element_grads(T g, T w, T e, T ad, T m) {
+  const T gw = g * w;
+  return {g * (T(1) - w * e), g * (ad - e * m), -(gw * m), gw};
 }
 
-// Feature c of batch entry b's erase and add gradients: sums over the rows.
+template <typename T>
+PYSEQ_HD NtmWriteElementGrads<T> ntm_write_element_grads(const NtmWriteArgs<T>& a, int64_t b, int64_t i, int64_t c) {
+  const int64_t x = (b * a.N + i) * a.M + c;
+  return ntm_write_element_grads(a.grad[x], a.weights[b * a.weights_stride + i], a.erase[b * a.M + c],
+                                 a.add[b * a.M + c], a.memory[x]);
+}
+
+// Row i of batch entry b: its memory gradient and its weight's gradient (a sum over the features in order).
+template <typename T>
+PYSEQ_HD void ntm_write_backward_row(const NtmWriteArgs<T>& a, int64_t b, int64_t i) {
+  T dw = 0;
+  for (int64_t c = 0; c < a.M; ++c) {
+    const NtmWriteElementGrads<T> d = ntm_write_element_grads(a, b, i, c);
+    a.d_memory[(b * a.N + i) * a.M + c] = d.memory;
+    dw += d.weight;
+  }
+  a.d_weights[b * a.N + i] = dw;
+}
+
+// Feature c of batch entry b's erase and add gradients: sums over the rows, in row order.
 template <typename T>
 PYSEQ_HD void ntm_write_backward_column(const NtmWriteArgs<T>& a, int64_t b, int64_t c) {
   T de = 0, da = 0;
   for (int64_t i = 0; i < a.N; ++i) {
-    const int64_t r = b * a.N + i;
-    const T gw = a.grad[r * a.M + c] * a.weights[b * a.weights_stride + i];
-    de -= gw * a.memory[r * a.M + c];
-    da += gw;
+    const NtmWriteElementGrads<T> d = ntm_write_element_grads(a, b, i, c);
+    de += d.erase;
+    da += d.add;
   }
   a.d_erase[b * a.M + c] = de;
   a.d_add[b * a.M + c] = da;

@@ -164,8 +164,7 @@ void step_backward(const NtmStepShape& s, const T* memory, const T* params, cons
         wa.d_weights = d_write_weights.data();
         wa.d_erase = d_erase.data() + k * M;
         wa.d_add = d_add.data() + k * M;
-        for (int64_t i = 0; i < N; ++i) ntm_write_backward_row(wa, 0, i);
-        for (int64_t c = 0; c < M; ++c) ntm_write_backward_column(wa, 0, c);
+        ntm_write_backward_entry(wa, 0);
         for (int64_t i = 0; i < N; ++i) d_weights[(R + k) * N + i] += d_write_weights[i];
       }
       // reads = weights[:R] @ memory
