@@ -92,33 +92,18 @@ PYSEQ_ALWAYS_INLINE T max_rows(const T* x, int64_t N, T init) {
   return part[0];
 }
 
-// ntm_shift of every row, one shift at a time: ws[i] gets shift[s] wg[i - s + r] for s = 0, 1, ... in turn, so each
-// row's sum has ntm_shift's order, over the two contiguous runs of rows that the circular index splits into
-// (vectorized; no index wrap per row).
+// out[i] = sum_s taps[s] in[(i + direction (r - s)) mod N], one tap at a time over the two contiguous runs of rows
+// that the circular index splits into (vectorized; no index wrap per row), so each row's sum has the row functions'
+// order. direction +1: ntm_shift of every row (ws from wg); -1: ntm_unshift of every row (dz from dws).
 template <typename T>
-PYSEQ_ALWAYS_INLINE void shift_rows(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh) {
-  const int64_t N = a.N, r = (a.S - 1) / 2;
-  const T* sh = a.shift + bh * a.S;
-  std::fill(v.ws, v.ws + N, T(0));
-  for (int64_t s = 0; s < a.S; ++s) {
-    const int64_t from = ntm_row(r - s, N);  // row i reads wg[(i + from) mod N]
-    const T weight = sh[s];
-    for (int64_t i = 0; i < N - from; ++i) v.ws[i] += weight * v.wg[i + from];
-    for (int64_t i = N - from; i < N; ++i) v.ws[i] += weight * v.wg[i + from - N];
-  }
-}
-
-// ntm_unshift of every row, by contiguous runs as shift_rows: dz[j] gets shift[t] dws[j + t - r] for t = 0, 1, ...
-template <typename T>
-PYSEQ_ALWAYS_INLINE void unshift_rows(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh) {
-  const int64_t N = a.N, r = (a.S - 1) / 2;
-  const T* sh = a.shift + bh * a.S;
-  std::fill(v.dz, v.dz + N, T(0));
-  for (int64_t t = 0; t < a.S; ++t) {
-    const int64_t from = ntm_row(t - r, N);  // row j reads dws[(j + from) mod N]
-    const T weight = sh[t];
-    for (int64_t j = 0; j < N - from; ++j) v.dz[j] += weight * v.dws[j + from];
-    for (int64_t j = N - from; j < N; ++j) v.dz[j] += weight * v.dws[j + from - N];
+PYSEQ_ALWAYS_INLINE void circular_mix(const T* taps, int64_t S, int64_t direction, const T* in, T* out, int64_t N) {
+  const int64_t r = (S - 1) / 2;
+  std::fill(out, out + N, T(0));
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t from = ntm_row(direction * (r - s), N);  // row i reads in[(i + from) mod N]
+    const T weight = taps[s];
+    for (int64_t i = 0; i < N - from; ++i) out[i] += weight * in[i + from];
+    for (int64_t i = N - from; i < N; ++i) out[i] += weight * in[i + from - N];
   }
 }
 
@@ -146,7 +131,7 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
   for (int64_t i = 0; i < N; ++i) ntm_content(a, v, bh, i, top);
   const T total = sum_rows(v.wc, N);
   for (int64_t i = 0; i < N; ++i) ntm_interpolate(a, v, bh, i, total);
-  shift_rows(a, v, bh);
+  circular_mix(a.shift + bh * a.S, a.S, 1, v.wg, v.ws, N);
   const T ws_max = max_rows(v.ws, N, T(0));
   for (int64_t i = 0; i < N; ++i) ntm_sharpen_normal(a, v, bh, i, ws_max);
   for (int64_t i = 0; i < N; ++i) ntm_sharpen_rest(a, v, bh, i, ws_max);
@@ -178,7 +163,7 @@ PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, cons
     for (int64_t i = 0; i < N; ++i) d_gamma += ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
     a.d_gamma[bh] = d_gamma;
     for (int64_t t = 0; t < a.S; ++t) shift_backward(a, v, bh, t);
-    unshift_rows(a, v, bh);
+    circular_mix(a.shift + bh * a.S, a.S, -1, v.dws, v.dz, N);
     T d_gate = 0, wc_dot = 0;
     for (int64_t j = 0; j < N; ++j) {
       const NtmGateTerms<T> terms = ntm_interpolate_backward(a, v, bh, j);
