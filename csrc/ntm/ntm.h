@@ -38,6 +38,9 @@ std::vector<at::Tensor> ntm_write_backward_cpu(const at::Tensor& grad_memory, co
 // P = (R + W) (M + 3 + S) + W 2 M (per head, read heads first: key M, key strength, gate, sharpening, S shift logits;
 // then per write head: erase M, add M), prev_weights [B, R + W, N]. Returns (weights [B, R + W, N], reads [B, R, M],
 // memory after the writes [B, N, M]).
+// The activations' softplus is torch.nn.functional.softplus's default: the identity above this threshold.
+constexpr double kNtmSoftplusThreshold = 20.0;
+
 struct NtmStepShape {
   int64_t B, N, M, R, W, S;
   int64_t heads() const { return R + W; }

@@ -1,8 +1,9 @@
-// One step of an NTM's heads as one op: the activations of the heads' parameters (as the controller's linear layer
-// emits them), the addressing of every head, the reads, and the writes in turn. A composite of pyseq's NTM ops and
-// ATen ops, called through the dispatcher (so it runs on every device those have kernels for), with one autograd
-// node and one backward op instead of the two dozen small ops and autograd nodes per step of the same thing written
-// in Python: at NTM sizes the per-op overhead is most of a step's time.
+// One step of an NTM's heads as one op (pyseq::ntm_step): the activations of the heads' parameters (as the
+// controller's linear layer emits them), the addressing of every head, the reads, and the writes in turn, with one
+// autograd node and one backward op instead of the two dozen small ops and autograd nodes per step of the same thing
+// written in Python (at NTM sizes the per-op overhead is most of a step's time). Here: the schemas, the argument
+// checks, the autograd kernel, and the composite of pyseq's NTM ops and ATen ops (called through the dispatcher)
+// that is the CUDA kernel; the CPU kernel is one fused pass per batch entry (ntm_step_cpu.cpp).
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -16,8 +17,7 @@
 namespace pyseq {
 namespace {
 
-// softplus as torch.nn.functional.softplus's defaults (beta 1, threshold 20).
-constexpr double kSoftplusBeta = 1.0, kSoftplusThreshold = 20.0;
+constexpr double kSoftplusBeta = 1.0;
 
 // The heads' parameters, split and activated (see ntm.h for the layout): per head the key, the key strength
 // (softplus), the gate (sigmoid), the sharpening (1 + softplus) and the shift (softmax over S); per write head the
@@ -36,8 +36,8 @@ struct HeadParams : NtmStepShape {
     gate = p.select(2, M + 1).sigmoid();
     gamma_raw = p.select(2, M + 2);
     shift = p.narrow(2, M + 3, S).softmax(2);
-    beta = at::softplus(beta_raw, kSoftplusBeta, kSoftplusThreshold);
-    gamma = at::softplus(gamma_raw, kSoftplusBeta, kSoftplusThreshold) + 1;
+    beta = at::softplus(beta_raw, kSoftplusBeta, kNtmSoftplusThreshold);
+    gamma = at::softplus(gamma_raw, kSoftplusBeta, kNtmSoftplusThreshold) + 1;
     const at::Tensor ea = params.narrow(1, address, W * 2 * M).reshape({B, W, 2, M});
     erase = ea.select(2, 0).sigmoid();
     add = ea.select(2, 1).tanh();
@@ -126,9 +126,9 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
       address_backward_op.call(d_weights, memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);
   d_memory = d_memory + dm;
   const at::Tensor d_address = at::cat(
-      {d_key, at::softplus_backward(d_beta, h.beta_raw, kSoftplusBeta, kSoftplusThreshold).unsqueeze(2),
+      {d_key, at::softplus_backward(d_beta, h.beta_raw, kSoftplusBeta, kNtmSoftplusThreshold).unsqueeze(2),
        at::sigmoid_backward(d_gate, h.gate).unsqueeze(2),
-       at::softplus_backward(d_gamma, h.gamma_raw, kSoftplusBeta, kSoftplusThreshold).unsqueeze(2),
+       at::softplus_backward(d_gamma, h.gamma_raw, kSoftplusBeta, kNtmSoftplusThreshold).unsqueeze(2),
        at::_softmax_backward_data(d_shift, h.shift, 2, h.shift.scalar_type())},
       2);
   std::vector<at::Tensor> d_params{d_address.reshape({h.B, -1})};

@@ -16,14 +16,14 @@
 namespace pyseq {
 namespace {
 
-// softplus as torch.nn.functional.softplus's defaults (beta 1, threshold 20: the identity above it), and its slope.
+// softplus as torch.nn.functional.softplus's defaults, and its slope.
 template <typename T>
 T softplus(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
+  return x > T(kNtmSoftplusThreshold) ? x : std::log1p(std::exp(x));
 }
 template <typename T>
 T softplus_slope(T x) {
-  return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x));
+  return x > T(kNtmSoftplusThreshold) ? T(1) : T(1) / (T(1) + std::exp(-x));
 }
 template <typename T>
 T logistic(T x) {
