@@ -733,8 +733,9 @@ def ntm_address(memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift: 
 
     Returns the weights ``[B, H, N]``: ``w_c = softmax(beta * K(key, memory rows))`` with ``K`` the cosine similarity
     of ``torch.nn.functional.cosine_similarity`` (eps 1e-8), ``w_g = gate w_c + (1 - gate) prev_weights``,
-    ``w_s[i] = sum_s shift[s] w_g[(i - s + r) mod N]``, ``w = w_s^gamma / sum(w_s^gamma)``. Differentiable in
-    every input.
+    ``w_s[i] = sum_s shift[s] w_g[(i - s + r) mod N]``, ``w = w_s^gamma / sum(w_s^gamma)`` (computed as
+    ``(w_s / max w_s)^gamma``, normalized: the same weights without the underflow to 0 / 0 of ``w_s^gamma`` in
+    float32 for flat weights and a large gamma). Differentiable in every input.
     """
     return _ntm_ops.ntm_address(memory, key, beta, gate, shift, gamma, prev_weights)
 
