@@ -25,7 +25,7 @@ from torch import nn
 import pyseq
 from seq2seq_attention import write_png
 
-WIDTH = 8  # bits per vector; the input has two more channels: the delimiter and "recall now"
+WIDTH = 8  # bits per vector; the input has one more channel, the delimiter
 
 
 def batch(rng: torch.Generator, size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -257,6 +257,25 @@ def test_step_composite_matches_the_composition(R, W, S):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_step_and_layer_take_bfloat16():
+    """16-bit inputs are computed in float32 (as the addressing and write ops do): results in the input dtype, equal to
+    the float32 computation of the same (rounded) inputs up to bfloat16 rounding; the layer trains under autocast."""
+    memory, params, prev = (t.float().bfloat16() for t in step_inputs(2, 1, 1, 9, 5, 3, seed=9))
+    xs = [t.clone().requires_grad_() for t in (memory, params, prev)]
+    outs = F.ntm_step(*xs, 1, 1)
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+    for a, b in zip(outs, F.ntm_step(memory.float(), params.float(), prev.float(), 1, 1)):
+        torch.testing.assert_close(a.float(), b, rtol=1e-2, atol=1e-2)
+    grads = torch.autograd.grad(sum(o.float().sum() for o in outs), xs)
+    assert all(g.dtype == torch.bfloat16 and g.isfinite().all() for g in grads)
+    torch.manual_seed(0)
+    ntm = pyseq.nn.NTM(4, 3, 8, memory_size=(9, 5))
+    with torch.autocast("cpu", torch.bfloat16):
+        out, _ = ntm(torch.randn(6, 2, 4))
+    out.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in ntm.parameters())
+
+
 def test_step_unused_outputs_and_checks():
     """Gradients through some outputs only (the others' gradients are undefined), gradcheck, opcheck, bad input."""
     memory, params, prev = step_inputs(2, 1, 1, 5, 3, 3)

@@ -9,6 +9,17 @@
 
 namespace pyseq {
 
+// The gradients the backward ops return, and their signatures (pyseq::ntm_address_backward,
+// pyseq::ntm_write_backward) for calls through the dispatcher.
+using NtmAddressGradients =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using NtmWriteGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using NtmAddressBackwardOp = NtmAddressGradients(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&);
+using NtmWriteBackwardOp = NtmWriteGradients(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const at::Tensor&);
+
 // memory [B, N, M], key [B, H, M], beta, gate, gamma [B, H], shift [B, H, S] (S odd: shift index s moves weight by
 // s - (S - 1) / 2, circularly), prev_weights [B, H, N]. Returns the weights [B, H, N]:
 //   w_c = softmax(beta K(key, memory rows)), w_g = gate w_c + (1 - gate) prev, w_s[i] = sum_s shift[s] w_g[i - s + r],
@@ -20,7 +31,7 @@ at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, cons
 
 // grad_weights [B, H, N]. Returns the gradients for (memory, key, beta, gate, shift, gamma, prev_weights),
 // recomputing the forward's intermediates per head.
-std::vector<at::Tensor> ntm_address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory,
+NtmAddressGradients ntm_address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory,
                                                  const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
                                                  const at::Tensor& shift, const at::Tensor& gamma,
                                                  const at::Tensor& prev_weights);
@@ -30,7 +41,7 @@ at::Tensor ntm_write_cpu(const at::Tensor& memory, const at::Tensor& weights, co
                          const at::Tensor& add);
 
 // grad_memory [B, N, M]. Returns the gradients for (memory, weights, erase, add).
-std::vector<at::Tensor> ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
+NtmWriteGradients ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
                                                const at::Tensor& weights, const at::Tensor& erase,
                                                const at::Tensor& add);
 

@@ -1,7 +1,7 @@
 // NTM memory on the CPU: the row functions of ntm_rows.h in loops, one batch entry per thread (the heads of a batch
-// entry share, and add into, its memory gradient), the reductions between the phases sequential. A head's addressing
-// makes one pass over the memory for the similarities; the rest runs on N-long rows in cache. The backward
-// recomputes the forward's phases.
+// entry share, and add into, its memory gradient), the elementwise phases in loops of their own so that they
+// vectorize, the reductions between them in eight lanes. The addressing makes one pass over an entry's memory for
+// every head's dot products; the rest runs on N-long rows in cache. The backward recomputes the forward's phases.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -117,8 +117,8 @@ PYSEQ_ALWAYS_INLINE void shift_backward(const NtmAddressArgs<T>& a, const NtmHea
   a.d_shift[bh * a.S + t] = acc;
 }
 
-// The forward phases of head h of batch entry b into s.v (the entry's dots in s already); returns (max ws, the sum of the sharpened weights). The
-// elementwise phases are loops of their own, apart from the sequential reductions, so that they vectorize.
+// The forward phases of head h of batch entry b into s.v (the entry's dots in s already); returns (max ws, the sum
+// of the sharpened weights).
 template <typename T>
 PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, const NtmEntryScratch<T>& s,
                                                  int64_t b, int64_t h, T key_norm) {
@@ -192,6 +192,7 @@ PYSEQ_CPU_CLONES void address_entry_backward_f32(const NtmAddressArgs<float>& a,
                                                  int64_t b) {
   address_entry_backward(a, s, b);
 }
+
 // Rows [r0, r1) of the write (r = b N + i).
 template <typename T>
 PYSEQ_ALWAYS_INLINE void write_rows(const NtmWriteArgs<T>& a, int64_t r0, int64_t r1) {
@@ -200,20 +201,25 @@ PYSEQ_ALWAYS_INLINE void write_rows(const NtmWriteArgs<T>& a, int64_t r0, int64_
     if (++i == a.N) i = 0, ++b;
   }
 }
-PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
-void write_rows_any(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
-void write_rows_any(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
 
 // The write's backward of batch entries [b0, b1).
-PYSEQ_CPU_CLONES void write_backward_entries_f32(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
+template <typename T>
+PYSEQ_ALWAYS_INLINE void write_backward_entries(const NtmWriteArgs<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) ntm_write_backward_entry(a, b);
 }
-void write_backward_entries(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
+
+PYSEQ_CPU_CLONES void write_rows_f32(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
+PYSEQ_CPU_CLONES void write_backward_entries_f32(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
+  write_backward_entries(a, b0, b1);
+}
+
+// float32 through its clones, float64 as compiled.
+void run_write_rows(const NtmWriteArgs<float>& a, int64_t r0, int64_t r1) { write_rows_f32(a, r0, r1); }
+void run_write_rows(const NtmWriteArgs<double>& a, int64_t r0, int64_t r1) { write_rows(a, r0, r1); }
+void run_write_backward(const NtmWriteArgs<float>& a, int64_t b0, int64_t b1) {
   write_backward_entries_f32(a, b0, b1);
 }
-void write_backward_entries(const NtmWriteArgs<double>& a, int64_t b0, int64_t b1) {
-  for (int64_t b = b0; b < b1; ++b) ntm_write_backward_entry(a, b);
-}
+void run_write_backward(const NtmWriteArgs<double>& a, int64_t b0, int64_t b1) { write_backward_entries(a, b0, b1); }
 
 // entry(a, scratch, b) for every batch entry b, in parallel, each thread with its own scratch.
 template <typename T, typename Entry>
@@ -240,12 +246,12 @@ struct RowLoops {
   template <typename T>
   void write(const NtmWriteArgs<T>& a) const {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, a.M));  // rows per task
-    at::parallel_for(0, a.B * a.N, grain, [&](int64_t r0, int64_t r1) { write_rows_any(a, r0, r1); });
+    at::parallel_for(0, a.B * a.N, grain, [&](int64_t r0, int64_t r1) { run_write_rows(a, r0, r1); });
   }
 
   template <typename T>
   void write_backward(const NtmWriteArgs<T>& a) const {
-    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) { write_backward_entries(a, b0, b1); });
+    at::parallel_for(0, a.B, 1, [&](int64_t b0, int64_t b1) { run_write_backward(a, b0, b1); });
   }
 };
 
@@ -270,10 +276,10 @@ at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, cons
   return ntm_address_on(RowLoops{}, memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
-std::vector<at::Tensor> ntm_address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory,
-                                                 const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
-                                                 const at::Tensor& shift, const at::Tensor& gamma,
-                                                 const at::Tensor& prev_weights) {
+NtmAddressGradients ntm_address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory,
+                                             const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
+                                             const at::Tensor& shift, const at::Tensor& gamma,
+                                             const at::Tensor& prev_weights) {
   return ntm_address_backward_on(RowLoops{}, grad_weights, memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
@@ -282,9 +288,8 @@ at::Tensor ntm_write_cpu(const at::Tensor& memory, const at::Tensor& weights, co
   return ntm_write_on(RowLoops{}, memory, weights, erase, add);
 }
 
-std::vector<at::Tensor> ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
-                                               const at::Tensor& weights, const at::Tensor& erase,
-                                               const at::Tensor& add) {
+NtmWriteGradients ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
+                                         const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
   return ntm_write_backward_on(RowLoops{}, grad_memory, memory, weights, erase, add);
 }
 

@@ -59,13 +59,13 @@ at::Tensor address_cuda(const at::Tensor& memory, const at::Tensor& key, const a
   return ntm_address_on(CudaKernels(memory), memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> address_backward_cuda(
-    const at::Tensor& grad_weights, const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
-    const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma, const at::Tensor& prev_weights) {
+NtmAddressGradients address_backward_cuda(const at::Tensor& grad_weights, const at::Tensor& memory,
+                                          const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
+                                          const at::Tensor& shift, const at::Tensor& gamma,
+                                          const at::Tensor& prev_weights) {
   const c10::DeviceGuard guard(memory.device());
-  std::vector<at::Tensor> g =
-      ntm_address_backward_on(CudaKernels(memory), grad_weights, memory, key, beta, gate, shift, gamma, prev_weights);
-  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6]};
+  return ntm_address_backward_on(CudaKernels(memory), grad_weights, memory, key, beta, gate, shift, gamma,
+                                 prev_weights);
 }
 
 at::Tensor write_cuda(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
@@ -74,14 +74,10 @@ at::Tensor write_cuda(const at::Tensor& memory, const at::Tensor& weights, const
   return ntm_write_on(CudaKernels(memory), memory, weights, erase, add);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward_cuda(const at::Tensor& grad_memory,
-                                                                             const at::Tensor& memory,
-                                                                             const at::Tensor& weights,
-                                                                             const at::Tensor& erase,
-                                                                             const at::Tensor& add) {
+NtmWriteGradients write_backward_cuda(const at::Tensor& grad_memory, const at::Tensor& memory,
+                                      const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
   const c10::DeviceGuard guard(memory.device());
-  std::vector<at::Tensor> g = ntm_write_backward_on(CudaKernels(memory), grad_memory, memory, weights, erase, add);
-  return {g[0], g[1], g[2], g[3]};
+  return ntm_write_backward_on(CudaKernels(memory), grad_memory, memory, weights, erase, add);
 }
 
 }  // namespace

@@ -92,7 +92,9 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_backward_kernel(const
     for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) inner += ntm_weight_inner(a, v, bh, i);
     inner = block_reduce(inner, Sum<T>(), buffer);
     T d_gamma = 0;
-    for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) d_gamma += ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
+    for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) {
+      d_gamma += ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
+    }
     d_gamma = block_reduce(d_gamma, Sum<T>(), buffer);  // also the barrier after every dws
     if (threadIdx.x == 0) a.d_gamma[bh] = d_gamma;
     for (int64_t t = threadIdx.x; t < a.S; t += blockDim.x) ntm_shift_backward(a, v, bh, t);
@@ -107,7 +109,9 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_backward_kernel(const
     d_gate = block_reduce(d_gate, Sum<T>(), buffer);
     if (threadIdx.x == 0) a.d_gate[bh] = d_gate;
     T d_beta = 0;
-    for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) d_beta += ntm_content_backward(a, v, bh, i, wc_dot, key_norm);
+    for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) {
+      d_beta += ntm_content_backward(a, v, bh, i, wc_dot, key_norm);
+    }
     d_beta = block_reduce(d_beta, Sum<T>(), buffer);  // also the barrier after every row's coefficients
     if (threadIdx.x == 0) a.d_beta[bh] = d_beta;
     for (int64_t c = threadIdx.x; c < a.M; c += blockDim.x) ntm_key_gradient(a, v, b, h, c);

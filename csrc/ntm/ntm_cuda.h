@@ -9,7 +9,7 @@ namespace pyseq {
 #define PYSEQ_DECLARE_NTM_LAUNCHERS(T)                                                                           \
   /* The addressing of every head into a.weights; scratch: [B, kNtmHeadVectors, N]. */                         \
   void launch_ntm_address(const NtmAddressArgs<T>& a, T* scratch, void* stream);                                \
-  /* Its gradients; scratch as above. */                                                                                                    \
+  /* Its gradients; scratch as above. */                                                                        \
   void launch_ntm_address_backward(const NtmAddressArgs<T>& a, T* scratch, void* stream);                       \
   /* The new memory into a.out. */                                                                              \
   void launch_ntm_write(const NtmWriteArgs<T>& a, void* stream);                                                \

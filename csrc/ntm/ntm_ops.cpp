@@ -12,23 +12,6 @@
 namespace pyseq {
 namespace {
 
-using AddressGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using WriteGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-AddressGradients address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory, const at::Tensor& key,
-                                      const at::Tensor& beta, const at::Tensor& gate, const at::Tensor& shift,
-                                      const at::Tensor& gamma, const at::Tensor& prev_weights) {
-  std::vector<at::Tensor> g =
-      ntm_address_backward_cpu(grad_weights, memory, key, beta, gate, shift, gamma, prev_weights);
-  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6]};
-}
-
-WriteGradients write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory, const at::Tensor& weights,
-                                  const at::Tensor& erase, const at::Tensor& add) {
-  std::vector<at::Tensor> g = ntm_write_backward_cpu(grad_memory, memory, weights, erase, add);
-  return {g[0], g[1], g[2], g[3]};
-}
-
 class Address : public torch::autograd::Function<Address> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& memory,
@@ -44,7 +27,7 @@ class Address : public torch::autograd::Function<Address> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<decltype(address_backward_cpu)>("pyseq::ntm_address_backward");
+    static const auto op = find_op<NtmAddressBackwardOp>("pyseq::ntm_address_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     auto [dm, dk, dbeta, dgate, dshift, dgamma, dprev] =
         op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
@@ -66,7 +49,7 @@ class Write : public torch::autograd::Function<Write> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<decltype(write_backward_cpu)>("pyseq::ntm_write_backward");
+    static const auto op = find_op<NtmWriteBackwardOp>("pyseq::ntm_write_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     auto [dm, dw, de, da] = op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3]);
     return {dm, dw, de, da};
@@ -112,9 +95,9 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
   m.impl("ntm_address", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_cpu));
-  m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_backward_cpu));
+  m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_backward_cpu));
   m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_cpu));
-  m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_backward_cpu));
+  m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_backward_cpu));
 }
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {

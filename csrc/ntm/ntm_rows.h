@@ -4,7 +4,8 @@
 // separated by barriers and block reductions). Torch-free, so that nvcc compiles it without torch headers.
 //
 // A head's vectors over the N rows live in NtmHeadRows (per-thread buffers on the CPU, global scratch on CUDA); the
-// reductions between the phases (a maximum, sums) are the caller's: sequential on the CPU, a fixed tree on CUDA.
+// reductions between the phases (maxima, sums) are the caller's, each in a fixed order (lanes on the CPU, a tree on
+// CUDA).
 // The heads of one batch entry add into its memory gradient in turn, so no two threads write one element.
 #pragma once
 
@@ -110,6 +111,12 @@ PYSEQ_HD NtmRowDots<T> ntm_row_dots(const NtmAddressArgs<T>& a, int64_t b, int64
   return d;
 }
 
+// Row i's content logit (beta times the similarity).
+template <typename T>
+PYSEQ_HD T ntm_content_logit(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i) {
+  return a.beta[bh] * v.sim[i];
+}
+
 // Row i's norm and similarity to the key, from its dots; returns beta times the similarity (the content logit).
 template <typename T>
 PYSEQ_HD T ntm_similarity(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i,
@@ -118,12 +125,6 @@ PYSEQ_HD T ntm_similarity(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, i
   v.norm[i] = norm > T(kNtmCosineEps) ? norm : T(kNtmCosineEps);
   v.sim[i] = d.dot / (key_norm * v.norm[i]);
   return ntm_content_logit(a, v, bh, i);
-}
-
-// Row i's content logit (what ntm_similarity returns).
-template <typename T>
-PYSEQ_HD T ntm_content_logit(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i) {
-  return a.beta[bh] * v.sim[i];
 }
 
 // The unnormalized content weight of row i, given the largest logit; returns it (for the sum).
@@ -283,7 +284,8 @@ PYSEQ_HD void ntm_memory_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<
 
 // ---- write ----------------------------------------------------------------------------------------------------------
 
-// One write head over a batch: erase then add. Every pointer contiguous, on the kernels' device.
+// One write head over a batch: erase then add. Every pointer on the kernels' device, contiguous but for the weights'
+// batch stride.
 template <typename T>
 struct NtmWriteArgs {
   int64_t B, N, M;

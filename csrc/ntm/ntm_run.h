@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "ntm.h"
 #include "ntm_rows.h"
 
 namespace pyseq {
@@ -92,11 +93,10 @@ at::Tensor ntm_address_on(const Runner& run, const at::Tensor& memory, const at:
 }
 
 template <typename Runner>
-std::vector<at::Tensor> ntm_address_backward_on(const Runner& run, const at::Tensor& grad_weights,
-                                                const at::Tensor& memory, const at::Tensor& key,
-                                                const at::Tensor& beta, const at::Tensor& gate,
-                                                const at::Tensor& shift, const at::Tensor& gamma,
-                                                const at::Tensor& prev_weights) {
+NtmAddressGradients ntm_address_backward_on(const Runner& run, const at::Tensor& grad_weights, const at::Tensor& memory,
+                                            const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
+                                            const at::Tensor& shift, const at::Tensor& gamma,
+                                            const at::Tensor& prev_weights) {
   check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, run.device());
   check_shape(grad_weights, "grad_weights", prev_weights.sizes().vec());
   check_like(grad_weights, "grad_weights", memory, "memory");
@@ -121,7 +121,7 @@ std::vector<at::Tensor> ntm_address_backward_on(const Runner& run, const at::Ten
     a.d_prev = d[6].data_ptr<T>();
     run.address_backward(a);
   });
-  return d;
+  return {d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
 }
 
 // t [B, N] as it is when each row is contiguous (a head's slice of [B, H, N] weights), else a contiguous copy.
@@ -157,9 +157,8 @@ at::Tensor ntm_write_on(const Runner& run, const at::Tensor& memory, const at::T
 }
 
 template <typename Runner>
-std::vector<at::Tensor> ntm_write_backward_on(const Runner& run, const at::Tensor& grad_memory,
-                                              const at::Tensor& memory, const at::Tensor& weights,
-                                              const at::Tensor& erase, const at::Tensor& add) {
+NtmWriteGradients ntm_write_backward_on(const Runner& run, const at::Tensor& grad_memory, const at::Tensor& memory,
+                                        const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
   check_ntm_write(memory, weights, erase, add, run.device());
   check_shape(grad_memory, "grad_memory", memory.sizes().vec());
   check_like(grad_memory, "grad_memory", memory, "memory");
@@ -178,7 +177,7 @@ std::vector<at::Tensor> ntm_write_backward_on(const Runner& run, const at::Tenso
     a.d_add = d[3].data_ptr<T>();
     run.write_backward(a);
   });
-  return d;
+  return {d[0], d[1], d[2], d[3]};
 }
 
 }  // namespace pyseq

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "ntm.h"
 
@@ -92,13 +93,8 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
                                            const at::Tensor& grad_memory, const at::Tensor& memory,
                                            const at::Tensor& params, const at::Tensor& prev_weights,
                                            const at::Tensor& weights, int64_t read_heads, int64_t write_heads) {
-  static const auto write_backward_op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>(
-      "pyseq::ntm_write_backward");
-  static const auto address_backward_op =
-      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-          const at::Tensor&, const at::Tensor&, const at::Tensor&)>("pyseq::ntm_address_backward");
+  static const auto write_backward_op = find_op<NtmWriteBackwardOp>("pyseq::ntm_write_backward");
+  static const auto address_backward_op = find_op<NtmAddressBackwardOp>("pyseq::ntm_address_backward");
   const HeadParams h(memory, params, read_heads, write_heads);
   check_shape(weights, "weights", {h.B, h.R + h.W, h.N});
   check_shape(grad_weights, "grad_weights", {h.B, h.R + h.W, h.N});
@@ -107,7 +103,8 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
   // The writes, last first, from the memories they were given (recomputed).
   std::vector<at::Tensor> given{memory};
   for (int64_t w = 0; w + 1 < h.W; ++w) {
-    given.push_back(write_op().call(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
+    given.push_back(
+        write_op().call(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
   }
   at::Tensor d_weights = grad_weights.clone(at::MemoryFormat::Contiguous), d_memory = grad_memory;
   std::vector<at::Tensor> d_erase(h.W), d_add(h.W);
@@ -197,8 +194,8 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
 }
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("ntm_step", &pyseq::ntm_step_cpu);
-  m.impl("ntm_step_backward", &pyseq::ntm_step_backward_cpu);
+  m.impl("ntm_step", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_cpu));
+  m.impl("ntm_step_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_backward_cpu));
 }
 
 #ifdef PYSEQ_WITH_CUDA
