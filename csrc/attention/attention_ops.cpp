@@ -5,10 +5,12 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <optional>
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "attention.h"
@@ -65,6 +67,36 @@ std::pair<at::Tensor, Optional> incoming(const torch::autograd::variable_list& g
 
 Optional optional_of(const at::Tensor& t) { return t.defined() ? Optional(t) : std::nullopt; }
 
+// The weights and context from scores [B, Tq, Tk] as differentiable ATen ops (csrc/common/double_backward.h): masked
+// keys get weight 0, a query whose keys are all masked gets zero weights (no NaN on the way, gradients included).
+torch::autograd::variable_list softmax_context_composite(at::Tensor scores, const at::Tensor& mask,
+                                                         const at::Tensor& value) {
+  at::Tensor weights;
+  if (mask.defined()) {
+    const at::Tensor attend = (mask.dim() == 2 ? mask.unsqueeze(1) : mask).to(at::kBool).expand_as(scores);
+    const at::Tensor any = attend.any(-1, /*keepdim=*/true);
+    scores = scores.masked_fill(attend.logical_not(), -std::numeric_limits<double>::infinity())
+                 .masked_fill(any.logical_not(), 0);
+    weights = scores.softmax(-1) * any;
+  } else {
+    weights = scores.softmax(-1);
+  }
+  return {at::bmm(weights, value), weights};
+}
+
+// v . tanh(q_i + k_j) as ATen ops (with the [B, Tq, Tk, A] tensor the kernels avoid).
+torch::autograd::variable_list additive_composite(const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                                  const at::Tensor& v, const at::Tensor& value,
+                                                  const at::Tensor& mask) {
+  const at::Tensor scores = at::matmul((query_proj.unsqueeze(2) + key_proj.unsqueeze(1)).tanh(), v);
+  return softmax_context_composite(scores, mask, value);
+}
+
+torch::autograd::variable_list dot_composite(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                                             const at::Tensor& mask, double scale) {
+  return softmax_context_composite(at::bmm(query, key.transpose(1, 2)) * scale, mask, value);
+}
+
 class Additive : public torch::autograd::Function<Additive> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& query_proj,
@@ -74,8 +106,8 @@ class Additive : public torch::autograd::Function<Additive> {
     static const auto op = find_op<decltype(additive_cpu)>("pyseq::additive_attention");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [context, weights] = op.call(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs);
-    ctx->save_for_backward(
-        {query_proj, key_proj, v, value, weights, or_undefined(key_exp2x), or_undefined(key_maxabs)});
+    ctx->save_for_backward({query_proj, key_proj, v, value, weights, or_undefined(key_exp2x),
+                            or_undefined(key_maxabs), or_undefined(mask)});
     ctx->set_materialize_grads(false);
     return {context, weights};
   }
@@ -83,8 +115,15 @@ class Additive : public torch::autograd::Function<Additive> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(7);
-    static const auto op = find_op<decltype(additive_backward_cpu)>("pyseq::additive_attention_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      torch::autograd::variable_list g = differentiable_vjp(grads, {s[0], s[1], s[2], s[3]}, [&](const auto& in) {
+        return additive_composite(in[0], in[1], in[2], in[3], s[7]);
+      });
+      g.resize(7);
+      return g;
+    }
+    static const auto op = find_op<decltype(additive_backward_cpu)>("pyseq::additive_attention_backward");
     const auto [grad_context, grad_weights] = incoming(grads, s[4], s[3]);
     auto [gq, gk, gv, gvalue] =
         op.call(grad_context, grad_weights, s[0], s[1], s[2], s[3], s[4], optional_of(s[5]), optional_of(s[6]));
@@ -100,7 +139,7 @@ class Dot : public torch::autograd::Function<Dot> {
     static const auto op = find_op<decltype(dot_cpu)>("pyseq::dot_attention");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [context, weights] = op.call(query, key, value, mask, scale);
-    ctx->save_for_backward({query, key, value, weights});
+    ctx->save_for_backward({query, key, value, weights, or_undefined(mask)});
     ctx->saved_data["scale"] = scale;
     ctx->set_materialize_grads(false);
     return {context, weights};
@@ -109,11 +148,18 @@ class Dot : public torch::autograd::Function<Dot> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(5);
-    static const auto op = find_op<decltype(dot_backward_cpu)>("pyseq::dot_attention_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    if (backward_builds_graph()) {
+      torch::autograd::variable_list g = differentiable_vjp(
+          grads, {s[0], s[1], s[2]}, [&](const auto& in) { return dot_composite(in[0], in[1], in[2], s[4], scale); });
+      g.resize(5);
+      return g;
+    }
+    static const auto op = find_op<decltype(dot_backward_cpu)>("pyseq::dot_attention_backward");
     const auto [grad_context, grad_weights] = incoming(grads, s[3], s[2]);
     auto [gq, gk, gvalue] =
-        op.call(grad_context, grad_weights, s[0], s[1], s[2], s[3], ctx->saved_data["scale"].toDouble());
+        op.call(grad_context, grad_weights, s[0], s[1], s[2], s[3], scale);
     return {gq, gk, gvalue, at::Tensor(), at::Tensor()};
   }
 };

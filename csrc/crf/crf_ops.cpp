@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "../common/checks.h"
@@ -66,6 +67,57 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions, cons
   return {out[0], out[1]};
 }
 
+// The CRF's scores as differentiable ATen ops, for backward with create_graph (csrc/common/double_backward.h).
+// Arguments as the ops'; -inf scores (constraints) stand as kCompositeLogZero, which changes no finite result.
+
+// lengths [B] int64, from lengths or a prefix mask [B, T].
+at::Tensor lengths_of(const at::Tensor& lengths) {
+  return lengths.dim() == 2 ? lengths.to(at::kLong).sum(1) : lengths.to(at::kLong);
+}
+
+at::Tensor finite_scores(const at::Tensor& scores) {
+  return composite_compute_type(scores).clamp_min(kCompositeLogZero);
+}
+
+// log Z [B] by the forward algorithm, step by step; 0 for a sequence of length 0.
+at::Tensor log_partition_composite(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                                   const at::Tensor& end, const at::Tensor& transitions) {
+  const at::Tensor em = finite_scores(emissions), len = lengths_of(lengths).to(em.device());
+  const int64_t T = em.size(1);
+  if (T == 0) return at::zeros({em.size(0)}, em.options());
+  const at::Tensor trans = finite_scores(transitions).unsqueeze(0);
+  at::Tensor alpha = finite_scores(start) + em.select(1, 0);  // [B, K]
+  for (int64_t t = 1; t < T; ++t) {
+    const at::Tensor next = at::logsumexp(alpha.unsqueeze(2) + trans, 1) + em.select(1, t);
+    alpha = at::where((len > t).unsqueeze(1), next, alpha);
+  }
+  return at::where(len > 0, at::logsumexp(alpha + finite_scores(end), 1), 0);
+}
+
+// The score [B] of the tag paths (tags past each length ignored).
+at::Tensor path_score_composite(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                                const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const at::Tensor em = finite_scores(emissions), len = lengths_of(lengths).to(em.device());
+  const int64_t B = em.size(0), T = em.size(1), K = em.size(2);
+  if (T == 0) return at::zeros({B}, em.options());
+  const at::Tensor on = at::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1);  // [B, T]
+  const at::Tensor y = at::where(on, tags.to(at::kLong), 0);
+  at::Tensor score = at::where(on, em.gather(2, y.unsqueeze(2)).squeeze(2), 0).sum(1);
+  if (T > 1) {
+    const at::Tensor pair = y.narrow(1, 0, T - 1) * K + y.narrow(1, 1, T - 1);
+    const at::Tensor moves = finite_scores(transitions).reshape(-1).index_select(0, pair.reshape(-1)).view({B, T - 1});
+    score = score + at::where(on.narrow(1, 1, T - 1), moves, 0).sum(1);
+  }
+  const at::Tensor last = y.gather(1, (len - 1).clamp_min(0).unsqueeze(1)).squeeze(1);
+  const at::Tensor ends = finite_scores(start).index_select(0, y.select(1, 0)) + finite_scores(end).index_select(0, last);
+  return score + at::where(len > 0, ends, 0);
+}
+
+// Where the kernels' result is -inf (no allowed path), their gradient is 0: so is the composite's there.
+at::Tensor zero_where_impossible(const at::Tensor& composite, const at::Tensor& kernel_result) {
+  return at::where(kernel_result.isneginf(), 0, composite);
+}
+
 class LogPartition : public torch::autograd::Function<LogPartition> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
@@ -74,7 +126,7 @@ class LogPartition : public torch::autograd::Function<LogPartition> {
     static const auto op = find_op<decltype(log_partition_cpu)>("pyseq::crf_log_partition");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [log_z, log_alpha, alpha_shift] = op.call(emissions, lengths, start, end, transitions);
-    ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift});
+    ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift, log_z});
     ctx->mark_non_differentiable({log_alpha, alpha_shift});
     ctx->set_materialize_grads(false);
     return {log_z, log_alpha, alpha_shift};
@@ -83,8 +135,15 @@ class LogPartition : public torch::autograd::Function<LogPartition> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(5);
-    static const auto op = find_op<decltype(log_partition_backward_cpu)>("pyseq::crf_log_partition_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      const at::Tensor log_z = s[7].detach();
+      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), s[2], s[3], s[4]}, [&](const auto& in) {
+        return torch::autograd::variable_list{
+            zero_where_impossible(log_partition_composite(in[0], s[1], in[2], in[3], in[4]), log_z)};
+      });
+    }
+    static const auto op = find_op<decltype(log_partition_backward_cpu)>("pyseq::crf_log_partition_backward");
     auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
     return {g_em, at::Tensor(), g_start, g_end, g_trans};
   }
@@ -99,7 +158,7 @@ class PathScore : public torch::autograd::Function<PathScore> {
     static const auto op = find_op<decltype(crf_path_score_cpu)>("pyseq::crf_path_score");
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor score = op.call(emissions, tags, lengths, start, end, transitions);
-    ctx->save_for_backward({emissions, tags, lengths});
+    ctx->save_for_backward({emissions, tags, lengths, start, end, transitions});
     ctx->set_materialize_grads(false);
     return {score};
   }
@@ -107,8 +166,13 @@ class PathScore : public torch::autograd::Function<PathScore> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(6);
-    static const auto op = find_op<decltype(path_score_backward_cpu)>("pyseq::crf_path_score_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), at::Tensor(), s[3], s[4], s[5]}, [&](const auto& in) {
+        return torch::autograd::variable_list{path_score_composite(in[0], s[1], s[2], in[3], in[4], in[5])};
+      });
+    }
+    static const auto op = find_op<decltype(path_score_backward_cpu)>("pyseq::crf_path_score_backward");
     auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2]);
     return {g_em, at::Tensor(), at::Tensor(), g_start, g_end, g_trans};
   }
@@ -132,8 +196,16 @@ class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(6);
-    static const auto op = find_op<decltype(log_likelihood_backward_cpu)>("pyseq::crf_log_likelihood_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      const at::Tensor llh = s[6].detach();
+      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), at::Tensor(), s[3], s[4], s[5]}, [&](const auto& in) {
+        const at::Tensor composite = path_score_composite(in[0], s[1], s[2], in[3], in[4], in[5]) -
+                                     log_partition_composite(in[0], s[2], in[3], in[4], in[5]);
+        return torch::autograd::variable_list{zero_where_impossible(composite, llh)};
+      });
+    }
+    static const auto op = find_op<decltype(log_likelihood_backward_cpu)>("pyseq::crf_log_likelihood_backward");
     auto [g_em, g_start, g_end, g_trans] =
         op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]);
     return {g_em, at::Tensor(), at::Tensor(), g_start, g_end, g_trans};

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "ctc.h"
@@ -35,6 +36,57 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor& log_probs,
   return {out[0], out[1]};
 }
 
+// The loss as differentiable ATen ops, for backward with create_graph (csrc/common/double_backward.h): the forward
+// variables over the extended label sequence (blank, l_1, blank, ..., l_S, blank) of every sequence at once, step by
+// step, with kCompositeLogZero for impossible states. Arguments as the op's; returns nll [N], 0 where the kernel's is
+// +inf (no alignment: the kernels' gradient is 0 there).
+at::Tensor loss_composite(const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
+                          const at::Tensor& target_lengths, int64_t blank, const at::Tensor& kernel_nll) {
+  const at::Tensor lp = composite_compute_type(log_probs).clamp_min(kCompositeLogZero);  // [T, N, C]
+  const int64_t T = lp.size(0), N = lp.size(1);
+  const at::Tensor in_len = input_lengths.to(at::kLong).to(lp.device());
+  const at::Tensor tg_len = target_lengths.to(at::kLong).to(lp.device());
+  // [N, S]: one row of labels per sequence (from the padded or the concatenated form), blanks past its length
+  at::Tensor padded = targets.to(at::kLong).to(lp.device());
+  const int64_t S = padded.dim() == 2 ? padded.size(1) : (N > 0 ? tg_len.max().item<int64_t>() : 0);
+  const at::Tensor label = at::arange(S, tg_len.options()).unsqueeze(0);
+  const at::Tensor inside = label < tg_len.unsqueeze(1);
+  if (padded.dim() == 1) {
+    const at::Tensor index = (tg_len.cumsum(0) - tg_len).unsqueeze(1) + label;
+    padded = padded.numel() > 0 ? padded.index({index.clamp_max(padded.numel() - 1)}) : at::zeros_like(index);
+  }
+  padded = at::where(inside, padded, blank);
+  const int64_t L = 2 * S + 1;
+  // [N, L]: blank, l_1, blank, ..., l_S, blank
+  const at::Tensor ext = at::constant_pad_nd(at::stack({at::full_like(padded, blank), padded}, 2).reshape({N, 2 * S}),
+                                             {0, 1}, blank);
+  const at::Tensor position = at::arange(L, tg_len.options()).unsqueeze(0);  // [1, L]
+  const at::Tensor valid = position < (2 * tg_len + 1).unsqueeze(1);         // [N, L]
+  at::Tensor skip = at::zeros({N, L}, valid.options());                     // s - 2 -> s allowed
+  if (L > 2) {
+    const at::Tensor differs = ext.narrow(1, 2, L - 2) != ext.narrow(1, 0, L - 2);
+    skip.narrow(1, 2, L - 2).copy_(differs & (position.narrow(1, 2, L - 2) % 2 == 1));
+  }
+  const double zero = kCompositeLogZero;
+  const auto emit = [&](int64_t t) { return at::where(valid, lp.select(0, t).gather(1, ext), zero); };
+  // Before the first frame only the empty prefix, at position 0, has probability 1.
+  at::Tensor alpha = at::where(position < 1, 0.0, at::full({N, L}, zero, lp.options()));
+  if (T > 0) alpha = at::where((in_len > 0).unsqueeze(1), at::where(position < 2, emit(0), zero), alpha);
+  for (int64_t t = 1; t < T; ++t) {
+    const at::Tensor stay = alpha;
+    const at::Tensor step = at::constant_pad_nd(alpha.narrow(1, 0, L - 1), {1, 0}, zero);
+    const at::Tensor jump = L > 2 ? at::where(skip, at::constant_pad_nd(alpha.narrow(1, 0, L - 2), {2, 0}, zero), zero)
+                                  : at::full_like(alpha, zero);
+    const at::Tensor next = at::logsumexp(at::stack({stay, step, jump}), 0) + emit(t);
+    alpha = at::where((in_len > t).unsqueeze(1), next, alpha);
+  }
+  const at::Tensor last = (2 * tg_len).unsqueeze(1), before = (2 * tg_len - 1).clamp_min(0).unsqueeze(1);
+  const at::Tensor end_blank = alpha.gather(1, last).squeeze(1);
+  const at::Tensor end_label = at::where(tg_len > 0, alpha.gather(1, before).squeeze(1), zero);
+  const at::Tensor nll = -at::logsumexp(at::stack({end_blank, end_label}), 0);
+  return at::where(kernel_nll.isinf(), 0, nll);
+}
+
 class Loss : public torch::autograd::Function<Loss> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& log_probs,
@@ -53,10 +105,19 @@ class Loss : public torch::autograd::Function<Loss> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined()) return torch::autograd::variable_list(5);
-    static const auto op = find_op<decltype(ctc_loss_backward_cpu)>("pyseq::ctc_loss_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    const int64_t blank = ctx->saved_data["blank"].toInt();
+    if (backward_builds_graph()) {
+      const at::Tensor nll = s[4].detach();
+      torch::autograd::variable_list g = differentiable_vjp({grads[0]}, {s[0]}, [&](const auto& in) {
+        return torch::autograd::variable_list{loss_composite(in[0], s[1], s[2], s[3], blank, nll)};
+      });
+      g.resize(5);
+      return g;
+    }
+    static const auto op = find_op<decltype(ctc_loss_backward_cpu)>("pyseq::ctc_loss_backward");
     at::Tensor grad =
-        op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["blank"].toInt());
+        op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], blank);
     return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -5,12 +5,40 @@
 
 #include <tuple>
 
+#include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "ntm.h"
+#include "ntm_rows.h"
 
 namespace pyseq {
 namespace {
+
+// The addressing and the write as differentiable ATen ops, for backward with create_graph
+// (csrc/common/double_backward.h). Arguments as the ops'.
+at::Tensor address_composite(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
+                             const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
+                             const at::Tensor& prev_weights) {
+  const at::Tensor key_norm = key.norm(2, -1).clamp_min(kNtmCosineEps);        // [B, H]
+  const at::Tensor row_norm = memory.norm(2, -1).clamp_min(kNtmCosineEps);     // [B, N]
+  const at::Tensor similarity =
+      at::bmm(key, memory.transpose(1, 2)) / (key_norm.unsqueeze(2) * row_norm.unsqueeze(1));  // [B, H, N]
+  const at::Tensor content = (beta.unsqueeze(2) * similarity).softmax(2);
+  const at::Tensor g = gate.unsqueeze(2);
+  const at::Tensor gated = g * content + (1 - g) * prev_weights;
+  const int64_t S = shift.size(2), r = (S - 1) / 2;
+  at::Tensor shifted = at::zeros_like(gated);
+  for (int64_t s = 0; s < S; ++s) shifted = shifted + shift.narrow(2, s, 1) * at::roll(gated, {s - r}, {2});
+  // (w_s / max w_s)^gamma normalized: w_s^gamma normalized, without its underflow (the maximum cancels out).
+  const at::Tensor sharpened = (shifted / std::get<0>(shifted.max(2, true)).detach()).pow(gamma.unsqueeze(2));
+  return sharpened / sharpened.sum(2, true);
+}
+
+at::Tensor write_composite(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
+                           const at::Tensor& add) {
+  const at::Tensor w = weights.unsqueeze(2);
+  return memory * (1 - w * erase.unsqueeze(1)) + w * add.unsqueeze(1);
+}
 
 class Address : public torch::autograd::Function<Address> {
  public:
@@ -27,8 +55,13 @@ class Address : public torch::autograd::Function<Address> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<NtmAddressBackwardOp>("pyseq::ntm_address_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      return differentiable_vjp(grads, s, [](const auto& in) {
+        return torch::autograd::variable_list{address_composite(in[0], in[1], in[2], in[3], in[4], in[5], in[6])};
+      });
+    }
+    static const auto op = find_op<NtmAddressBackwardOp>("pyseq::ntm_address_backward");
     auto [dm, dk, dbeta, dgate, dshift, dgamma, dprev] =
         op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
     return {dm, dk, dbeta, dgate, dshift, dgamma, dprev};
@@ -49,8 +82,13 @@ class Write : public torch::autograd::Function<Write> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<NtmWriteBackwardOp>("pyseq::ntm_write_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
+    if (backward_builds_graph()) {
+      return differentiable_vjp(grads, s, [](const auto& in) {
+        return torch::autograd::variable_list{write_composite(in[0], in[1], in[2], in[3])};
+      });
+    }
+    static const auto op = find_op<NtmWriteBackwardOp>("pyseq::ntm_write_backward");
     auto [dm, dw, de, da] = op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3]);
     return {dm, dw, de, da};
   }

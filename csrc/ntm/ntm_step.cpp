@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
 #include "ntm.h"
@@ -156,9 +157,18 @@ class Step : public torch::autograd::Function<Step> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static const auto op = find_op<decltype(ntm_step_backward_cpu)>("pyseq::ntm_step_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const int64_t R = ctx->saved_data["read_heads"].toInt(), W = ctx->saved_data["write_heads"].toInt();
+    if (backward_builds_graph()) {
+      // The composite of the NTM ops, whose autograd kernels differentiate their own composites in turn.
+      torch::autograd::variable_list g = differentiable_vjp(grads, {s[0], s[1], s[2]}, [&](const auto& in) {
+        auto [weights, reads, written] = ntm_step_composite(in[0], in[1], in[2], R, W);
+        return torch::autograd::variable_list{weights, reads, written};
+      });
+      g.resize(5);
+      return g;
+    }
+    static const auto op = find_op<decltype(ntm_step_backward_cpu)>("pyseq::ntm_step_backward");
     const at::Tensor& memory = s[0];
     const auto zeros_if_undefined = [](const at::Tensor& g, at::IntArrayRef sizes, const at::Tensor& like) {
       return g.defined() ? g : at::zeros(sizes, like.options());

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "../common/autocast.h"
+#include "../common/double_backward.h"
 #include "../common/ops.h"
 #include "rnn.h"
 
@@ -38,6 +39,50 @@ Backward layer_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor&
 // Whether an optional argument (bias, projection: empty when absent) is given.
 bool is_present(const at::Tensor& t) { return t.sym_numel().sym_gt(0).guard_bool(__FILE__, __LINE__); }
 
+// The layer as differentiable ATen ops, step by step, for backward with create_graph
+// (csrc/common/double_backward.h). Arguments as the op's; returns (y, h_n, c_n), c_n undefined but for the LSTM.
+torch::autograd::variable_list layer_composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                               const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                                               const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                                               const at::Tensor& w_hr, bool reverse) {
+  const CellMode cell = static_cast<CellMode>(mode);
+  const bool has_bias = is_present(b_ih), has_proj = is_present(w_hr);
+  const at::Tensor rows = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x;  // [N, I], packed
+  const at::Tensor projected = has_bias ? at::linear(rows, w_ih, b_ih) : at::linear(rows, w_ih);  // [N, G*H]
+  const at::Tensor sizes = batch_sizes.to(at::kCPU).to(at::kLong).contiguous();
+  const int64_t T = sizes.numel(), B = h0.size(0);
+  std::vector<int64_t> first(T + 1, 0);
+  for (int64_t t = 0; t < T; ++t) first[t + 1] = first[t] + sizes.data_ptr<int64_t>()[t];
+  at::Tensor h = h0, c = c0;
+  std::vector<at::Tensor> y(T);
+  for (int64_t i = 0; i < T; ++i) {
+    const int64_t t = reverse ? T - 1 - i : i, active = first[t + 1] - first[t];
+    const at::Tensor h_prev = h.narrow(0, 0, active);
+    const at::Tensor gx = projected.narrow(0, first[t], active);
+    const at::Tensor gh = has_bias ? at::linear(h_prev, w_hh, b_hh) : at::linear(h_prev, w_hh);
+    at::Tensor h_new;
+    if (cell == CellMode::Lstm) {
+      const std::vector<at::Tensor> gate = (gx + gh).chunk(4, 1);  // i, f, g, o
+      const at::Tensor c_new = gate[1].sigmoid() * c.narrow(0, 0, active) + gate[0].sigmoid() * gate[2].tanh();
+      h_new = gate[3].sigmoid() * c_new.tanh();
+      if (has_proj) h_new = at::linear(h_new, w_hr);
+      c = at::cat({c_new, c.narrow(0, active, B - active)});
+    } else if (cell == CellMode::Gru) {
+      const std::vector<at::Tensor> ix = gx.chunk(3, 1), hx = gh.chunk(3, 1);  // r, z, n
+      const at::Tensor r = (ix[0] + hx[0]).sigmoid(), z = (ix[1] + hx[1]).sigmoid();
+      const at::Tensor n = (ix[2] + r * hx[2]).tanh();
+      h_new = (1 - z) * n + z * h_prev;
+    } else {
+      h_new = cell == CellMode::RnnTanh ? (gx + gh).tanh() : (gx + gh).relu();
+    }
+    h = at::cat({h_new, h.narrow(0, active, B - active)});
+    y[t] = h_new;
+  }
+  at::Tensor out = at::cat(y);
+  if (x.dim() == 3) out = out.view({x.size(0), x.size(1), -1});
+  return {out, h, cell == CellMode::Lstm ? c : at::Tensor()};
+}
+
 class Layer : public torch::autograd::Function<Layer> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t mode,
@@ -50,7 +95,7 @@ class Layer : public torch::autograd::Function<Layer> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, h_n, c_n, workspace] =
         op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-    ctx->save_for_backward({x, batch_sizes, w_ih, w_hh, w_hr, workspace});
+    ctx->save_for_backward({x, batch_sizes, w_ih, w_hh, w_hr, workspace, h0, c0, b_ih, b_hh});
     ctx->saved_data["mode"] = mode;
     ctx->saved_data["reverse"] = reverse;
     // Sizes through their symbolic forms: under torch.compile the tensors here have symbolic shapes.
@@ -69,10 +114,20 @@ class Layer : public torch::autograd::Function<Layer> {
     TORCH_CHECK(ctx->saved_data["has_workspace"].toBool(),
                 "pyseq::rnn_layer ran with save_workspace=False, so it cannot be differentiated; run it with "
                 "save_workspace=True when gradients are needed");
-    static const auto op = find_op<decltype(layer_backward_cpu)>("pyseq::rnn_layer_backward");
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const at::Tensor &x = s[0], &w_hh = s[3], &w_hr = s[4];
     const int64_t mode = ctx->saved_data["mode"].toInt();
+    if (backward_builds_graph()) {
+      const bool reverse = ctx->saved_data["reverse"].toBool();
+      // Tensor inputs in the forward's order: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr.
+      const torch::autograd::variable_list g = differentiable_vjp(
+          {grads[0], grads[1], grads[2]}, {x, s[6], s[7], s[2], w_hh, s[8], s[9], w_hr}, [&](const auto& in) {
+            return layer_composite(mode, in[0], s[1], in[1], in[2], in[3], in[4], in[5], in[6], in[7], reverse);
+          });
+      const at::Tensor none;
+      return {none, g[0], none, g[1], g[2], g[3], g[4], g[5], g[6], g[7], none, none};
+    }
+    static const auto op = find_op<decltype(layer_backward_cpu)>("pyseq::rnn_layer_backward");
     const c10::SymInt batch = ctx->saved_data["batch"].toSymInt(), Hr = w_hh.sym_size(1);
     const bool lstm = static_cast<CellMode>(mode) == CellMode::Lstm;
     const bool has_bias = ctx->saved_data["has_bias"].toBool();

@@ -26,12 +26,15 @@ class _RNNBase(nn.RNNBase):
     without one."""
 
     def _forward(self, input, hx):
-        # Straight to the functional layer's runner: a decoder step pays for every Python call on the way.
+        # Straight to the functional layer's runner: a decoder step pays for every Python call on the way. The
+        # weights are read by name at every call, as torch.nn.LSTM refreshes its flat weights: what a name returns is
+        # what torch.func.functional_call, stateless substitution and parametrizations (weight_norm, orthogonal)
+        # make of it, never a list cached at construction.
         return F._run(
             _MODE_IDS[self.mode],
             input,
             hx,
-            self._flat_weights,
+            [getattr(self, name) for name in self._flat_weights_names],
             self.num_layers,
             self.bidirectional,
             self.batch_first,
