@@ -167,12 +167,20 @@ class Dot : public torch::autograd::Function<Dot> {
 Outputs additive_autograd(const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v,
                           const at::Tensor& value, const Optional& mask, const Optional& key_exp2x,
                           const Optional& key_maxabs) {
+  if (inside_functorch_transform()) {
+    const torch::autograd::variable_list out = additive_composite(query_proj, key_proj, v, value, or_undefined(mask));
+    return {out[0], out[1]};
+  }
   torch::autograd::variable_list out = Additive::apply(query_proj, key_proj, v, value, mask, key_exp2x, key_maxabs);
   return {out[0], out[1]};
 }
 
 Outputs dot_autograd(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const Optional& mask,
                      double scale) {
+  if (inside_functorch_transform()) {
+    const torch::autograd::variable_list out = dot_composite(query, key, value, or_undefined(mask), scale);
+    return {out[0], out[1]};
+  }
   torch::autograd::variable_list out = Dot::apply(query, key, value, mask, scale);
   return {out[0], out[1]};
 }

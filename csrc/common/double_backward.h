@@ -7,17 +7,28 @@
 // instead, recomputed from the saved inputs, with create_graph: the first gradients come out as differentiable
 // functions of the inputs and of the incoming gradients, so every higher derivative is right. The composites are
 // slower than the kernels and only run in that case.
+//
+// The same composites stand in for the whole op under torch.func's transforms (grad, vjp, jacrev, ...): those cannot
+// run a C++ autograd Function, and differentiate the composite op by op instead.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 
+#include <limits>
 #include <vector>
 
 namespace pyseq {
 
 // Whether the backward running now must itself be differentiable (create_graph=True).
 inline bool backward_builds_graph() { return at::GradMode::is_enabled(); }
+
+// Whether a torch.func transform is running (the autograd kernels then compute the composite instead of the kernel):
+// torch.func includes its dispatch keys in the thread's dispatch while it holds any transform level.
+inline bool inside_functorch_transform() {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerBackMode);
+}
 
 // The vector-Jacobian product sum_i <grads[i], d outputs[i] / d inputs[j]> for every input, with create_graph,
 // where outputs = composite(inputs). grads: the incoming gradients (an undefined one is zero); inputs: the op's tensor
@@ -57,6 +68,12 @@ torch::autograd::variable_list differentiable_vjp(const torch::autograd::variabl
 // A score that stands for -inf in the composites of the log-space dynamic programs (CTC, CRF): exp of it is 0 as
 // exp(-inf) is, but, finite, it keeps the gradients of logsumexp over all-impossible states 0 instead of NaN.
 constexpr double kCompositeLogZero = -1e30;
+
+// A composite's log-space result with the kernels' meaning: -inf where it sums no possible path (it is then near
+// kCompositeLogZero; a possible one is far from it), with gradient 0 there as the kernels'.
+inline at::Tensor impossible_as_neginf(const at::Tensor& log_score) {
+  return at::where(log_score < kCompositeLogZero / 2, -std::numeric_limits<double>::infinity(), log_score);
+}
 
 // A 16-bit tensor as float32 (the composites compute as the kernels do: 16-bit inputs in float32); others as they are.
 inline at::Tensor composite_compute_type(const at::Tensor& t) {

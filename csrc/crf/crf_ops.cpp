@@ -79,7 +79,7 @@ at::Tensor finite_scores(const at::Tensor& scores) {
   return composite_compute_type(scores).clamp_min(kCompositeLogZero);
 }
 
-// log Z [B] by the forward algorithm, step by step; 0 for a sequence of length 0.
+// log Z [B] by the forward algorithm, step by step; 0 for a sequence of length 0, -inf where no path is allowed.
 at::Tensor log_partition_composite(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                                    const at::Tensor& end, const at::Tensor& transitions) {
   const at::Tensor em = finite_scores(emissions), len = lengths_of(lengths).to(em.device());
@@ -91,10 +91,10 @@ at::Tensor log_partition_composite(const at::Tensor& emissions, const at::Tensor
     const at::Tensor next = at::logsumexp(alpha.unsqueeze(2) + trans, 1) + em.select(1, t);
     alpha = at::where((len > t).unsqueeze(1), next, alpha);
   }
-  return at::where(len > 0, at::logsumexp(alpha + finite_scores(end), 1), 0);
+  return at::where(len > 0, impossible_as_neginf(at::logsumexp(alpha + finite_scores(end), 1)), 0);
 }
 
-// The score [B] of the tag paths (tags past each length ignored).
+// The score [B] of the tag paths (tags past each length ignored), -inf for a forbidden one.
 at::Tensor path_score_composite(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
                                 const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
   const at::Tensor em = finite_scores(emissions), len = lengths_of(lengths).to(em.device());
@@ -110,12 +110,15 @@ at::Tensor path_score_composite(const at::Tensor& emissions, const at::Tensor& t
   }
   const at::Tensor last = y.gather(1, (len - 1).clamp_min(0).unsqueeze(1)).squeeze(1);
   const at::Tensor ends = finite_scores(start).index_select(0, y.select(1, 0)) + finite_scores(end).index_select(0, last);
-  return score + at::where(len > 0, ends, 0);
+  return impossible_as_neginf(score + at::where(len > 0, ends, 0));
 }
 
-// Where the kernels' result is -inf (no allowed path), their gradient is 0: so is the composite's there.
-at::Tensor zero_where_impossible(const at::Tensor& composite, const at::Tensor& kernel_result) {
-  return at::where(kernel_result.isneginf(), 0, composite);
+// The log-likelihood [B] of the tag paths: -inf where the path is forbidden or no path is allowed.
+at::Tensor log_likelihood_composite(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                                    const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const at::Tensor score = path_score_composite(emissions, tags, lengths, start, end, transitions);
+  const at::Tensor log_z = log_partition_composite(emissions, lengths, start, end, transitions);
+  return at::where(score.isneginf() | log_z.isneginf(), -std::numeric_limits<double>::infinity(), score - log_z);
 }
 
 class LogPartition : public torch::autograd::Function<LogPartition> {
@@ -126,7 +129,7 @@ class LogPartition : public torch::autograd::Function<LogPartition> {
     static const auto op = find_op<decltype(log_partition_cpu)>("pyseq::crf_log_partition");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [log_z, log_alpha, alpha_shift] = op.call(emissions, lengths, start, end, transitions);
-    ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift, log_z});
+    ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift});
     ctx->mark_non_differentiable({log_alpha, alpha_shift});
     ctx->set_materialize_grads(false);
     return {log_z, log_alpha, alpha_shift};
@@ -137,10 +140,8 @@ class LogPartition : public torch::autograd::Function<LogPartition> {
     if (!grads[0].defined()) return torch::autograd::variable_list(5);
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     if (backward_builds_graph()) {
-      const at::Tensor log_z = s[7].detach();
       return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), s[2], s[3], s[4]}, [&](const auto& in) {
-        return torch::autograd::variable_list{
-            zero_where_impossible(log_partition_composite(in[0], s[1], in[2], in[3], in[4]), log_z)};
+        return torch::autograd::variable_list{log_partition_composite(in[0], s[1], in[2], in[3], in[4])};
       });
     }
     static const auto op = find_op<decltype(log_partition_backward_cpu)>("pyseq::crf_log_partition_backward");
@@ -198,11 +199,8 @@ class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
     if (!grads[0].defined()) return torch::autograd::variable_list(6);
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     if (backward_builds_graph()) {
-      const at::Tensor llh = s[6].detach();
       return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), at::Tensor(), s[3], s[4], s[5]}, [&](const auto& in) {
-        const at::Tensor composite = path_score_composite(in[0], s[1], s[2], in[3], in[4], in[5]) -
-                                     log_partition_composite(in[0], s[2], in[3], in[4], in[5]);
-        return torch::autograd::variable_list{zero_where_impossible(composite, llh)};
+        return torch::autograd::variable_list{log_likelihood_composite(in[0], s[1], s[2], in[3], in[4], in[5])};
       });
     }
     static const auto op = find_op<decltype(log_likelihood_backward_cpu)>("pyseq::crf_log_likelihood_backward");
@@ -214,18 +212,27 @@ class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
 
 Forward log_likelihood_autograd(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
                                 const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  if (inside_functorch_transform()) {
+    const at::Tensor none = at::empty({0}, emissions.options());
+    return {log_likelihood_composite(emissions, tags, lengths, start, end, transitions), none, none};
+  }
   torch::autograd::variable_list out = LogLikelihood::apply(emissions, tags, lengths, start, end, transitions);
   return {out[0], out[1], out[2]};
 }
 
 Forward log_partition_autograd(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                                const at::Tensor& end, const at::Tensor& transitions) {
+  if (inside_functorch_transform()) {
+    const at::Tensor none = at::empty({0}, emissions.options());
+    return {log_partition_composite(emissions, lengths, start, end, transitions), none, none};
+  }
   torch::autograd::variable_list out = LogPartition::apply(emissions, lengths, start, end, transitions);
   return {out[0], out[1], out[2]};
 }
 
 at::Tensor path_score_autograd(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
                                const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  if (inside_functorch_transform()) return path_score_composite(emissions, tags, lengths, start, end, transitions);
   return PathScore::apply(emissions, tags, lengths, start, end, transitions)[0];
 }
 

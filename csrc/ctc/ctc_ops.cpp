@@ -38,10 +38,10 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor& log_probs,
 
 // The loss as differentiable ATen ops, for backward with create_graph (csrc/common/double_backward.h): the forward
 // variables over the extended label sequence (blank, l_1, blank, ..., l_S, blank) of every sequence at once, step by
-// step, with kCompositeLogZero for impossible states. Arguments as the op's; returns nll [N], 0 where the kernel's is
-// +inf (no alignment: the kernels' gradient is 0 there).
+// step, with kCompositeLogZero for impossible states. Arguments as the op's; returns nll [N], +inf as the kernels' where
+// no alignment exists.
 at::Tensor loss_composite(const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-                          const at::Tensor& target_lengths, int64_t blank, const at::Tensor& kernel_nll) {
+                          const at::Tensor& target_lengths, int64_t blank) {
   const at::Tensor lp = composite_compute_type(log_probs).clamp_min(kCompositeLogZero);  // [T, N, C]
   const int64_t T = lp.size(0), N = lp.size(1);
   const at::Tensor in_len = input_lengths.to(at::kLong).to(lp.device());
@@ -83,8 +83,7 @@ at::Tensor loss_composite(const at::Tensor& log_probs, const at::Tensor& targets
   const at::Tensor last = (2 * tg_len).unsqueeze(1), before = (2 * tg_len - 1).clamp_min(0).unsqueeze(1);
   const at::Tensor end_blank = alpha.gather(1, last).squeeze(1);
   const at::Tensor end_label = at::where(tg_len > 0, alpha.gather(1, before).squeeze(1), zero);
-  const at::Tensor nll = -at::logsumexp(at::stack({end_blank, end_label}), 0);
-  return at::where(kernel_nll.isinf(), 0, nll);
+  return -impossible_as_neginf(at::logsumexp(at::stack({end_blank, end_label}), 0));
 }
 
 class Loss : public torch::autograd::Function<Loss> {
@@ -108,9 +107,8 @@ class Loss : public torch::autograd::Function<Loss> {
     const torch::autograd::variable_list s = ctx->get_saved_variables();
     const int64_t blank = ctx->saved_data["blank"].toInt();
     if (backward_builds_graph()) {
-      const at::Tensor nll = s[4].detach();
       torch::autograd::variable_list g = differentiable_vjp({grads[0]}, {s[0]}, [&](const auto& in) {
-        return torch::autograd::variable_list{loss_composite(in[0], s[1], s[2], s[3], blank, nll)};
+        return torch::autograd::variable_list{loss_composite(in[0], s[1], s[2], s[3], blank)};
       });
       g.resize(5);
       return g;
@@ -125,6 +123,9 @@ class Loss : public torch::autograd::Function<Loss> {
 std::tuple<at::Tensor, at::Tensor> loss_autograd(const at::Tensor& log_probs, const at::Tensor& targets,
                                                  const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                                  int64_t blank) {
+  if (inside_functorch_transform()) {
+    return {loss_composite(log_probs, targets, input_lengths, target_lengths, blank), at::empty({0}, log_probs.options())};
+  }
   torch::autograd::variable_list out = Loss::apply(log_probs, targets, input_lengths, target_lengths, blank);
   return {out[0], out[1]};
 }

@@ -102,6 +102,7 @@ at::Tensor address_autograd(const at::Tensor& memory, const at::Tensor& key, con
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(memory, key, beta, gate, shift, gamma, prev_weights);
   }
+  if (inside_functorch_transform()) return address_composite(memory, key, beta, gate, shift, gamma, prev_weights);
   return Address::apply(memory, key, beta, gate, shift, gamma, prev_weights)[0];
 }
 
@@ -112,6 +113,7 @@ at::Tensor write_autograd(const at::Tensor& memory, const at::Tensor& weights, c
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(memory, weights, erase, add);
   }
+  if (inside_functorch_transform()) return write_composite(memory, weights, erase, add);
   return Write::apply(memory, weights, erase, add)[0];
 }
 

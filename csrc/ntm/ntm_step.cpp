@@ -188,6 +188,7 @@ NtmStepTensors step_autograd(const at::Tensor& memory, const at::Tensor& params,
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(memory, params, prev_weights, read_heads, write_heads);
   }
+  if (inside_functorch_transform()) return ntm_step_composite(memory, params, prev_weights, read_heads, write_heads);
   torch::autograd::variable_list out = Step::apply(memory, params, prev_weights, read_heads, write_heads);
   return {out[0], out[1], out[2]};
 }

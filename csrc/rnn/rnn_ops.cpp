@@ -49,10 +49,10 @@ torch::autograd::variable_list layer_composite(int64_t mode, const at::Tensor& x
   const bool has_bias = is_present(b_ih), has_proj = is_present(w_hr);
   const at::Tensor rows = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x;  // [N, I], packed
   const at::Tensor projected = has_bias ? at::linear(rows, w_ih, b_ih) : at::linear(rows, w_ih);  // [N, G*H]
-  const at::Tensor sizes = batch_sizes.to(at::kCPU).to(at::kLong).contiguous();
-  const int64_t T = sizes.numel(), B = h0.size(0);
+  // (element by element: under torch.func the sizes may come wrapped, without storage to read)
+  const int64_t T = batch_sizes.size(0), B = h0.size(0);
   std::vector<int64_t> first(T + 1, 0);
-  for (int64_t t = 0; t < T; ++t) first[t + 1] = first[t] + sizes.data_ptr<int64_t>()[t];
+  for (int64_t t = 0; t < T; ++t) first[t + 1] = first[t] + batch_sizes[t].item<int64_t>();
   at::Tensor h = h0, c = c0;
   std::vector<at::Tensor> y(T);
   for (int64_t i = 0; i < T; ++i) {
@@ -169,6 +169,12 @@ Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batc
     static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  }
+  if (inside_functorch_transform()) {
+    const torch::autograd::variable_list out =
+        layer_composite(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+    const at::Tensor none = at::empty({0}, out[0].options());
+    return {out[0], out[1], out[2].defined() ? out[2] : none, none};
   }
   torch::autograd::variable_list out =
       Layer::apply(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
