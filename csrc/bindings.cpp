@@ -4,6 +4,7 @@
 
 #include "attention/attention.h"
 #include "common/cpu_dispatch.h"
+#include "common/parallel.h"
 #include "common/scratch.h"
 #include "crf/crf.h"
 #include "ctc/ctc.h"
@@ -21,6 +22,11 @@ namespace {
 
 void register_build_info(py::module_& m) {
   m.attr("built_for_torch") = PYSEQ_TORCH_VERSION;  // torch.__version__ of the torch this build compiled against
+  m.def("usable_cores", &pyseq::usable_cores,
+        "The cores this process may run on (CPU affinity and cgroup quota): the most threads a recurrent layer's "
+        "thread team uses, whatever torch.get_num_threads() says.");
+  m.def("team_barrier_check", &pyseq::team_barrier_check, py::call_guard<py::gil_scoped_release>(),
+        "Test hook: rounds of the thread team's barrier on plain threads; returns how many went wrong.");
   m.def("cpu_isa", &pyseq::cpu_isa, "The ISA the CPU kernels' runtime dispatch picked: avx512, avx2 or baseline.");
   m.def("set_avx512_helpers", &pyseq::set_avx512_helpers,
         "Switch the AVX-512 intrinsic helpers off or on (tests: cover the portable paths on an AVX-512 machine).");

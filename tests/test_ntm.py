@@ -114,6 +114,32 @@ def test_address_sharpening_does_not_underflow(device):
         torch.testing.assert_close(a, b.float(), rtol=1e-3, atol=1e-4 * max(1.0, b.abs().max().item()))
 
 
+@pytest.mark.parametrize("beta", [1e11, 1e20, 1e38])
+def test_address_huge_key_strength_gives_one_hot_content(device, beta):
+    """A key strength of 1e11 and more in float32: the content weights are the one-hot softmax of torch ops (the top
+    row's exponent is exactly 0; rounding beta sim_i - max before the exp gave exponents of thousands and NaN)."""
+    memory, key, _, _, shift, gamma, prev = address_inputs(2, 3, 37, 6, 3, torch.float32)
+    gate = torch.ones(2, 3)  # the content weights alone
+    beta = torch.full((2, 3), beta)
+    expected = reference_address(memory, key, beta, gate, shift, gamma, prev)
+    assert expected.isfinite().all()
+    got = values_and_grads(F.ntm_address, (memory, key, beta, gate, shift, gamma, prev), device)
+    assert all(g.isfinite().all() for g in got)
+    torch.testing.assert_close(got[0], expected)
+
+
+def test_step_huge_key_strength_logit():
+    memory, params, prev = step_inputs(2, 1, 1, 9, 4, 3, torch.float32)
+    A = 4 + 3 + 3
+    params[:, 4] = 1e30  # the read head's key strength logit: beta = softplus(1e30) = 1e30
+    params[:, A + 4] = 1e30  # the write head's
+    got = step_values_and_grads(F.ntm_step, (memory, params, prev), 1, 1)
+    expected = reference_step(memory, params, prev, 1, 1)
+    assert all(g.isfinite().all() for g in got)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_write_and_read_match_the_equations(device, dtype):
     g = torch.Generator().manual_seed(1)

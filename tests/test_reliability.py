@@ -445,6 +445,45 @@ def test_recurrent_results_are_bitwise_equal_for_any_thread_count(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+# ---- more threads than cores ----------------------------------------------------------------------------------------
+
+
+def test_team_barrier_with_more_threads_than_cores():
+    """The recurrent thread team's barrier: spinning, yielding and sleeping waits all keep the team together."""
+    assert pyseq._C.team_barrier_check(1, 10) == 0
+    assert pyseq._C.team_barrier_check(2, 5000) == 0
+    assert pyseq._C.team_barrier_check(4 * pyseq._C.usable_cores() + 1, 200) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+def test_thread_team_is_capped_by_the_cpu_affinity(tmp_path):
+    """torch.set_num_threads(8) in a process allowed one core (a container sees the host's cores): the recurrent
+    layers' thread team has one member, and the results are those of one thread."""
+    script = textwrap.dedent(
+        """
+        import os, torch, pyseq
+        cores = len(os.sched_getaffinity(0))
+        assert 1 <= pyseq._C.usable_cores() <= cores, (pyseq._C.usable_cores(), cores)
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        assert pyseq._C.usable_cores() == 1
+        torch.manual_seed(0)
+        m = pyseq.nn.LSTM(64, 128)
+        x = torch.randn(20, 16, 64)
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one = m(x)[0]
+        torch.set_num_threads(8)
+        with torch.no_grad():
+            eight = m(x)[0]
+        assert torch.equal(one, eight)
+        """
+    )
+    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT"}  # the input projection's GEMM reproducible across thread counts
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 @pytest.mark.parametrize("kernel", ["auto", "aten", "portable"])
 @pytest.mark.parametrize("cls", [pyseq.nn.LSTM, pyseq.nn.GRU, pyseq.nn.RNN])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -5,9 +5,15 @@
 
 #include <ATen/Parallel.h>
 #include <omp.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -38,9 +44,10 @@ void for_each_chunk(int64_t B, const F& body) {
   });
 }
 
-// The barrier of a thread team: the threads spin on a generation counter (a pause between reads, a yield after a
-// while, for a machine with more threads than cores), which costs a few tens of nanoseconds against ~300 for an
-// OpenMP barrier on this machine's two cores; a recurrence meets once per step, hundreds of times per call.
+// The barrier of a thread team: the threads spin on a generation counter with a pause between reads, which costs a
+// few tens of nanoseconds against ~300 for an OpenMP barrier on two cores (a recurrence meets once per step, hundreds
+// of times per call). A thread that has spun for a while yields, then sleeps on the counter (a futex) until the last
+// one arrives: where the team shares its cores with other work, the spinning would take the time the others need.
 class TeamBarrier {
  public:
   explicit TeamBarrier(int threads) : threads_(threads) {}
@@ -49,7 +56,8 @@ class TeamBarrier {
     const int generation = generation_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
       arrived_.store(0, std::memory_order_relaxed);
-      generation_.store(generation + 1, std::memory_order_release);  // publishes the reset count with it
+      generation_.store(generation + 1, std::memory_order_seq_cst);  // publishes the reset count with it
+      if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all();
       return;
     }
     for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
@@ -57,18 +65,53 @@ class TeamBarrier {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
 #endif
-      } else {
+      } else if (spins < kSpinsBeforeSleep) {
         std::this_thread::yield();
+      } else {
+        // The last thread reads sleepers_ after publishing the generation, and this one reads the generation
+        // after counting itself in (both sequentially consistent): either it sees this sleeper and wakes it, or
+        // the futex finds the generation changed and does not sleep.
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        sleep_while(generation);
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
       }
     }
   }
 
  private:
-  static constexpr int kSpinsBeforeYield = 1 << 14;
+  void sleep_while(int generation) {
+#if defined(__linux__)
+    if (generation_.load(std::memory_order_seq_cst) == generation) {
+      syscall(SYS_futex, reinterpret_cast<int*>(&generation_), FUTEX_WAIT_PRIVATE, generation, nullptr, nullptr, 0);
+    }
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  void wake_all() {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<int*>(&generation_), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#endif
+  }
+
+  static constexpr int kSpinsBeforeYield = 1 << 11;
+  static constexpr int kSpinsBeforeSleep = kSpinsBeforeYield + 64;
+  static_assert(sizeof(std::atomic<int>) == sizeof(int), "the futex waits on the counter itself");
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> generation_{0};
+  std::atomic<int> sleepers_{0};
   const int threads_;
 };
+
+// The cores this process may run on: its CPU affinity, and its cgroup's CPU quota (a container limited to 2 CPUs on a
+// 64-core host sees all 64, and torch's default thread count with them).
+int usable_cores();
+
+// Runs `rounds` rounds of two barriers on `threads` plain threads and counts the rounds in which a thread passed the
+// first barrier before every thread had arrived at it (0 when the barrier is right). For the tests: more threads than
+// cores exercise the yielding and sleeping waits.
+int64_t team_barrier_check(int threads, int64_t rounds);
 
 namespace detail {
 inline thread_local TeamBarrier* team_barrier_of_thread = nullptr;
@@ -76,10 +119,12 @@ inline thread_local TeamBarrier* team_barrier_of_thread = nullptr;
 
 // Runs body(thread, threads) on `threads` threads at once, a team that lives for the whole call, so that a
 // recurrence can split each step over the team and meet at team_barrier() between steps (at::parallel_for would
-// start and join its threads at every step). One thread runs body(0, 1) without starting a team. The team may
-// come out smaller than asked (an OpenMP runtime inside another parallel region): body gets the real size.
+// start and join its threads at every step). One thread runs body(0, 1) without starting a team. The team has at
+// most usable_cores() members (more would wait at every step for a core to run on), and may come out smaller still
+// (an OpenMP runtime inside another parallel region): body gets the real size.
 template <typename F>
 void on_thread_team(int threads, const F& body) {
+  threads = std::min(threads, usable_cores());
   if (threads <= 1) {
     body(0, 1);
     return;

@@ -126,7 +126,7 @@ PYSEQ_ALWAYS_INLINE std::pair<T, T> address_head(const NtmAddressArgs<T>& a, con
   const NtmHeadRows<T>& v = s.v;
   const T* dots = s.dots + h * N;
   for (int64_t i = 0; i < N; ++i) ntm_similarity(a, v, bh, i, NtmRowDots<T>{dots[i], s.sq[i]}, key_norm);
-  for (int64_t i = 0; i < N; ++i) v.wc[i] = ntm_content_logit(a, v, bh, i);
+  for (int64_t i = 0; i < N; ++i) v.wc[i] = ntm_signed_similarity(a, v, bh, i);
   const T top = max_rows(v.wc, N, -std::numeric_limits<T>::infinity());
   for (int64_t i = 0; i < N; ++i) ntm_content(a, v, bh, i, top);
   const T total = sum_rows(v.wc, N);

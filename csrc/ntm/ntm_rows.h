@@ -111,26 +111,30 @@ PYSEQ_HD NtmRowDots<T> ntm_row_dots(const NtmAddressArgs<T>& a, int64_t b, int64
   return d;
 }
 
-// Row i's content logit (beta times the similarity).
+// Row i's similarity with the sign of the key strength: the row with the largest content logit (beta times the
+// similarity) has the largest of these.
 template <typename T>
-PYSEQ_HD T ntm_content_logit(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i) {
-  return a.beta[bh] * v.sim[i];
+PYSEQ_HD T ntm_signed_similarity(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i) {
+  return a.beta[bh] >= T(0) ? v.sim[i] : -v.sim[i];
 }
 
-// Row i's norm and similarity to the key, from its dots; returns beta times the similarity (the content logit).
+// Row i's norm and similarity to the key, from its dots; returns its signed similarity (for the maximum).
 template <typename T>
 PYSEQ_HD T ntm_similarity(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i,
                           NtmRowDots<T> d, T key_norm) {
   const T norm = std::sqrt(d.sq);
   v.norm[i] = norm > T(kNtmCosineEps) ? norm : T(kNtmCosineEps);
   v.sim[i] = d.dot / (key_norm * v.norm[i]);
-  return ntm_content_logit(a, v, bh, i);
+  return ntm_signed_similarity(a, v, bh, i);
 }
 
-// The unnormalized content weight of row i, given the largest logit; returns it (for the sum).
+// The unnormalized content weight of row i, exp(beta (sim_i - sim_top)), given the largest signed similarity;
+// returns it (for the sum). Every exponent is <= 0 and the top row's exactly 0: beta sim_i - max_j beta sim_j would
+// be rounded (or fused into one FMA) to exponents of thousands for a key strength of 1e11 in float32.
 template <typename T>
 PYSEQ_HD T ntm_content(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i, T top) {
-  return v.wc[i] = ntm_exp(ntm_content_logit(a, v, bh, i) - top);
+  const T beta = a.beta[bh];
+  return v.wc[i] = ntm_exp(beta * (v.sim[i] - (beta >= T(0) ? top : -top)));
 }
 
 // Normalizes content weight i by the sum and interpolates it with the previous weight.
