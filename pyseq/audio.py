@@ -65,6 +65,9 @@ def log_mel(waveform: Tensor, lengths: Tensor | None = None, sample_rate: int = 
         lengths = torch.full((B,), S, dtype=torch.long)
     lengths = torch.as_tensor(lengths).reshape(-1).to(device="cpu", dtype=torch.long)
     shortest = n_fft // 2 + 1  # the reflection at the edges needs more samples than half a window
+    if S < shortest:
+        raise ValueError(f"waveform has {S} samples, fewer than the {shortest} (n_fft // 2 + 1) that a window "
+                         f"centred on its first sample needs; pad it or use a smaller n_fft")
     if lengths.shape != (B,) or bool((lengths < shortest).any()) or bool((lengths > S).any()):
         raise ValueError(f"lengths must hold {B} values in [{shortest}, {S}], got {lengths.tolist()}")
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)

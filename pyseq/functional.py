@@ -205,7 +205,9 @@ def _run(
             h0 = h0.index_select(1, sorted_indices)
             c0 = c0.index_select(1, sorted_indices) if c0 is not None else None
 
-    needs_grad = torch.is_grad_enabled() and (
+    # Whether the layers keep what their backward needs. Always under torch.jit.trace: the traced graph holds the
+    # flag as a constant, and it must serve training as well as inference (the trace's check reruns it without grad).
+    needs_grad = torch.jit.is_tracing() or torch.is_grad_enabled() and (
         data.requires_grad or h0.requires_grad or (c0 is not None and c0.requires_grad)
     )
     if not needs_grad and torch.is_grad_enabled():
@@ -639,7 +641,8 @@ def _attention_inputs(query: Tensor, key: Tensor, value: Tensor, mask, names: tu
 def _attention_outputs(context: Tensor, weights: Tensor, step: bool, return_weights: bool):
     if step:
         context, weights = context.squeeze(1), weights.squeeze(1)
-    return context, (weights if return_weights else None)
+    # A traced function cannot return None: under torch.jit.trace the weights come back whatever return_weights says.
+    return context, (weights if return_weights or torch.jit.is_tracing() else None)
 
 
 class ProjectedKeys(NamedTuple):
@@ -681,7 +684,8 @@ def additive_attention(
         v: ``[A]`` the score vector.
         value: ``[B, Tk, Dv]``.
         mask: None, or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend.
-        return_weights: also return the attention weights ``[B, Tq, Tk]``.
+        return_weights: also return the attention weights ``[B, Tq, Tk]`` (otherwise None; always under
+            ``torch.jit.trace``, whose traced functions cannot return None).
     """
     keys = key_proj if isinstance(key_proj, ProjectedKeys) else ProjectedKeys(key_proj, None, None)
     query_proj, step = _attention_inputs(query_proj, keys.proj, value, mask, ("query_proj", "key_proj"))
@@ -705,7 +709,8 @@ def dot_attention(
         mask: None, or bool ``[B, Tk]`` / ``[B, Tq, Tk]``, True = attend.
         scale: the score scale; ``None`` gives ``1 / sqrt(D)`` (``scaled_dot_product_attention``'s default), 1.0
             plain dot-product scores.
-        return_weights: also return the attention weights ``[B, Tq, Tk]``.
+        return_weights: also return the attention weights ``[B, Tq, Tk]`` (otherwise None; always under
+            ``torch.jit.trace``, whose traced functions cannot return None).
     """
     query, step = _attention_inputs(query, key, value, mask, ("query", "key"))
     if scale is None:

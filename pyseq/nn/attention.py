@@ -9,9 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from ._torchscript import NotScriptable
 
 
-class AdditiveAttention(nn.Module):
+class AdditiveAttention(NotScriptable, nn.Module):
     """Additive (Bahdanau) attention: ``e_ij = v . tanh(W_q q_i + W_k k_j + b)``, masked softmax, context.
 
     Args:
@@ -58,7 +59,7 @@ class AdditiveAttention(nn.Module):
         return F.additive_attention(self.W_q(query), key_proj, self.v, value, mask, return_weights)
 
 
-class DotAttention(nn.Module):
+class DotAttention(NotScriptable, nn.Module):
     """Luong attention with dot-product scores.
 
     Args:
@@ -95,7 +96,7 @@ class DotAttention(nn.Module):
         return F.dot_attention(query, key, value, mask, scale, return_weights)
 
 
-class LocationAwareAttention(nn.Module):
+class LocationAwareAttention(NotScriptable, nn.Module):
     """Location-aware attention (Chorowski et al. 2015; Tacotron 2): the additive score plus a convolutional feature
     of the previous step's weights, ``e_j = v . tanh(W_q q + W_k k_j + U (F * w_prev)_j + b)``, on the fused additive
     kernel.

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..crf import TransitionConstraints, apply_constraints
+from ._torchscript import NotScriptable
 
 
 def _check_reduction(reduction: str) -> None:
@@ -26,7 +27,7 @@ def _reduce(values: Tensor, reduction: str, emissions: Tensor, mask: Tensor | No
     return values.sum() / tokens
 
 
-class CRF(nn.Module):
+class CRF(NotScriptable, nn.Module):
     """Conditional random field over tag sequences: ``pytorch-crf``'s ``CRF`` with the same parameters
     (``start_transitions [K]``, ``end_transitions [K]``, ``transitions [K, K]``, initialized the same way),
     ``forward`` (log-likelihood) and ``decode`` (list of tag lists), plus k-best decoding, a tensor Viterbi, tag

@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import functional as F
+from ._torchscript import NotScriptable
 
 __all__ = ["CTCLoss"]
 
 
-class CTCLoss(nn.Module):
+class CTCLoss(NotScriptable, nn.Module):
     r"""Connectionist temporal classification loss on pyseq's kernels; same arguments as ``torch.nn.CTCLoss``.
 
     ``CTCLoss(blank=0, reduction='mean', zero_infinity=False)``;

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from ._torchscript import NotScriptable
 from .rnn import LSTM
 
 
@@ -24,7 +25,11 @@ class NTMState(NamedTuple):
     weights: Tensor
 
 
-class NTM(nn.Module):
+# A pytree node under a stable name, so that torch.export.save can write programs that take or return the state.
+torch.utils._pytree._register_namedtuple(NTMState, serialized_type_name="pyseq.nn.NTMState")
+
+
+class NTM(NotScriptable, nn.Module):
     """An NTM: an LSTM controller (``pyseq.nn.LSTM``) with read and write heads over an N x M memory.
 
     Args:
@@ -92,6 +97,8 @@ class NTM(nn.Module):
                              f"got {x.dim()}-D")
         if self.batch_first:
             x = x.transpose(0, 1)
+        if x.shape[0] == 0:
+            raise ValueError("NTM input has no time steps (T = 0); the layer needs at least one")
         state = self.initial_state(x.shape[1]) if state is None else state
         outputs = []
         for t in range(x.shape[0]):

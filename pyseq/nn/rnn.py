@@ -12,13 +12,22 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._ops import rnn as _rnn_ops
+from ._torchscript import NotScriptable
 
 __all__ = ["LSTM", "GRU", "RNN", "init_irnn_"]
 
 _MODE_IDS = {"LSTM": _rnn_ops.LSTM, "GRU": _rnn_ops.GRU, "RNN_TANH": _rnn_ops.RNN_TANH, "RNN_RELU": _rnn_ops.RNN_RELU}
 
 
-class _RNNBase(nn.RNNBase):
+def _reject(unsupported: dict) -> None:
+    """The keyword arguments torch.nn.GRU and RNN reject, with their errors."""
+    if "proj_size" in unsupported:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+    if unsupported:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unsupported))}")
+
+
+class _RNNBase(NotScriptable, nn.RNNBase):
     """torch's ``nn.RNNBase`` (its constructor: argument checks, parameters, initialization; and its helpers:
     ``check_forward_args``, ``get_expected_hidden_size``, ``permute_hidden``, ``flatten_parameters``, ...) with
     pyseq's kernels behind ``forward``. Not a subclass of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` themselves:
@@ -56,8 +65,11 @@ class LSTM(_RNNBase):
     ``bias_hh_l{k} [4H]``, ``weight_hr_l{k} [Hr, H]``; gate order i, f, g, o.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__("LSTM", *args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
 
     # torch.nn.LSTM's helpers for its (h, c) state, in place of RNNBase's single-tensor ones
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
@@ -78,10 +90,12 @@ class GRU(_RNNBase):
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` and ``h' = (1 - z) * n + z * h``.
     """
 
-    def __init__(self, *args, **kwargs):
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        super().__init__("GRU", *args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device=None,
+                 dtype=None, **unsupported):
+        _reject(unsupported)
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         0, device, dtype)
 
     def forward(self, input, hx=None):
         return self._forward(input, hx)
@@ -97,21 +111,16 @@ class RNN(_RNNBase):
     identity-initialized ReLU RNN.
     """
 
-    def __init__(self, *args, **kwargs):
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        if len(args) > 3:
-            self.nonlinearity = args[3]
-            args = args[:3] + args[4:]
-        else:
-            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
-        if self.nonlinearity == "tanh":
-            mode = "RNN_TANH"
-        elif self.nonlinearity == "relu":
-            mode = "RNN_RELU"
-        else:
-            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
-        super().__init__(mode, *args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, **unsupported):
+        _reject(unsupported)
+        modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+        if nonlinearity not in modes:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        self.nonlinearity = nonlinearity
+        super().__init__(modes[nonlinearity], input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, device, dtype)
 
     def forward(self, input, hx=None):
         return self._forward(input, hx)
