@@ -2,8 +2,8 @@
 # dependencies, builds pyseq against that torch (--no-build-isolation) and runs.
 #
 #   make test    the test suite
-#   make bench   the benchmark table (pyseq vs torch, same process, same threads), benchmarks/results.json and
-#                the charts in benchmarks/charts/
+#   make bench   the benchmark table (pyseq vs torch, same process, same threads), its JSON report and charts in
+#                build/bench/ (RECORD=1: benchmarks/results.json and benchmarks/charts/, the recorded reference)
 #   make wheel   a manylinux wheel for the installed torch, in dist/ (make wheel-check: tested from a fresh venv)
 #
 # TORCH_SPEC pins the torch that gets installed (2.13.0: the CPU build this project develops against); set it empty
@@ -25,6 +25,7 @@ BENCH_STAMP := $(VENV)/.pyseq-bench-deps
 all: test
 
 $(STAMP): $(DEV_REQUIREMENTS) requirements-build.txt
+	@echo "==> Installing $(or $(TORCH_SPEC),the present torch) and the build and test requirements into $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
 	$(PY) -m pip install -q -r $(DEV_REQUIREMENTS)
@@ -34,8 +35,15 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	$(PY) -m pip install -q -r requirements-bench.txt
 	touch $@
 
+# The build shows its progress (CMake's checks, one line per compiled file) and keeps pip's whole output in
+# build/build.log, whose end it prints when the build fails.
+build: SHELL := /bin/bash
 build: $(STAMP)
-	$(PY) -m pip install -q --no-build-isolation .
+	@echo "==> Building pyseq's extension (a few minutes on 2 cores the first time; full log in build/build.log)"
+	@mkdir -p build
+	@$(PY) -m pip install --no-build-isolation -v . 2>&1 | tee build/build.log | \
+	  grep --line-buffered -E '^ *(\*\*\* |-- pyseq|\[[0-9]+/[0-9]+\] |Successfully installed)'; \
+	  status=$${PIPESTATUS[0]}; if [ $$status != 0 ]; then tail -n 60 build/build.log; fi; exit $$status
 
 test: build
 	$(VENV)/bin/pytest -q
@@ -89,14 +97,18 @@ WHEEL_VENV := build/wheel-venv
 wheel-check: wheel
 	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(WHEEL_VENV)/bin/python -m pip install -q dist/pyseq-*.whl pytest pytorch-crf hypothesis espeakng-loader
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/pyseq-*.whl pytest pytorch-crf hypothesis espeakng-loader matplotlib
 	cd $(WHEEL_VENV) && bin/python -c "import json, pyseq; assert '/wheel-venv/' in pyseq.__file__, pyseq.__file__; \
 		print(json.dumps(pyseq.build_info()))"
 	cd $(WHEEL_VENV) && bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests
 
+# make bench writes its report and charts under build/bench/, untracked; make bench RECORD=1 records them as the
+# project's reference numbers, benchmarks/results.json and benchmarks/charts/ (commit them with RESULTS.md).
+BENCH_DIR = $(if $(RECORD),benchmarks,build/bench)
 bench: build $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --json benchmarks/results.json
-	$(PY) benchmarks/charts.py benchmarks/results.json benchmarks/charts
+	mkdir -p $(BENCH_DIR)/charts
+	$(PY) benchmarks/run.py --json $(BENCH_DIR)/results.json
+	$(PY) benchmarks/charts.py $(BENCH_DIR)/results.json $(BENCH_DIR)/charts
 
 # The same measurements through pytest-benchmark (statistics, JSON export).
 bench-pytest: build $(BENCH_STAMP)

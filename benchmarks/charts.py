@@ -45,11 +45,15 @@ def chart(name: str, rows: list[dict], machine: str, out: pathlib.Path) -> None:
     ax.set_yticks(list(y), [label(row) for row in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    # 1x always in view, and ticks at 1, 2 and 5 of each decade: a chart whose ratios lie within one decade would
+    # otherwise show a single tick
+    ax.set_xlim(min(*speedups, 1.0) / 1.3, max(*speedups, 1.0) * 1.8)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.axvline(1.0, color="black", linewidth=0.8)
     for i, s in enumerate(speedups):
-        ax.text(s, i, f" {s:.2f}x", va="center", fontsize=7)
+        ax.text(s, i, f" {s:.2f}x" if s >= 0.1 else f" {s:.2g}x", va="center", fontsize=7)
     ax.set_xlabel("speed-up (higher is better for pyseq)")
     ax.set_title(f"{TITLES.get(name, name)}\n{machine}", fontsize=9)
     fig.tight_layout()

@@ -4,6 +4,7 @@ forward+backward through log_softmax, float32."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,9 @@ def measure_pyctcdecode(beam_width: int, budget_s: float = 1.0):
     """pyseq.ctc.beam_search against pyctcdecode's beam search on the same log-probs, for speed only: pyctcdecode
     prunes by its own defaults (per-frame token and beam log-prob cut-offs) and works on text, so its hypotheses
     are not compared. None when pyctcdecode is not installed."""
+    # pyctcdecode logs warnings that do not apply to a speed comparison without a language model and without word
+    # spaces ("kenlm not installed", "Space token missing"): quiet them.
+    logging.getLogger("pyctcdecode").setLevel(logging.ERROR)
     try:
         from pyctcdecode import build_ctcdecoder
     except ImportError:

@@ -10,6 +10,21 @@ import time
 import torch
 
 
+# The spread of every measurement so far: (interquartile range) / median of its repeated timings, the larger of the
+# two sides'. On an idle machine it stays within a few percent; run.py warns when many are wide.
+SPREADS: list[float] = []
+
+
+def _record_spread(*samples: list[float]) -> None:
+    spreads = []
+    for times in samples:
+        if len(times) >= 4:
+            q1, _, q3 = statistics.quantiles(times, n=4)
+            spreads.append((q3 - q1) / statistics.median(times))
+    if spreads:
+        SPREADS.append(max(spreads))
+
+
 def _once(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -26,6 +41,7 @@ def time_pair(ours, ref, budget_s: float = 1.0, min_repeats: int = 5, max_repeat
     for _ in range(repeats):
         times_ours.append(_once(ours))
         times_ref.append(_once(ref))
+    _record_spread(times_ours, times_ref)
     return statistics.median(times_ours), statistics.median(times_ref)
 
 
@@ -44,7 +60,9 @@ def time_one(fn, budget_s: float = 0.5, min_repeats: int = 5, max_repeats: int =
     fn()
     fn()
     repeats = int(min(max_repeats, max(min_repeats, budget_s / max(_once(fn), 1e-6))))
-    return statistics.median(_once(fn) for _ in range(repeats))
+    times = [_once(fn) for _ in range(repeats)]
+    _record_spread(times)
+    return statistics.median(times)
 
 
 def gemm_rate(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:

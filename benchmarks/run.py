@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pyseq  # noqa: E402
+import harness  # noqa: E402
 from harness import cpu_model, gemm_rate  # noqa: E402
 import attention_cases  # noqa: E402
 import crf_cases  # noqa: E402
@@ -72,10 +73,21 @@ STEP_COLUMNS = [
 ]
 
 
+# A measurement whose repeated timings spread wider than this (interquartile range / median) was disturbed.
+WIDE_SPREAD = 0.2
+
+
+def cell(fmt: str, value) -> str:
+    """A value in its column's format; a ratio below 0.1 with two significant digits (not "0.0x")."""
+    if fmt.endswith("x}") and isinstance(value, float) and 0 < value < 0.1:
+        return f"{value:.2g}x"
+    return fmt.format(value)
+
+
 def print_table(columns, rows, markdown: bool) -> None:
     if not rows:
         return
-    cells = [[fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
+    cells = [[cell(fmt, row[key]) for key, _, fmt in columns] for row in rows]
     names = [name for _, name, _ in columns]
     if markdown:
         print("| " + " | ".join(names) + " |")
@@ -97,7 +109,7 @@ def measure_all(measure, cases, columns, budget) -> list:
         for backward in (False, True):
             row = measure(case, backward, budget_s=budget)
             rows.append(row)
-            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in columns), flush=True)
+            print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in columns), flush=True)
     return rows
 
 
@@ -137,14 +149,14 @@ def main() -> int:
         decode_rows += [row for row in (ctc_cases.measure_pyctcdecode(w, budget) for w in ctc_cases.BEAM_WIDTHS) if row]
     for row in decode_rows:
         print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
-              f"{row['speedup']:.1f}x", flush=True)
+              f"{cell('{:.1f}x', row['speedup'])}", flush=True)
 
     crf_rows = []
     for case in crf_cases.all_cases()[: 1 if args.quick else None]:
         for row in (crf_cases.measure_nll(case, budget), crf_cases.measure_decode(case, budget),
                     crf_cases.measure_decode(case, budget, tensor_output=True)):
             crf_rows.append(row)
-            print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
+            print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
 
     attention_rows = []
     for case in attention_cases.all_cases()[: 1 if args.quick else None]:
@@ -152,7 +164,7 @@ def main() -> int:
             for backward in (False, True)[: 2 if comparison[4] else 1]:
                 row = attention_cases.measure(*comparison, backward, budget)
                 attention_rows.append((row, comparison, backward))
-                print("  ".join(f"{name}={fmt.format(row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
+                print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
                       flush=True)
 
     ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
@@ -186,6 +198,11 @@ def main() -> int:
     }
     for columns, table in tables.values():
         print_table(columns, table, args.markdown)
+    wide = [spread for spread in harness.SPREADS if spread > WIDE_SPREAD]
+    if len(wide) > 0.1 * len(harness.SPREADS):
+        print(f"WARNING: the timings spread widely in {len(wide)} of {len(harness.SPREADS)} measurements (interquartile "
+              f"range over {WIDE_SPREAD:.0%} of the median, up to {max(wide):.0%}): the machine was busy, and these "
+              "ratios may be far from those of an idle machine. Rerun when it is idle.\n")
     if args.json:
         report = {
             "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
@@ -193,6 +210,7 @@ def main() -> int:
             "build_info": info,
             "gemm_gflops": {"float32": peak, "bfloat16": peak_bf16},
             "tables": {name: table for name, (_, table) in tables.items()},
+            "wide_spreads": f"{len(wide)} of {len(harness.SPREADS)}",
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)

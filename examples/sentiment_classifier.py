@@ -7,7 +7,7 @@ not bad" is positive), and in "X but Y" the sentence takes the sentiment of Y ("
 "boring but good" positive). A bag of words sees the same words in both orders and cannot tie a negation to its
 adjective; the LSTM reads the order.
 
-X
+    python examples/sentiment_classifier.py           # the full run
     python examples/sentiment_classifier.py --quick   # the short run the tests use
 
 The last line printed is a JSON object of the metrics: accuracy, bow_accuracy (the bag of words'), sentences_test,

@@ -1,6 +1,6 @@
 """A small sequence-to-sequence model with attention, from pyseq's GRU and additive attention: it learns to reverse
 sequences of digits that it generates itself (no downloads), decodes greedily until an end-of-sequence token, and
-plots the attention weights of one example to a PNG (the anti-diagonal of a reversal).
+plots the attention weights of one example to a PNG with matplotlib (the anti-diagonal of a reversal).
 
     python examples/seq2seq_attention.py [--png attention.png]   # full run: 100% exact sequences, ~10 s of training
     python examples/seq2seq_attention.py --quick                 # the short run the tests use (above 60%)
@@ -98,7 +98,8 @@ class Seq2Seq(nn.Module):
 
 
 def write_png(path: str, matrix: torch.Tensor, cell: int = 16) -> None:
-    """A grayscale PNG of matrix [rows, cols] with values in [0, 1] (white = 1), each entry a cell x cell square."""
+    """A grayscale PNG of matrix [rows, cols] with values in [0, 1] (white = 1), each entry a cell x cell square, with
+    no dependency (examples/ntm_copy.py draws its heads' weights with it)."""
     rows, cols = matrix.shape
     pixels = (matrix.clamp(0, 1) * 255).round().to(torch.uint8)
     pixels = pixels.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
@@ -111,6 +112,32 @@ def write_png(path: str, matrix: torch.Tensor, cell: int = 16) -> None:
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
                 + chunk(b"IEND", b""))
+
+
+def token_label(token: int) -> str:
+    return "<eos>" if token == EOS else str(token - DIGITS[0])
+
+
+def plot_attention(path: str, weights: torch.Tensor, source: list[int], output: list[int]) -> None:
+    """The attention weights [output steps, source positions] as a heat map, the source tokens across, the output
+    tokens (then the end of sequence) down."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    labels = [token_label(t) for t in output + [EOS]][: weights.shape[0]]
+    fig, ax = plt.subplots(figsize=(0.4 * len(source) + 2.2, 0.4 * len(labels) + 1.4))
+    image = ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(source)), [token_label(t) for t in source])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("source token")
+    ax.set_ylabel("output token")
+    ax.set_title("attention weights", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def train(quick: bool = False, seed: int = 0, png: str | None = None, log=print) -> dict:
@@ -145,7 +172,7 @@ def train(quick: bool = False, seed: int = 0, png: str | None = None, log=print)
     correct = sum(tokens == target[:-1] for (tokens, _), (_, target) in zip(decoded, test))
     if png:
         source, _ = test[0]
-        write_png(png, decoded[0][1][:, : len(source)])
+        plot_attention(png, decoded[0][1][:, : len(source)], source, decoded[0][0])
         log(f"attention weights of {source} -> {decoded[0][0]} written to {png}")
     return {"exact_match": correct / len(test), "seconds": round(seconds, 1)}
 

@@ -27,13 +27,14 @@ def test_bilstm_crf_tagger_learns_the_toy_language():
 
 
 def test_seq2seq_attention_learns_reversal_and_plots_its_attention(tmp_path):
+    pytest.importorskip("matplotlib", reason="the example plots with matplotlib (requirements-dev.txt)")
     png = tmp_path / "attention.png"
     result = load("seq2seq_attention").train(quick=True, png=str(png), log=lambda *_: None)
     assert result["exact_match"] >= 0.6, result
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 16 * 4 and height >= 16 * 5  # one 16-pixel cell per (output step, source position)
+    assert width >= 200 and height >= 200
 
 
 def test_sentiment_classifier_reads_word_order():
