@@ -97,7 +97,8 @@ WHEEL_VENV := build/wheel-venv
 wheel-check: wheel
 	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(WHEEL_VENV)/bin/python -m pip install -q dist/pyseq-*.whl pytest pytorch-crf hypothesis espeakng-loader matplotlib
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/pyseq-*.whl pytest pytorch-crf hypothesis espeakng-loader matplotlib \
+		onnx onnxscript onnxruntime "numpy<2"
 	cd $(WHEEL_VENV) && bin/python -c "import json, pyseq; assert '/wheel-venv/' in pyseq.__file__, pyseq.__file__; \
 		print(json.dumps(pyseq.build_info()))"
 	cd $(WHEEL_VENV) && bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests

@@ -32,26 +32,32 @@ def _batched(log_probs: Tensor, input_lengths):
         input_lengths = [log_probs.shape[0]] if input_lengths is None else [int(input_lengths)]
     elif input_lengths is None:
         input_lengths = [log_probs.shape[0]] * log_probs.shape[1]
-    if log_probs.is_floating_point() and log_probs.isnan().any():
+    if not torch.compiler.is_compiling() and log_probs.is_floating_point() and log_probs.isnan().any():
         # No class, path or alignment is the most likely under NaN scores (torch's argmax would pick the NaN).
         raise ValueError("log_probs holds NaN")
     return log_probs.detach(), _lengths(input_lengths, "input_lengths")
 
 
-def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0) -> list[list[int]]:
+def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0, padded: bool = False):
     """Best-path decoding: the most likely class at each frame, repeats collapsed, blanks removed.
 
     Args:
         log_probs: ``[T, N, C]`` (or unbatched ``[T, C]``) scores; any monotone transform of the probabilities.
         input_lengths: ``[N]`` frames per sequence (tensor or sequence of ints); all ``T`` when omitted.
         blank: the blank class.
+        padded: return tensors instead of lists (for a model that decodes in its forward: torch.compile, export,
+            ONNX).
 
     Returns:
-        One list of class ids per sequence (a single list for unbatched input).
+        One list of class ids per sequence (a single list for unbatched input); with ``padded``, ``(tokens [N, T]
+        int64, each sequence's classes first and -1 after them; counts [N] int64)`` (``[T]`` and a 0-d count for
+        unbatched input).
     """
     unbatched = isinstance(log_probs, Tensor) and log_probs.dim() == 2
     lp, lengths = _batched(log_probs, input_lengths)
     tokens, counts = _ctc_ops.ctc_greedy_decode(lp, lengths, blank)
+    if padded:
+        return (tokens[0], counts[0]) if unbatched else (tokens, counts)
     out = [row[:count] for row, count in zip(tokens.tolist(), counts.tolist())]
     return out[0] if unbatched else out
 

@@ -37,6 +37,12 @@ def test_seq2seq_attention_learns_reversal_and_plots_its_attention(tmp_path):
     assert width >= 200 and height >= 200
 
 
+def test_export_onnx_serves_the_tagger_in_onnx_runtime():
+    pytest.importorskip("onnxruntime", reason="needs onnx, onnxscript and onnxruntime (requirements-dev)")
+    result = load("export_onnx").train(quick=True, log=lambda *_: None)
+    assert result["same_as_eager"] == 1.0 and result["token_accuracy"] >= 0.97, result
+
+
 def test_sentiment_classifier_reads_word_order():
     result = load("sentiment_classifier").train(quick=True, log=lambda *_: None)
     assert result["accuracy"] >= 0.9 and result["accuracy"] >= result["bow_accuracy"] + 0.1, result
