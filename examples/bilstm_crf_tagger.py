@@ -83,14 +83,13 @@ class Tagger(nn.Module):
         return self.crf.decode(self.emissions(words, mask), mask)
 
 
-def train(quick: bool = False, seed: int = 0, log=print) -> dict:
-    """Trains a tagger; returns its test token accuracy, the seconds of training and the number of epochs."""
+def fit(model: nn.Module, quick: bool = False, seed: int = 0, log=print):
+    """Trains a tagger (any module with ``loss(words, tags, mask)``) on generated sentences; returns the test
+    sentences, the seconds of training and the number of epochs."""
     rng = random.Random(seed)
-    torch.manual_seed(seed)
     n_train, epochs = (600, 3) if quick else (3000, 6)
     train_set = [make_sentence(rng) for _ in range(n_train)]
     test_set = [make_sentence(rng) for _ in range(500)]
-    model = Tagger()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -104,8 +103,15 @@ def train(quick: bool = False, seed: int = 0, log=print) -> dict:
             optimizer.step()
             total += loss.item()
         log(f"epoch {epoch + 1}: mean loss per token {total / (len(train_set) / 32):.4f}")
-    seconds = time.perf_counter() - start
     model.eval()
+    return test_set, time.perf_counter() - start, epochs
+
+
+def train(quick: bool = False, seed: int = 0, log=print) -> dict:
+    """Trains a tagger; returns its test token accuracy, the seconds of training and the number of epochs."""
+    torch.manual_seed(seed)
+    model = Tagger()
+    test_set, seconds, epochs = fit(model, quick, seed, log)
     with torch.no_grad():
         words, tags, mask = make_batch(test_set)
         predicted = model.decode(words, mask)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 
 import pyseq
 import pyseq.onnx
-from bilstm_crf_tagger import LABELS, PAD, VOCAB, make_batch, make_sentence
+from bilstm_crf_tagger import LABELS, PAD, VOCAB, fit, make_batch
 from pyseq.crf import allowed_transitions
 
 
@@ -41,6 +40,9 @@ class PaddedTagger(nn.Module):
     def emissions(self, words: torch.Tensor) -> torch.Tensor:
         return self.project(self.lstm(self.embed(words))[0])
 
+    def loss(self, words: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return -self.crf(self.emissions(words), tags, mask, reduction="token_mean")
+
     def forward(self, words: torch.Tensor, mask: torch.Tensor):
         """Serving: the best tags [B, T] (-1 past each sentence) and their scores [B]."""
         return self.crf.viterbi(self.emissions(words), mask)
@@ -49,27 +51,11 @@ class PaddedTagger(nn.Module):
 def train(quick: bool = False, seed: int = 0, onnx_path: str | None = None, log=print) -> dict:
     import onnxruntime
 
-    rng = random.Random(seed)
     torch.manual_seed(seed)
-    n_train, epochs = (600, 3) if quick else (3000, 6)
-    train_set = [make_sentence(rng) for _ in range(n_train)]
-    test_set = [make_sentence(rng) for _ in range(500)]
     model = PaddedTagger()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        rng.shuffle(train_set)
-        for i in range(0, len(train_set), 32):
-            words, tags, mask = make_batch(train_set[i : i + 32])
-            optimizer.zero_grad()
-            loss = -model.crf(model.emissions(words), tags, mask, reduction="token_mean")
-            loss.backward()
-            optimizer.step()
-        log(f"epoch {epoch + 1}: loss per token {loss.item():.4f}")
-    seconds = time.perf_counter() - start
-    model.eval()
+    test_set, seconds, _ = fit(model, quick, seed, log)
 
-    words, _, mask = make_batch(train_set[:4])
+    words, _, mask = make_batch(test_set[:4])
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     program = pyseq.onnx.export(model, (words, mask), dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}),
                                 verbose=False)

@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar, Union
 import numpy as np
 import onnxscript
 import torch
-from onnxscript import BFLOAT16, BOOL, DOUBLE, FLOAT, FLOAT16, INT64
+from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16, INT64
 from onnxscript import opset18 as op
 
 from ._ops import rnn as _rnn

@@ -89,10 +89,8 @@ def test_parametrized_weights_are_used_and_trained(kind, parametrization):
             parametrize.register_parametrization(module, "weight_hh_l0", Scaled())
         elif parametrization == "weight_norm":
             parametrizations.weight_norm(module, "weight_ih_l0")
-        else:
-            parametrizations.orthogonal(module, "weight_hh_l0") if kind == "RNN" else \
-                parametrizations.orthogonal(module, "weight_ih_l0")
-    # the parametrized weights differ from the stored ones
+        else:  # a square weight for the RNN (orthogonal), a tall one for the gated layers (orthonormal columns)
+            parametrizations.orthogonal(module, "weight_hh_l0" if kind == "RNN" else "weight_ih_l0")
     x = torch.randn(5, 2, 3)
     out_ours, out_theirs = ours(x)[0], theirs(x)[0]
     torch.testing.assert_close(out_ours, out_theirs)

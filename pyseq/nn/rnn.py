@@ -8,7 +8,7 @@ the layers are ``torch.nn.RNNBase`` subclasses, built by its constructor.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .. import functional as F
 from .._ops import rnn as _rnn_ops
