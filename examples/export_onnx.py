@@ -19,29 +19,16 @@ import json
 import time
 
 import torch
-from torch import nn
 
-import pyseq
 import pyseq.onnx
-from bilstm_crf_tagger import LABELS, PAD, VOCAB, fit, make_batch
-from pyseq.crf import allowed_transitions
+from bilstm_crf_tagger import Tagger, fit, make_batch
 
 
-class PaddedTagger(nn.Module):
-    """Embedding, Bi-LSTM over the padded batch, a projection to tag scores, a CRF with BIO constraints."""
+class PaddedTagger(Tagger):
+    """bilstm_crf_tagger's Tagger with the Bi-LSTM over the padded batch instead of a PackedSequence."""
 
-    def __init__(self, embedding: int = 32, hidden: int = 64):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, embedding, padding_idx=PAD)
-        self.lstm = pyseq.nn.LSTM(embedding, hidden, batch_first=True, bidirectional=True)
-        self.project = nn.Linear(2 * hidden, len(LABELS))
-        self.crf = pyseq.nn.CRF(len(LABELS), batch_first=True, constraints=allowed_transitions(LABELS, "BIO"))
-
-    def emissions(self, words: torch.Tensor) -> torch.Tensor:
+    def emissions(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.project(self.lstm(self.embed(words))[0])
-
-    def loss(self, words: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return -self.crf(self.emissions(words), tags, mask, reduction="token_mean")
 
     def forward(self, words: torch.Tensor, mask: torch.Tensor):
         """Serving: the best tags [B, T] (-1 past each sentence) and their scores [B]."""
