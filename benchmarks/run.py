@@ -77,7 +77,7 @@ STEP_COLUMNS = [
 WIDE_SPREAD = 0.2
 
 
-def cell(fmt: str, value) -> str:
+def format_cell(fmt: str, value) -> str:
     """A value in its column's format; a ratio below 0.1 with two significant digits (not "0.0x")."""
     if fmt.endswith("x}") and isinstance(value, float) and 0 < value < 0.1:
         return f"{value:.2g}x"
@@ -87,7 +87,7 @@ def cell(fmt: str, value) -> str:
 def print_table(columns, rows, markdown: bool) -> None:
     if not rows:
         return
-    cells = [[cell(fmt, row[key]) for key, _, fmt in columns] for row in rows]
+    cells = [[format_cell(fmt, row[key]) for key, _, fmt in columns] for row in rows]
     names = [name for _, name, _ in columns]
     if markdown:
         print("| " + " | ".join(names) + " |")
@@ -109,7 +109,7 @@ def measure_all(measure, cases, columns, budget) -> list:
         for backward in (False, True):
             row = measure(case, backward, budget_s=budget)
             rows.append(row)
-            print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in columns), flush=True)
+            print("  ".join(f"{name}={format_cell(fmt, row[key])}" for key, name, fmt in columns), flush=True)
     return rows
 
 
@@ -149,14 +149,14 @@ def main() -> int:
         decode_rows += [row for row in (ctc_cases.measure_pyctcdecode(w, budget) for w in ctc_cases.BEAM_WIDTHS) if row]
     for row in decode_rows:
         print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
-              f"{cell('{:.1f}x', row['speedup'])}", flush=True)
+              f"{format_cell('{:.1f}x', row['speedup'])}", flush=True)
 
     crf_rows = []
     for case in crf_cases.all_cases()[: 1 if args.quick else None]:
         for row in (crf_cases.measure_nll(case, budget), crf_cases.measure_decode(case, budget),
                     crf_cases.measure_decode(case, budget, tensor_output=True)):
             crf_rows.append(row)
-            print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
+            print("  ".join(f"{name}={format_cell(fmt, row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
 
     attention_rows = []
     for case in attention_cases.all_cases()[: 1 if args.quick else None]:
@@ -164,7 +164,7 @@ def main() -> int:
             for backward in (False, True)[: 2 if comparison[4] else 1]:
                 row = attention_cases.measure(*comparison, backward, budget)
                 attention_rows.append((row, comparison, backward))
-                print("  ".join(f"{name}={cell(fmt, row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
+                print("  ".join(f"{name}={format_cell(fmt, row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
                       flush=True)
 
     ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
