@@ -124,7 +124,7 @@ inline thread_local TeamBarrier* team_barrier_of_thread = nullptr;
 // (an OpenMP runtime inside another parallel region): body gets the real size.
 template <typename F>
 void on_thread_team(int threads, const F& body) {
-  threads = std::min(threads, usable_cores());
+  if (threads > 1) threads = std::min(threads, usable_cores());  // (one thread, the common decoder step: no syscall)
   if (threads <= 1) {
     body(0, 1);
     return;
