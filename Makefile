@@ -20,7 +20,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pyseq-deps
 BENCH_STAMP := $(VENV)/.pyseq-bench-deps
 
-.PHONY: all build test test-slow sanitize cuda-variant wheel wheel-check bench bench-pytest gpu-check clean
+.PHONY: all build test test-slow sanitize cuda-variant cuda-emulate wheel wheel-check bench bench-pytest gpu-check clean
 
 all: test
 
@@ -81,6 +81,16 @@ cuda-variant: $(STAMP)
 	cd $(CUDA_DIR) && PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(CURDIR)/$(PY) -c "import json, pyseq; info = pyseq.build_info(); \
 		print(json.dumps(info)); assert info['cuda'] and info['cuda_runtime'] > 0, info"
 	PYTHONPATH=$(CURDIR)/$(CUDA_DIR)/stage $(VENV)/bin/pytest -q -p no:cacheprovider
+
+# Every CUDA kernel run on the CPU: the extension built with the CUDA glue and kernels compiled as C++ against the
+# CUDA emulator (csrc/common/cuda_emulation; each GPU thread a fiber), then the emulator's own tests and the tests
+# that run the glue and kernels against the CPU ops under several thread schedules (tests/test_cuda_emulation.py,
+# and the family tests whose `device` fixture gets an "emulated" device in this build).
+EMULATE_DIR := build/cuda-emulate
+cuda-emulate: $(STAMP)
+	$(call staged_build,$(EMULATE_DIR),-DCMAKE_BUILD_TYPE=Release -DPYSEQ_CUDA=off -DPYSEQ_CUDA_CHECK=OFF -DPYSEQ_CUDA_EMULATION=ON)
+	PYTHONPATH=$(CURDIR)/$(EMULATE_DIR)/stage PYSEQ_EMULATOR_SELFTEST_DIR=$(CURDIR)/$(EMULATE_DIR) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" -k "emulat" tests
 
 # A manylinux wheel for the installed torch, pinned to its release (tools/make_wheel.py), in dist/.
 WHEEL_STAMP := $(VENV)/.pyseq-wheel-deps

@@ -15,6 +15,9 @@
 #ifdef PYSEQ_WITH_CUDA
 #include "common/cuda_info.h"
 #endif
+#ifdef PYSEQ_CUDA_EMULATION
+#include "common/cuda_emulation/introspection.h"
+#endif
 
 namespace py = pybind11;
 
@@ -35,11 +38,20 @@ void register_build_info(py::module_& m) {
   m.def("scratch_limit", &pyseq::scratch_limit, "The bound of set_scratch_limit, in bytes.");
   m.def("scratch_bytes", &pyseq::scratch_bytes, "Bytes of scratch buffers kept between calls now.");
   m.def("release_scratch", &pyseq::release_scratch, "Free the scratch buffers every thread keeps between calls.");
-#ifdef PYSEQ_WITH_CUDA
+#if defined(PYSEQ_CUDA_EMULATION)
+  // The CUDA glue and kernels run on the CPU through the emulator, as the pyseq_emulated ops (make cuda-emulate).
+  m.attr("with_cuda") = false;
+  m.attr("cuda_emulation") = true;
+  m.def("cuda_emulation_launched_kernels", &pyseq_emulation::launched_kernels,
+        "The names of the CUDA kernels the emulator ran since the last cuda_emulation_forget_launched_kernels().");
+  m.def("cuda_emulation_forget_launched_kernels", &pyseq_emulation::forget_launched_kernels);
+#elif defined(PYSEQ_WITH_CUDA)
   m.attr("with_cuda") = true;
+  m.attr("cuda_emulation") = false;
   m.def("cuda_runtime_version", &pyseq::cuda_runtime_version, "CUDA runtime version pyseq was built against.");
 #else
   m.attr("with_cuda") = false;
+  m.attr("cuda_emulation") = false;
 #endif
 }
 

@@ -28,12 +28,66 @@ def cpu_paths(request):
     pyseq._C.set_avx512_helpers(True)
 
 
-@pytest.fixture(params=["cpu", "cuda"])
+def _emulation_build():
+    import pyseq.cuda_emulation
+
+    return pyseq.cuda_emulation.available()
+
+
+# The build of make cuda-emulate adds a third device: the CUDA glue and kernels run on the CPU by the emulator.
+DEVICES = ["cpu", "cuda"] + (["emulated"] if _emulation_build() else [])
+
+
+@pytest.fixture(params=DEVICES)
 def device(request):
-    """Runs a test on each device: the CPU always, CUDA where torch has a GPU (skipped elsewhere)."""
+    """Runs a test on each device: the CPU always, CUDA where torch has a GPU (skipped elsewhere), and in the
+    emulation build the emulated CUDA kernels (CPU tensors; pyseq's ops routed to the kernels, each call checked under
+    several thread schedules)."""
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    return torch.device(request.param)
+    if request.param == "emulated":
+        import pyseq.cuda_emulation
+
+        with pyseq.cuda_emulation.emulate():
+            yield torch.device("cpu")
+        return
+    yield torch.device(request.param)
+
+
+class Gpu:
+    """Where a test of the CUDA path runs its pyseq calls: `put` moves a tensor there, and the calls go inside
+    `with gpu:`. On CUDA tensors move to the GPU; on the emulated GPU they stay on the CPU and the block routes pyseq's
+    ops to the emulated CUDA kernels."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self._mode = None
+
+    def put(self, t):
+        return t.cuda() if self.kind == "cuda" else t
+
+    def __enter__(self):
+        if self.kind == "emulated":
+            import pyseq.cuda_emulation
+
+            self._mode = pyseq.cuda_emulation.emulate()
+            self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._mode is not None:
+            self._mode.__exit__(*exc)
+            self._mode = None
+
+
+@pytest.fixture(params=["cuda", "emulated"])
+def gpu(request):
+    """Runs a test of the CUDA path on a GPU (where torch has one) and on the emulated GPU (in the emulation build)."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if request.param == "emulated" and not _emulation_build():
+        pytest.skip("not the emulation build (make cuda-emulate)")
+    return Gpu(request.param)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -286,7 +286,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_cuda(const at::Tenso
 }  // namespace pyseq
 
 #ifdef PYSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_cuda));
   m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_backward_cuda));
   m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_cuda));

@@ -102,24 +102,24 @@ unsigned warp_blocks(int64_t rows) { return static_cast<unsigned>((rows * kWarp 
 #define PYSEQ_DEFINE_ATTENTION_LAUNCHERS(T)                                                                        \
   void launch_additive_scores(const AdditiveArgs<T>& a, void* stream) {                                          \
     const int64_t n = a.B * a.Tq * a.Tk;                                                                          \
-    if (n > 0) additive_scores_kernel<T><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(a);                   \
+    if (n > 0) launch_kernel<additive_scores_kernel<T>>(blocks_for(n), kThreads, 0, stream, a);                    \
   }                                                                                                               \
   void launch_masked_softmax(T* scores, int64_t rows, int64_t Tq, int64_t Tk, MaskView mask, T scale,            \
                              void* stream) {                                                                      \
     if (rows > 0) {                                                                                               \
-      masked_softmax_kernel<T><<<warp_blocks(rows), kThreads, 0, as_stream(stream)>>>(scores, rows, Tq, Tk, mask, \
-                                                                                      scale);                     \
+      launch_kernel<masked_softmax_kernel<T>>(warp_blocks(rows), kThreads, 0, stream, scores, rows, Tq, Tk, mask,  \
+                                              scale);                                                             \
     }                                                                                                             \
   }                                                                                                               \
   void launch_softmax_backward(const T* weights, T* grad, int64_t rows, int64_t Tk, T scale, void* stream) {     \
     if (rows > 0) {                                                                                               \
-      softmax_backward_kernel<T><<<warp_blocks(rows), kThreads, 0, as_stream(stream)>>>(weights, grad, rows, Tk,  \
-                                                                                        scale);                   \
+      launch_kernel<softmax_backward_kernel<T>>(warp_blocks(rows), kThreads, 0, stream, weights, grad, rows, Tk,  \
+                                                scale);                                                           \
     }                                                                                                             \
   }                                                                                                               \
   void launch_additive_gradients(const AdditiveArgs<T>& a, void* stream) {                                       \
     const int64_t n = (a.Tq + a.Tk) * a.B * a.A;                                                                  \
-    if (n > 0) additive_gradients_kernel<T><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(a);                \
+    if (n > 0) launch_kernel<additive_gradients_kernel<T>>(blocks_for(n), kThreads, 0, stream, a);                 \
   }
 PYSEQ_DEFINE_ATTENTION_LAUNCHERS(float)
 PYSEQ_DEFINE_ATTENTION_LAUNCHERS(double)

@@ -496,7 +496,7 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cuda(const at::Tensor& emissions, con
 }  // namespace pyseq
 
 #ifdef PYSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_cuda));
   m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_backward_cuda));
   m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_cuda));

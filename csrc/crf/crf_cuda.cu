@@ -49,7 +49,7 @@ size_t shared_bytes(int64_t K, int threads) {
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) crf_forward_kernel(const CrfChainArgs<T> a, T* out) {
-  extern __shared__ __align__(16) unsigned char shared[];
+  PYSEQ_DYNAMIC_SHARED(shared);
   const SharedVectors<T> v(reinterpret_cast<T*>(shared), a.K);
   const int64_t b = blockIdx.x, L = a.lengths[b], K = a.K;
   for (int64_t i = threadIdx.x; i < (a.T_max - L) * a.Kp; i += blockDim.x) crf_alpha_padding(a, b, i);
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kMaxThreads) crf_forward_kernel(const CrfChain
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) crf_backward_kernel(const CrfChainArgs<T> a) {
-  extern __shared__ __align__(16) unsigned char shared[];
+  PYSEQ_DYNAMIC_SHARED(shared);
   const SharedVectors<T> v(reinterpret_cast<T*>(shared), a.K);
   const CrfScratch<T>& s = v.s;
   const int64_t b = blockIdx.x, L = a.lengths[b], K = a.K;
@@ -132,15 +132,15 @@ template <typename T>
 void forward(const CrfChainArgs<T>& a, T* out, void* stream) {
   if (a.B == 0) return;
   const int threads = block_threads(a.K);
-  crf_forward_kernel<T><<<static_cast<unsigned>(a.B), threads, shared_bytes<T>(a.K, threads), as_stream(stream)>>>(
-      a, out);
+  launch_kernel<crf_forward_kernel<T>>(static_cast<unsigned>(a.B), threads, shared_bytes<T>(a.K, threads), stream, a,
+                                       out);
 }
 
 template <typename T>
 void backward(const CrfChainArgs<T>& a, void* stream) {
   if (a.B == 0) return;
   const int threads = block_threads(a.K);
-  crf_backward_kernel<T><<<static_cast<unsigned>(a.B), threads, shared_bytes<T>(a.K, threads), as_stream(stream)>>>(a);
+  launch_kernel<crf_backward_kernel<T>>(static_cast<unsigned>(a.B), threads, shared_bytes<T>(a.K, threads), stream, a);
 }
 
 constexpr int kSequenceThreads = 128;
@@ -149,19 +149,19 @@ unsigned sequence_blocks(int64_t B) { return static_cast<unsigned>((B + kSequenc
 template <typename T>
 void path_scores(const CrfChainArgs<T>& a, T* out, void* stream) {
   if (a.B == 0) return;
-  crf_path_scores_kernel<T><<<sequence_blocks(a.B), kSequenceThreads, 0, as_stream(stream)>>>(a, out);
+  launch_kernel<crf_path_scores_kernel<T>>(sequence_blocks(a.B), kSequenceThreads, 0, stream, a, out);
 }
 
 template <typename T>
 void path_gradients(const CrfChainArgs<T>& a, void* stream) {
   if (a.B == 0) return;
-  crf_path_gradients_kernel<T><<<sequence_blocks(a.B), kSequenceThreads, 0, as_stream(stream)>>>(a);
+  launch_kernel<crf_path_gradients_kernel<T>>(sequence_blocks(a.B), kSequenceThreads, 0, stream, a);
 }
 
 template <typename T>
 void viterbi(const CrfViterbiArgs<T>& a, void* stream) {
   if (a.B == 0) return;
-  crf_viterbi_kernel<T><<<static_cast<unsigned>(a.B), block_threads(a.K), 0, as_stream(stream)>>>(a);
+  launch_kernel<crf_viterbi_kernel<T>>(static_cast<unsigned>(a.B), block_threads(a.K), 0, stream, a);
 }
 
 }  // namespace

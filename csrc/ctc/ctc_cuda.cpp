@@ -219,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor> greedy_decode_cuda(const at::Tensor& log_prob
                                                       int64_t blank) {
   const c10::DeviceGuard guard(log_probs.device());
   const CudaCells cells = cells_on(log_probs);
-  check_log_probs(log_probs, blank, c10::kCUDA);
+  check_log_probs(log_probs, blank, kGlueDevice);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
   const at::Tensor lengths =
       at::tensor(read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T)), at::kLong)
@@ -240,7 +240,7 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
                                                      const at::Tensor& target_lengths, int64_t blank) {
   const c10::DeviceGuard guard(log_probs.device());
   const CudaCells cells = cells_on(log_probs);
-  const AlignBatch b = read_align_batch(log_probs, targets, input_lengths, target_lengths, blank, c10::kCUDA);
+  const AlignBatch b = read_align_batch(log_probs, targets, input_lengths, target_lengths, blank, kGlueDevice);
   const at::Tensor lp = log_probs.contiguous(), tg = targets.contiguous();
   const int64_t ld = 2 * b.S_max + 1;
   const at::Device device = lp.device();
@@ -269,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
 }  // namespace pyseq
 
 #ifdef PYSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ctc_loss", PYSEQ_FLOAT32_RESULTS(pyseq::loss_cuda));
   m.impl("ctc_loss_backward", PYSEQ_FLOAT32_RESULTS(pyseq::loss_backward_cuda));
   m.impl("ctc_greedy_decode", PYSEQ_FLOAT32_RESULTS(pyseq::greedy_decode_cuda));

@@ -104,13 +104,13 @@ __global__ void __launch_bounds__(kMaxThreads) ctc_align_kernel(const CtcAlignAr
 template <typename T>
 void alpha(const CtcLossArgs<T>& a, void* stream) {
   if (a.N == 0) return;
-  ctc_alpha_kernel<T><<<static_cast<unsigned>(a.N), block_threads(a.Lmax), 0, as_stream(stream)>>>(a);
+  launch_kernel<ctc_alpha_kernel<T>>(static_cast<unsigned>(a.N), block_threads(a.Lmax), 0, stream, a);
 }
 
 template <typename T>
 void backward(const CtcLossArgs<T>& a, void* stream) {
   if (a.N == 0) return;
-  ctc_backward_kernel<T><<<static_cast<unsigned>(a.N), block_threads(a.Lmax + 2), 0, as_stream(stream)>>>(a);
+  launch_kernel<ctc_backward_kernel<T>>(static_cast<unsigned>(a.N), block_threads(a.Lmax + 2), 0, stream, a);
 }
 
 template <typename T>
@@ -121,17 +121,17 @@ void greedy(const T* lp, int64_t T_max, int64_t N, int64_t C, int64_t blank, con
   constexpr int kThreads = 256;
   if (frames > 0) {
     const int64_t blocks = (frames * kWarp + kThreads - 1) / kThreads;
-    ctc_best_class_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, as_stream(stream)>>>(lp, frames, N, T_max,
-                                                                                                 C, best);
+    launch_kernel<ctc_best_class_kernel<T>>(static_cast<unsigned>(blocks), kThreads, 0, stream, lp, frames, N, T_max,
+                                            C, best);
   }
-  ctc_collapse_kernel<<<static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, as_stream(stream)>>>(
-      best, N, T_max, blank, input_lengths, tokens, counts);
+  launch_kernel<ctc_collapse_kernel>(static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, stream, best,
+                                     N, T_max, blank, input_lengths, tokens, counts);
 }
 
 template <typename T>
 void align(const CtcAlignArgs<T>& a, void* stream) {
   if (a.N == 0) return;
-  ctc_align_kernel<T><<<static_cast<unsigned>(a.N), block_threads(2 * a.S_max + 1), 0, as_stream(stream)>>>(a);
+  launch_kernel<ctc_align_kernel<T>>(static_cast<unsigned>(a.N), block_threads(2 * a.S_max + 1), 0, stream, a);
 }
 
 }  // namespace

@@ -83,7 +83,7 @@ NtmWriteGradients write_backward_cuda(const at::Tensor& grad_memory, const at::T
 }  // namespace
 }  // namespace pyseq
 
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ntm_address", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_cuda));
   m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_backward_cuda));
   m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_cuda));

@@ -66,7 +66,7 @@ __device__ void address_head(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) ntm_address_kernel(const NtmAddressArgs<T> a, T* scratch) {
-  extern __shared__ __align__(16) unsigned char shared[];
+  PYSEQ_DYNAMIC_SHARED(shared);
   T* buffer = reinterpret_cast<T*>(shared);
   const int64_t b = blockIdx.x;
   const NtmHeadRows<T> v(scratch + b * kNtmHeadVectors * a.N, a.N);
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_kernel(const NtmAddre
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) ntm_address_backward_kernel(const NtmAddressArgs<T> a, T* scratch) {
-  extern __shared__ __align__(16) unsigned char shared[];
+  PYSEQ_DYNAMIC_SHARED(shared);
   T* buffer = reinterpret_cast<T*>(shared);
   const int64_t b = blockIdx.x;
   const NtmHeadRows<T> v(scratch + b * kNtmHeadVectors * a.N, a.N);
@@ -146,28 +146,28 @@ template <typename T>
 void address(const NtmAddressArgs<T>& a, T* scratch, void* stream) {
   if (a.B == 0 || a.H == 0) return;
   const int threads = block_threads(a.N);
-  ntm_address_kernel<T><<<static_cast<unsigned>(a.B), threads, threads * sizeof(T), as_stream(stream)>>>(a, scratch);
+  launch_kernel<ntm_address_kernel<T>>(static_cast<unsigned>(a.B), threads, threads * sizeof(T), stream, a, scratch);
 }
 
 template <typename T>
 void address_backward(const NtmAddressArgs<T>& a, T* scratch, void* stream) {
   if (a.B == 0 || a.H == 0) return;
   const int threads = block_threads(a.N);
-  ntm_address_backward_kernel<T>
-      <<<static_cast<unsigned>(a.B), threads, threads * sizeof(T), as_stream(stream)>>>(a, scratch);
+  launch_kernel<ntm_address_backward_kernel<T>>(static_cast<unsigned>(a.B), threads, threads * sizeof(T), stream, a,
+                                                scratch);
 }
 
 template <typename T>
 void write(const NtmWriteArgs<T>& a, void* stream) {
   if (a.B * a.N * a.M == 0) return;
-  ntm_write_kernel<T><<<blocks_for(a.B * a.N), kRowThreads, 0, as_stream(stream)>>>(a);
+  launch_kernel<ntm_write_kernel<T>>(blocks_for(a.B * a.N), kRowThreads, 0, stream, a);
 }
 
 template <typename T>
 void write_backward(const NtmWriteArgs<T>& a, void* stream) {
   if (a.B * a.N * a.M == 0) return;
-  ntm_write_backward_rows_kernel<T><<<blocks_for(a.B * a.N), kRowThreads, 0, as_stream(stream)>>>(a);
-  ntm_write_backward_columns_kernel<T><<<blocks_for(a.B * a.M), kRowThreads, 0, as_stream(stream)>>>(a);
+  launch_kernel<ntm_write_backward_rows_kernel<T>>(blocks_for(a.B * a.N), kRowThreads, 0, stream, a);
+  launch_kernel<ntm_write_backward_columns_kernel<T>>(blocks_for(a.B * a.M), kRowThreads, 0, stream, a);
 }
 
 }  // namespace

@@ -16,6 +16,10 @@
 #include "../common/ops.h"
 #include "ntm.h"
 
+#ifdef PYSEQ_WITH_CUDA
+#include "../common/cuda_glue.h"
+#endif
+
 namespace pyseq {
 namespace {
 
@@ -210,7 +214,7 @@ TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
 }
 
 #ifdef PYSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ntm_step", &pyseq::ntm_step_composite);
   m.impl("ntm_step_backward", &pyseq::ntm_step_backward_composite);
 }

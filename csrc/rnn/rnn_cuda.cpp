@@ -250,7 +250,7 @@ Backward layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor
 }  // namespace pyseq
 
 #ifdef PYSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(pyseq, CUDA, m) {
+PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("rnn_layer", &pyseq::layer_cuda);
   m.impl("rnn_layer_backward", &pyseq::layer_backward_cuda);
 }

@@ -4,6 +4,7 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include "../common/cuda_launch.h"
 #include "rnn_cuda.h"
 
 namespace pyseq {
@@ -28,7 +29,7 @@ void launch(const Rows& a, int64_t n, void* stream) {
   // Enough blocks to fill the GPU several times over; the grid-stride loop covers the rest.
   const int64_t blocks = (units + kThreads - 1) / kThreads;
   const unsigned grid = static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
-  cell_update_kernel<Rows, Unit><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a, units);
+  launch_kernel<cell_update_kernel<Rows, Unit>>(grid, kThreads, 0, stream, a, units);
 }
 
 }  // namespace
@@ -98,7 +99,7 @@ __global__ void __launch_bounds__(kPersistentThreads)
   const int64_t H = a.H, B = a.B, GH = G * H;
   const int64_t u0 = blockIdx.x * units;
   const int64_t U = u0 >= H ? 0 : (H - u0 < units ? H - u0 : units);
-  extern __shared__ __align__(16) unsigned char shared[];
+  PYSEQ_DYNAMIC_SHARED(shared);
   A* state = reinterpret_cast<A*>(shared);
   S* w = reinterpret_cast<S*>(shared + B * H * sizeof(A));
   for (int64_t i = threadIdx.x; i < G * U * H; i += blockDim.x) {
@@ -146,7 +147,7 @@ __global__ void __launch_bounds__(kPersistentThreads)
 }
 
 template <typename S, int kMode>
-bool launch_persistent(const PersistentForward<S>& a, cudaStream_t stream) {
+bool launch_persistent(const PersistentForward<S>& a, void* stream) {
   using A = accumulate_t<S>;
   if (a.B < 1 || a.B > kPersistentMaxBatch || a.T < 1) return false;
   int device = 0, sms = 0, smem_limit = 0;
@@ -170,11 +171,8 @@ bool launch_persistent(const PersistentForward<S>& a, cudaStream_t stream) {
     cudaGetLastError();
     return false;
   }
-  PersistentForward<S> args = a;
-  int64_t units_arg = units;
-  void* params[] = {&args, &units_arg};
-  if (cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)),
-                                  dim3(kPersistentThreads), params, smem, stream) != cudaSuccess) {
+  if (launch_cooperative_kernel<persistent_forward_kernel<S, kMode>>(static_cast<unsigned>(blocks), kPersistentThreads,
+                                                                     smem, stream, a, units) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -183,12 +181,11 @@ bool launch_persistent(const PersistentForward<S>& a, cudaStream_t stream) {
 
 template <typename S>
 bool launch_persistent_any(const PersistentForward<S>& a, void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (a.mode) {
-    case 0: return launch_persistent<S, 0>(a, s);
-    case 1: return launch_persistent<S, 1>(a, s);
-    case 2: return launch_persistent<S, 2>(a, s);
-    case 3: return launch_persistent<S, 3>(a, s);
+    case 0: return launch_persistent<S, 0>(a, stream);
+    case 1: return launch_persistent<S, 1>(a, stream);
+    case 2: return launch_persistent<S, 2>(a, stream);
+    case 3: return launch_persistent<S, 3>(a, stream);
     default: return false;
   }
 }
