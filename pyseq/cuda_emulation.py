@@ -70,6 +70,14 @@ def launched_kernels(forget: bool = False) -> set[str]:
     return names
 
 
+def _plain_cpu(args, kwargs) -> bool:
+    """Whether every tensor argument holds real CPU data (not a fake, meta or subclass tensor of a tracer)."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    tensors += [t for a in (*args, *kwargs.values()) if isinstance(a, (list, tuple)) for t in a
+                if isinstance(t, torch.Tensor)]
+    return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" for t in tensors)
+
+
 def _bytes(x):
     return x.detach().contiguous().reshape(-1).view(torch.uint8)
 
@@ -98,7 +106,7 @@ class emulate(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.namespace != "pyseq" or func._opname not in self.emulated:
+        if func.namespace != "pyseq" or func._opname not in self.emulated or not _plain_cpu(args, kwargs):
             return func(*args, **kwargs)
         op = getattr(getattr(torch.ops.pyseq_emulated, func._opname), func._overloadname)
         results = []

@@ -1,8 +1,8 @@
 """The recurrent layers' CUDA path (csrc/rnn/rnn_cuda.*).
 
-Everywhere: its schedule with each unit's cell update (rnn_steps.h, a CUDA thread's work) called on the CPU, against
-the CPU kernels, every output and gradient of both ops. With a GPU: the layers on CUDA against the CPU path and
-torch.nn on CUDA (cuDNN), bfloat16/float16, mixed devices. (That the CUDA kernels are registered: test_ops.py.)
+On a GPU and on the emulated GPU (the `gpu` fixture): the layers' CUDA glue and kernels against the CPU path and
+torch.nn (cuDNN on a GPU), bfloat16/float16, the persistent forward kernel; on a GPU only, mixed devices. (That the
+CUDA kernels are registered: test_ops.py.)
 """
 
 import itertools
@@ -86,46 +86,48 @@ def test_unitwise_schedule_without_workspace_and_errors():
 # ---- on a GPU ---------------------------------------------------------------------------------------------------
 
 
-@needs_gpu
 @pytest.mark.parametrize("name,proj,bias,reverse,sizes", CASES)
-def test_cuda_ops_match_cpu(name, proj, bias, reverse, sizes):
+def test_cuda_ops_match_cpu(gpu, name, proj, bias, reverse, sizes):
     batch_sizes = torch.tensor(sizes)
     cpu = layer_args(MODES[name], torch.float64, batch_sizes, proj=proj, bias=bias, reverse=reverse)
-    gpu = layer_args(MODES[name], torch.float64, batch_sizes, proj=proj, bias=bias, reverse=reverse, device="cuda")
-    expected, got = torch.ops.pyseq.rnn_layer(*cpu), torch.ops.pyseq.rnn_layer(*gpu)
+    on_gpu = tuple(gpu.put(a) if isinstance(a, torch.Tensor) and a is not cpu[2] else a for a in cpu)
+    expected = torch.ops.pyseq.rnn_layer(*cpu)
+    expected_grads = torch.ops.pyseq.rnn_layer_backward(*backward_args(cpu, expected))
+    with gpu:
+        got = torch.ops.pyseq.rnn_layer(*on_gpu)
+        grads = torch.ops.pyseq.rnn_layer_backward(*backward_args(on_gpu, got))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
-    for a, b in zip(torch.ops.pyseq.rnn_layer_backward(*backward_args(gpu, got)),
-                    torch.ops.pyseq.rnn_layer_backward(*backward_args(cpu, expected))):
+    for a, b in zip(grads, expected_grads):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
 
 
-@needs_gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
-def test_cuda_16_bit_close_to_float32(dtype, cell):
+def test_cuda_16_bit_close_to_float32(gpu, dtype, cell):
     torch.manual_seed(0)
-    module = getattr(pyseq.nn, cell)(32, 64, num_layers=2, bidirectional=True).cuda()
-    x = torch.randn(20, 8, 32, device="cuda")
-    out32, _ = module(x)
-    out16, _ = module.to(dtype)(x.to(dtype))
-    assert out16.dtype == dtype
+    module = gpu.put(getattr(pyseq.nn, cell)(32, 64, num_layers=2, bidirectional=True))
+    x = gpu.put(torch.randn(20, 8, 32))
+    with gpu:
+        out32, _ = module(x)
+        out16, _ = module.to(dtype)(x.to(dtype))
+        assert out16.dtype == dtype
+        out16.float().sum().backward()
     # bfloat16 keeps 8 bits of mantissa: ~4e-3 relative per rounding, over 20 steps and two layers.
     err = (out16.float() - out32).abs().max().item()
     assert err < (5e-2 if dtype == torch.bfloat16 else 1e-2), err
-    out16.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
 
 
-@needs_gpu
-def test_cuda_packed_sequence_matches_cudnn():
+def test_cuda_packed_sequence_matches_cudnn(gpu):
     torch.manual_seed(0)
-    ours = pyseq.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3).cuda()
-    ref = torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3).cuda()
+    ours = gpu.put(pyseq.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3))
+    ref = gpu.put(torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True, proj_size=3))
     ref.load_state_dict(ours.state_dict())
-    x = torch.randn(9, 5, 4, device="cuda")
+    x = gpu.put(torch.randn(9, 5, 4))
     lengths = torch.tensor([9, 2, 7, 1, 4])
-    out_a, (h_a, c_a) = ours(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    with gpu:
+        out_a, (h_a, c_a) = ours(pack_padded_sequence(x, lengths, enforce_sorted=False))
     out_b, (h_b, c_b) = ref(pack_padded_sequence(x, lengths, enforce_sorted=False))
     for a, b in ((out_a.data, out_b.data), (h_a, h_b), (c_a, c_b)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -142,21 +144,22 @@ def test_cuda_mixed_devices_raise():
         torch.ops.pyseq.rnn_layer(*args)
 
 
-@needs_gpu
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("B,H", [(1, 7), (5, 256), (16, 1024), (17, 64)])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_cuda_persistent_forward_matches_step_schedule(cell, B, H, bidirectional):
+def test_cuda_persistent_forward_matches_step_schedule(gpu, cell, B, H, bidirectional):
     # B = 17 is past the persistent kernel's batch limit: the step schedule runs, and must agree all the same.
+    # (The emulated GPU has 8 multiprocessors: H = 256 spreads over 8 blocks of the persistent kernel.)
     torch.manual_seed(0)
-    module = getattr(pyseq.nn, cell)(16, H, bidirectional=bidirectional).cuda()
-    x = torch.randn(12, B, 16, device="cuda", requires_grad=True)
+    module = gpu.put(getattr(pyseq.nn, cell)(16, H, bidirectional=bidirectional))
+    x = gpu.put(torch.randn(12, B, 16)).requires_grad_()
 
     def run():
-        out, h = module(x)
-        states = list(h) if isinstance(h, tuple) else [h]
-        loss = out.square().sum() + sum(s.square().sum() for s in states)
-        grads = torch.autograd.grad(loss, [x] + list(module.parameters()))
+        with gpu:
+            out, h = module(x)
+            states = list(h) if isinstance(h, tuple) else [h]
+            loss = out.square().sum() + sum(s.square().sum() for s in states)
+            grads = torch.autograd.grad(loss, [x] + list(module.parameters()))
         return [out.detach()] + [s.detach() for s in states] + list(grads)
 
     expected = run()

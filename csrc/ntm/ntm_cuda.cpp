@@ -22,7 +22,7 @@ struct CudaKernels {
   void* stream;
 
   explicit CudaKernels(const at::Tensor& m) : memory(m), stream(cuda_stream_of(m, "memory")) {}
-  c10::DeviceType device() const { return c10::DeviceType::CUDA; }
+  c10::DeviceType device() const { return kGlueDevice; }
 
   template <typename T>
   at::Tensor scratch(const NtmAddressArgs<T>& a) const {

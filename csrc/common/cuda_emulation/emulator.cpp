@@ -155,7 +155,7 @@ struct Fiber {
   size_t size = 0;
   unsigned char value[16];
   void* result = nullptr;
-  uint64_t key = 0;  // its place in the round (the schedule's order)
+  unsigned ready_round = 0;  // made ready during this round: runs from the next one
 };
 
 struct Block {
@@ -165,7 +165,8 @@ struct Block {
   const char* barrier_file = "";
   int barrier_line = 0;
   std::vector<unsigned char> dynamic_shared;
-  std::vector<unsigned> waiting;             // per warp: the lanes waiting at a warp intrinsic
+  std::vector<unsigned> waiting;       // per warp: the lanes waiting at a warp intrinsic
+  std::vector<unsigned> exited_lanes;  // per warp: the lanes that have exited
 };
 
 enum class Order { Forward, Reverse, Random };
@@ -190,7 +191,8 @@ struct Launch {
   size_t dynamic_bytes = 0;
   std::vector<Block> blocks;  // the blocks running now: one, or the whole grid of a cooperative launch
   std::vector<Fiber> fibers;
-  std::vector<Fiber*> ready;
+  unsigned ready = 0;  // fibers in State::Ready
+  unsigned round = 0;
   unsigned grid_live = 0, grid_exited = 0, grid_at_sync = 0;
   const char* grid_file = "";
   int grid_line = 0;
@@ -323,7 +325,8 @@ Fiber& fiber_at(const Block& b, unsigned tid) { return launch_now->fibers[b.firs
 
 void make_ready(Fiber& f) {
   f.state = State::Ready;
-  launch_now->ready.push_back(&f);
+  f.ready_round = launch_now->round;
+  ++launch_now->ready;
 }
 
 void thread_exits(Fiber& f) {
@@ -344,8 +347,9 @@ void thread_exits(Fiber& f) {
                  L.grid_file, L.grid_line);
   }
   const unsigned warp = f.tid / kWarp, lane = f.tid % kWarp;
-  for (unsigned l = 0; l < kWarp; ++l) {
-    if (!(b.waiting[warp] >> l & 1)) continue;
+  b.exited_lanes[warp] |= 1u << lane;
+  for (unsigned w = b.waiting[warp]; w != 0; w &= w - 1) {
+    const unsigned l = static_cast<unsigned>(__builtin_ctz(w));
     const Fiber& g = fiber_at(b, warp * kWarp + l);
     if (g.mask >> lane & 1) {
       fault("%s exited while lane %u waits for it at %s at %s:%d (mask 0x%08x)", where(f).text, l,
@@ -456,16 +460,17 @@ void complete_warp_op(Block& b, unsigned warp, unsigned mask) {
   const Fiber& first = fiber_at(b, warp * kWarp + static_cast<unsigned>(__builtin_ctz(mask)));
   const WarpOp op = first.op;
   unsigned any = 0, all = 1, ballot = 0;
-  for (unsigned l = 0; l < kWarp; ++l) {
-    if (mask >> l & 1) {
+  if (!is_shuffle(op) && op != WarpOp::Sync) {
+    for (unsigned m = mask; m != 0; m &= m - 1) {
+      const unsigned l = static_cast<unsigned>(__builtin_ctz(m));
       const bool p = fiber_at(b, warp * kWarp + l).value[0] != 0;
       any |= p;
       all &= p;
       ballot |= static_cast<unsigned>(p) << l;
     }
   }
-  for (unsigned l = 0; l < kWarp; ++l) {
-    if (!(mask >> l & 1)) continue;
+  for (unsigned m = mask; m != 0; m &= m - 1) {
+    const unsigned l = static_cast<unsigned>(__builtin_ctz(m));
     Fiber& g = fiber_at(b, warp * kWarp + l);
     if (is_shuffle(op)) {
       const int source = shuffle_source(op, l, g.operand, g.width);
@@ -504,11 +509,9 @@ void warp_exchange(WarpOp op, unsigned mask, const void* value, size_t size, int
   if (is_shuffle(op) && (width < 1 || width > static_cast<int>(kWarp) || (width & (width - 1)) != 0)) {
     fault("%s at %s:%d: width %d is not a power of two up to 32", op_name(op), file, line, width);
   }
-  for (unsigned l = 0; l < kWarp; ++l) {
-    if ((mask >> l & 1) && fiber_at(b, warp * kWarp + l).state == State::Exited) {
-      fault("%s at %s:%d (%s): the mask 0x%08x names lane %u, which has exited", op_name(op), file, line,
-                   where(f).text, mask, l);
-    }
+  if (mask & b.exited_lanes[warp]) {
+    fault("%s at %s:%d (%s): the mask 0x%08x names lane %d, which has exited", op_name(op), file, line, where(f).text,
+          mask, __builtin_ctz(mask & b.exited_lanes[warp]));
   }
   f.op = op;
   f.mask = mask;
@@ -520,8 +523,8 @@ void warp_exchange(WarpOp op, unsigned mask, const void* value, size_t size, int
   f.file = file;
   f.line = line;
   f.state = State::Warp;
-  for (unsigned l = 0; l < kWarp; ++l) {
-    if (!(b.waiting[warp] >> l & 1)) continue;
+  for (unsigned w = b.waiting[warp]; w != 0; w &= w - 1) {
+    const unsigned l = static_cast<unsigned>(__builtin_ctz(w));
     const Fiber& g = fiber_at(b, warp * kWarp + l);
     if (((g.mask >> lane & 1) || (mask >> l & 1)) && (g.op != op || g.mask != mask || g.size != size || g.width != width)) {
       fault("the lanes of a warp diverge: lane %u at %s at %s:%d (mask 0x%08x), lane %u at %s at %s:%d (mask "
@@ -593,12 +596,12 @@ void run_blocks(Launch& L) {
     b.exited = b.at_barrier = 0;
     b.dynamic_shared.assign(L.dynamic_bytes, 0xff);  // NaN bytes: a read before a write shows
     b.waiting.assign((b.count + kWarp - 1) / kWarp, 0);
+    b.exited_lanes.assign((b.count + kWarp - 1) / kWarp, 0);
     threads += b.count;
   }
   L.fibers.assign(threads, Fiber());
   L.grid_live = threads;
   L.grid_exited = L.grid_at_sync = 0;
-  L.ready.clear();
   for (unsigned k = 0; k < L.blocks.size(); ++k) {
     const Block& b = L.blocks[k];
     for (unsigned t = 0; t < b.count; ++t) {
@@ -610,34 +613,39 @@ void run_blocks(Launch& L) {
       f.coords.block_dim = L.block;
       f.coords.grid_dim = L.grid;
       start_fiber(f);
-      L.ready.push_back(&f);
     }
   }
-  std::vector<Fiber*> round;
-  std::vector<uint32_t> block_rank(L.blocks.size());
+  L.round = 0;
+  L.ready = threads;
+  // Each round runs the fibers that were ready when it began, in the schedule's order: by block, then by thread
+  // (reversed, or both shuffled anew each round).
+  std::vector<unsigned> order(threads);
+  for (unsigned i = 0; i < threads; ++i) order[i] = L.schedule.order == Order::Reverse ? threads - 1 - i : i;
+  std::vector<unsigned> block_order(L.blocks.size());
   while (L.fault.empty()) {
-    if (L.ready.empty()) {
+    if (L.ready == 0) {
       if (L.grid_live > 0) L.fault = deadlock_report(L);
       break;
     }
-    round.swap(L.ready);
-    L.ready.clear();
-    // The round's order: by block, then by thread (reversed, or both drawn at random).
-    for (uint32_t k = 0; k < block_rank.size(); ++k) {
-      block_rank[k] = L.schedule.order == Order::Random ? L.schedule.next() : k;
+    ++L.round;
+    if (L.schedule.order == Order::Random) {
+      for (unsigned k = 0; k < block_order.size(); ++k) block_order[k] = k;
+      for (size_t i = block_order.size(); i > 1; --i) std::swap(block_order[i - 1], block_order[L.schedule.next() % i]);
+      unsigned* next = order.data();
+      for (unsigned k : block_order) {
+        const Block& b = L.blocks[k];
+        unsigned* first = next;
+        for (unsigned t = 0; t < b.count; ++t) *next++ = b.first + t;
+        for (unsigned i = b.count; i > 1; --i) std::swap(first[i - 1], first[L.schedule.next() % i]);
+      }
     }
-    for (Fiber* f : round) {
-      const uint32_t within = L.schedule.order == Order::Random ? L.schedule.next() : f->tid;
-      f->key = (static_cast<uint64_t>(block_rank[f->block]) << 32) | within;
-      if (L.schedule.order == Order::Reverse) f->key = ~f->key;
-    }
-    std::sort(round.begin(), round.end(), [](const Fiber* a, const Fiber* b) {
-      return a->key != b->key ? a->key < b->key : a->block != b->block ? a->block < b->block : a->tid < b->tid;
-    });
-    for (Fiber* f : round) {
-      running = f;
-      current = &f->coords;
-      switch_context(L.main, f->context, false);
+    for (unsigned i : order) {
+      Fiber& f = L.fibers[i];
+      if (f.state != State::Ready || f.ready_round >= L.round) continue;
+      --L.ready;
+      running = &f;
+      current = &f.coords;
+      switch_context(L.main, f.context, false);
       if (!L.fault.empty()) break;
     }
   }
