@@ -12,7 +12,6 @@ import torch
 from pyseq import _C
 from pyseq import functional as F
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 ops = torch.ops.pyseq
 
 
@@ -85,26 +84,28 @@ def forward_backward(q, k, v, value, mask):
     return [context.detach(), weights.detach(), *grads]
 
 
-@needs_gpu
 @pytest.mark.parametrize("mask_kind", [None, "keys", "queries"])
-def test_cuda_matches_cpu_and_is_deterministic(mask_kind):
+def test_cuda_matches_cpu_and_is_deterministic(gpu, mask_kind):
     B, Tq, Tk, A, Dv = 32, 50, 100, 256, 64
     q, k, v, value = inputs(B, Tq, Tk, A, Dv, torch.float32)
     mask = mask_of(mask_kind, B, Tq, Tk)
     cpu = forward_backward(q, k, v, value, mask)
-    on = [x.cuda() for x in (q, k, v, value)]
-    cuda_mask = None if mask is None else mask.cuda()
-    first, second = forward_backward(*on, cuda_mask), forward_backward(*on, cuda_mask)
+    on = [gpu.put(x) for x in (q, k, v, value)]
+    cuda_mask = None if mask is None else gpu.put(mask)
+    with gpu:
+        first, second = forward_backward(*on, cuda_mask), forward_backward(*on, cuda_mask)
+    # float32 sums over 100 keys of 256 terms each: the kernels and the CPU add in different orders, each within
+    # ~1e-5 of the tensor's largest element of the float64 result (measured; gradients reach |1e3|).
     for a, b, c in zip(first, second, cpu):
         assert torch.equal(a, b)
-        torch.testing.assert_close(a.cpu(), c, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(a.cpu(), c, rtol=1e-3, atol=2e-5 * c.abs().max().item())
 
 
-@needs_gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_16_bit_inputs(dtype):
-    q, k, v, value = (x.to(dtype).cuda() for x in inputs(4, 6, 9, 32, 8, torch.float32))
-    context, weights = F.additive_attention(q, k, v, value, return_weights=True)
+def test_cuda_16_bit_inputs(gpu, dtype):
+    q, k, v, value = (gpu.put(x.to(dtype)) for x in inputs(4, 6, 9, 32, 8, torch.float32))
+    with gpu:
+        context, weights = F.additive_attention(q, k, v, value, return_weights=True)
     expected = F.additive_attention(q.float(), k.float(), v.float(), value.float(), return_weights=True)
     assert context.dtype == weights.dtype == dtype
     torch.testing.assert_close(context.float(), expected[0].to(dtype).float(), rtol=2e-2, atol=2e-2)

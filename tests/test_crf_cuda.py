@@ -13,7 +13,6 @@ import pyseq
 from pyseq import _C
 from pyseq.crf import TransitionConstraints, apply_constraints
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 ops = torch.ops.pyseq
 
 
@@ -130,33 +129,34 @@ def llh_and_grads(em, tags, lengths, scores):
     return [llh.detach()] + list(torch.autograd.grad(llh.sum(), params))
 
 
-@needs_gpu
 @pytest.mark.parametrize("B,T,K", [(64, 100, 20), (16, 200, 50), (3, 10, 1100 // 2), (5, 7, 1000)])
-def test_cuda_matches_cpu(B, T, K):
+def test_cuda_matches_cpu(gpu, B, T, K):
     em, tags, lengths, start, end, trans = problem(B, T, K, torch.float32, constrained=True)
     cpu = llh_and_grads(em, tags, lengths, (start, end, trans))
-    cuda = llh_and_grads(em.cuda(), tags.cuda(), lengths, (start.cuda(), end.cuda(), trans.cuda()))
+    scores = (gpu.put(start), gpu.put(end), gpu.put(trans))
+    with gpu:
+        cuda = llh_and_grads(gpu.put(em), gpu.put(tags), lengths, scores)
+        marginals = ops.crf_marginals(gpu.put(em), lengths, *scores)
+        viterbi = [ops.crf_viterbi(gpu.put(em), gpu.put(lengths), *scores, nbest) for nbest in (1, 2)]
     for a, b in zip(cuda, cpu):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
-    scores = (start.cuda(), end.cuda(), trans.cuda())
-    torch.testing.assert_close(ops.crf_marginals(em.cuda(), lengths, *scores).cpu(),
-                               ops.crf_marginals(em, lengths, start, end, trans), rtol=1e-4, atol=1e-5)
-    for nbest in (1, 2):
-        paths, best = ops.crf_viterbi(em.cuda(), lengths.cuda(), *scores, nbest)
+    torch.testing.assert_close(marginals.cpu(), ops.crf_marginals(em, lengths, start, end, trans), rtol=1e-4,
+                               atol=1e-5)
+    for nbest, (paths, best) in zip((1, 2), viterbi):
         expected_paths, expected_best = ops.crf_viterbi(em, lengths, start, end, trans, nbest)
         assert torch.equal(paths.cpu(), expected_paths)
         torch.testing.assert_close(best.cpu(), expected_best, rtol=1e-5, atol=1e-4)
 
 
-@needs_gpu
-def test_cuda_is_deterministic_and_takes_16_bit_emissions():
+def test_cuda_is_deterministic_and_takes_16_bit_emissions(gpu):
     em, tags, lengths, start, end, trans = problem(32, 50, 30, torch.float32)
-    on = (em.cuda(), tags.cuda(), lengths, (start.cuda(), end.cuda(), trans.cuda()))
-    for a, b in zip(llh_and_grads(*on), llh_and_grads(*on)):
-        assert torch.equal(a, b)
+    on = (gpu.put(em), gpu.put(tags), lengths, (gpu.put(start), gpu.put(end), gpu.put(trans)))
     em16 = em.to(torch.bfloat16)
-    got = llh_and_grads(em16.cuda(), *on[1:])
-    expected = llh_and_grads(em16.float().cuda(), *on[1:])
+    with gpu:
+        for a, b in zip(llh_and_grads(*on), llh_and_grads(*on)):
+            assert torch.equal(a, b)
+        got = llh_and_grads(gpu.put(em16), *on[1:])
+        expected = llh_and_grads(gpu.put(em16.float()), *on[1:])
     assert got[0].dtype == torch.float32 and got[1].dtype == torch.bfloat16
     torch.testing.assert_close(got[0], expected[0])
     torch.testing.assert_close(got[1].float(), expected[1].to(torch.bfloat16).float())

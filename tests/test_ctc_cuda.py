@@ -89,53 +89,60 @@ def loss_and_grad(lp, targets, il, tl, **kwargs):
     return loss.detach(), grad
 
 
-@needs_gpu
 @pytest.mark.parametrize("T,N,C,S", [(500, 4, 32, 100), (120, 3, 1000, 600), (50, 70, 5, 20)])
-def test_cuda_matches_cpu_beyond_one_block(T, N, C, S):
+def test_cuda_matches_cpu_beyond_one_block(gpu, T, N, C, S):
     """S = 600: 1201 lattice cells, more than the 1024 threads of a block; N = 70: many blocks."""
     lp, targets, il, tl = batch(T, N, C, S, torch.float32, repeats=False)
     il = torch.maximum(il, (2 * tl + 1).clamp(max=T))
     cpu = loss_and_grad(lp, targets, il, tl)
-    cuda = loss_and_grad(lp.cuda(), targets.cuda(), il, tl)
+    with gpu:
+        cuda = loss_and_grad(gpu.put(lp), gpu.put(targets), il, tl)
     torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=1e-5)
 
 
-@needs_gpu
-def test_cuda_gradient_is_deterministic():
+def test_cuda_gradient_is_deterministic(gpu):
     lp, targets, il, tl = batch(200, 16, 40, 50, torch.float32, repeats=True)
-    lp, targets = lp.cuda(), targets.cuda()
-    first, second = loss_and_grad(lp, targets, il, tl), loss_and_grad(lp, targets, il, tl)
+    lp, targets = gpu.put(lp), gpu.put(targets)
+    with gpu:
+        first, second = loss_and_grad(lp, targets, il, tl), loss_and_grad(lp, targets, il, tl)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
-@needs_gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_16_bit_log_probs(dtype):
+def test_cuda_16_bit_log_probs(gpu, dtype):
     lp, targets, il, tl = batch(30, 5, 8, 6, torch.float32)
     lp16 = lp.to(dtype)
-    loss, grad = loss_and_grad(lp16.cuda(), targets.cuda(), il, tl)
+    with gpu:
+        loss, grad = loss_and_grad(gpu.put(lp16), gpu.put(targets), il, tl)
     expected, expected_grad = loss_and_grad(lp16.float(), targets, il, tl)
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(loss.cpu(), expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad.cpu().float(), expected_grad.to(dtype).float())
 
 
-@needs_gpu
-def test_cuda_targets_on_the_cpu_and_mixed_devices():
+def test_cuda_targets_on_the_cpu(gpu):
     lp, targets, il, tl = batch(20, 4, 6, 5, torch.float32)
-    torch.testing.assert_close(pyseq.functional.ctc_loss(lp.cuda(), targets, il, tl).cpu(),
-                               pyseq.functional.ctc_loss(lp, targets, il, tl))
+    with gpu:
+        got = pyseq.functional.ctc_loss(gpu.put(lp), targets, il, tl)
+    torch.testing.assert_close(got.cpu(), pyseq.functional.ctc_loss(lp, targets, il, tl))
+
+
+@needs_gpu
+def test_cuda_mixed_devices():
+    lp, targets, il, tl = batch(20, 4, 6, 5, torch.float32)
     with pytest.raises(RuntimeError, match="same device|log_probs on cpu"):
         torch.ops.pyseq.ctc_forced_align(lp, targets.cuda(), il, tl, 0)
 
 
-@needs_gpu
-def test_cuda_decoders_at_scale():
+def test_cuda_decoders_at_scale(gpu):
     lp, targets, il, tl = batch(300, 8, 5000, 100, torch.float32, repeats=False)
     il = torch.full_like(il, 300)
-    assert pyseq.ctc.greedy_decode(lp.cuda(), il) == pyseq.ctc.greedy_decode(lp, il)
     tl = torch.full_like(tl, 100)
-    for got, expected in zip(pyseq.ctc.forced_align(lp.cuda(), targets.cuda(), il, tl),
-                             pyseq.ctc.forced_align(lp, targets, il, tl)):
+    expected_tokens, expected_alignment = pyseq.ctc.greedy_decode(lp, il), pyseq.ctc.forced_align(lp, targets, il, tl)
+    with gpu:
+        tokens = pyseq.ctc.greedy_decode(gpu.put(lp), il)
+        alignment = pyseq.ctc.forced_align(gpu.put(lp), gpu.put(targets), il, tl)
+    assert tokens == expected_tokens
+    for got, expected in zip(alignment, expected_alignment):
         torch.testing.assert_close(got.cpu(), expected)

@@ -154,28 +154,27 @@ def test_write_and_read_match_the_equations(device, dtype):
     assert read.shape == (3, 2, 7)
 
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@needs_gpu
-def test_cuda_memory_wider_than_a_block_and_deterministic():
+def test_cuda_memory_wider_than_a_block_and_deterministic(gpu):
     """2000 rows: more than a block's 1024 threads, so each thread takes several rows. Same results as the CPU;
     the block reductions add in a fixed order, so two runs agree bitwise."""
     inputs = address_inputs(3, 2, 2000, 20, 5, torch.float32, seed=4)
-    got = values_and_grads(F.ntm_address, inputs, "cuda")
+    device = "cuda" if gpu.kind == "cuda" else "cpu"
     expected = values_and_grads(F.ntm_address, inputs)
+    with gpu:
+        got = values_and_grads(F.ntm_address, inputs, device)
+        again = values_and_grads(F.ntm_address, inputs, device)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(got, values_and_grads(F.ntm_address, inputs, "cuda")):
+    for a, b in zip(got, again):
         assert torch.equal(a, b)
 
 
-@needs_gpu
-def test_cuda_16_bit_inputs_compute_in_float32():
+def test_cuda_16_bit_inputs_compute_in_float32(gpu):
     inputs = address_inputs(2, 2, 64, 20, 3, torch.float32, seed=5)
     for dtype in (torch.bfloat16, torch.float16):
         low = [x.to(dtype) for x in inputs]
-        got = F.ntm_address(*[x.cuda() for x in low])
+        with gpu:
+            got = F.ntm_address(*[gpu.put(x) for x in low])
         assert got.dtype == dtype
         torch.testing.assert_close(got.float().cpu(), F.ntm_address(*[x.float() for x in low]), rtol=1e-2, atol=1e-3)
 
