@@ -62,10 +62,6 @@ void register_rnn(py::module_& m) {
         return pyseq::rnn_workspace_columns(static_cast<pyseq::CellMode>(mode), H, Hr);
       },
       "Columns of the saved-for-backward workspace of pyseq::rnn_layer.");
-  m.def("rnn_layer_unitwise", &pyseq::rnn_forward_unitwise, py::call_guard<py::gil_scoped_release>(),
-        "pyseq::rnn_layer through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
-  m.def("rnn_layer_backward_unitwise", &pyseq::rnn_backward_unitwise, py::call_guard<py::gil_scoped_release>(),
-        "pyseq::rnn_layer_backward through the CUDA schedule with the cell updates unit by unit on the CPU (tests).");
   m.def("set_cuda_recurrent_kernel", &pyseq::set_cuda_recurrent_kernel,
         "The forward of the CUDA recurrent layers: steps (default) or persistent (small batches).");
   m.def("cuda_recurrent_kernel", &pyseq::cuda_recurrent_kernel_name, "The CUDA recurrent-kernel setting.");
@@ -86,10 +82,6 @@ void register_rnn(py::module_& m) {
 }
 
 void register_ctc(py::module_& m) {
-  m.def("ctc_loss_cellwise", &pyseq::ctc_loss_cellwise, py::call_guard<py::gil_scoped_release>(),
-        "pyseq::ctc_loss through the CUDA kernels' per-cell functions in host loops (tests).");
-  m.def("ctc_loss_backward_cellwise", &pyseq::ctc_loss_backward_cellwise, py::call_guard<py::gil_scoped_release>(),
-        "pyseq::ctc_loss_backward through the CUDA kernels' per-cell functions in host loops (tests).");
   m.def(
       "ctc_beam_search",
       [](const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t beam_width, int64_t blank,
@@ -103,37 +95,6 @@ void register_ctc(py::module_& m) {
       "CTC prefix beam search: per sequence a list of (tokens, log-prob). See csrc/ctc/ctc.h.");
 }
 
-// The CRF ops through the CUDA kernels' per-tag functions in host loops (tests): crf_<op>_tagwise takes the
-// arguments of pyseq::crf_<op> and returns its results.
-void register_crf(py::module_& m) {
-  const auto release = py::call_guard<py::gil_scoped_release>();
-  m.def("crf_log_partition_tagwise", &pyseq::crf_log_partition_tagwise, release);
-  m.def("crf_log_partition_backward_tagwise", &pyseq::crf_log_partition_backward_tagwise, release);
-  m.def("crf_log_likelihood_tagwise", &pyseq::crf_log_likelihood_tagwise, release);
-  m.def("crf_log_likelihood_backward_tagwise", &pyseq::crf_log_likelihood_backward_tagwise, release);
-  m.def("crf_marginals_tagwise", &pyseq::crf_marginals_tagwise, release);
-  m.def("crf_path_score_tagwise", &pyseq::crf_path_score_tagwise, release);
-  m.def("crf_path_score_backward_tagwise", &pyseq::crf_path_score_backward_tagwise, release);
-  m.def("crf_viterbi_tagwise", &pyseq::crf_viterbi_tagwise, release);
-}
-
-// The attention ops through the CUDA kernels' per-element functions in host loops (tests): optional tensors as
-// undefined ones (None).
-void register_attention(py::module_& m) {
-  const auto release = py::call_guard<py::gil_scoped_release>();
-  m.def("additive_attention_elementwise", &pyseq::additive_attention_elementwise, release);
-  m.def("additive_attention_backward_elementwise", &pyseq::additive_attention_backward_elementwise, release);
-  m.def("dot_attention_elementwise", &pyseq::dot_attention_elementwise, release);
-  m.def("dot_attention_backward_elementwise", &pyseq::dot_attention_backward_elementwise, release);
-}
-
-// The NTM step as the composite of the NTM ops that CUDA runs, on any device (tests).
-void register_ntm(py::module_& m) {
-  const auto release = py::call_guard<py::gil_scoped_release>();
-  m.def("ntm_step_composite", &pyseq::ntm_step_composite, release);
-  m.def("ntm_step_backward_composite", &pyseq::ntm_step_backward_composite, release);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -141,7 +102,4 @@ PYBIND11_MODULE(_C, m) {
   register_build_info(m);
   register_rnn(m);
   register_ctc(m);
-  register_crf(m);
-  register_attention(m);
-  register_ntm(m);
 }

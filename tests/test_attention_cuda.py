@@ -1,15 +1,14 @@
 """The attention CUDA path (csrc/attention/attention_cuda.*).
 
-Everywhere: additive and dot attention through the CUDA kernels' per-element functions (attention_elements.h, a CUDA
-thread's work) in host loops, against the CPU kernels, forward and backward, with masks, fully masked rows and NaN.
-(That the CUDA kernels are registered: test_ops.py.) With a GPU: the kernels against the CPU at the benchmark's sizes,
-determinism, 16-bit inputs. The tests of test_attention.py run on CUDA too (their `device` fixture).
+On a GPU and on the emulated GPU (the `gpu` fixture; make cuda-emulate): additive and dot attention's glue and
+kernels against the CPU kernels, forward and backward, with masks, fully masked rows, NaN and bad input; at the
+benchmark's sizes, determinism, 16-bit inputs. The tests of test_attention.py run there too (their `device`
+fixture). (That the CUDA kernels are registered: test_ops.py.)
 """
 
 import pytest
 import torch
 
-from pyseq import _C
 from pyseq import functional as F
 
 ops = torch.ops.pyseq
@@ -29,6 +28,13 @@ def mask_of(kind, B, Tq, Tk, seed=1):
     return mask
 
 
+def on(gpu, op, *args):
+    """op on the GPU or the emulated GPU: its tensor arguments moved there, its results back on the CPU."""
+    with gpu:
+        out = op(*(gpu.put(a) if isinstance(a, torch.Tensor) else a for a in args))
+    return [t.cpu() for t in out]
+
+
 def close(got, expected, dtype):
     # float64: the same terms summed in another order. float32: the CPU kernel's tanh terms may take the factored
     # form (attention_math.h), a few ulp of 1 per term, over A terms.
@@ -43,39 +49,39 @@ SHAPES = [(3, 7, 5, 9, 4), (2, 1, 113, 3, 5), (5, 4, 1, 16, 1), (1, 13, 40, 33, 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("mask_kind", [None, "keys", "queries"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_elementwise_kernels_match_cpu(shape, mask_kind, dtype):
+def test_kernels_match_cpu(gpu, shape, mask_kind, dtype):
     B, Tq, Tk, A, Dv = shape
     q, k, v, value = inputs(B, Tq, Tk, A, Dv, dtype, seed=sum(shape))
     mask = mask_of(mask_kind, B, Tq, Tk)
     context, weights = ops.additive_attention(q, k, v, value, mask, None, None)
-    close(_C.additive_attention_elementwise(q, k, v, value, mask), (context, weights), dtype)
+    close(on(gpu, ops.additive_attention, q, k, v, value, mask, None, None), (context, weights), dtype)
     g = torch.Generator().manual_seed(2)
     grad_context = torch.randn(context.shape, generator=g, dtype=dtype)
     for grad_weights in (None, torch.randn(weights.shape, generator=g, dtype=dtype)):
-        close(_C.additive_attention_backward_elementwise(grad_context, grad_weights, q, k, v, value, weights),
+        close(on(gpu, ops.additive_attention_backward, grad_context, grad_weights, q, k, v, value, weights, None, None),
               ops.additive_attention_backward(grad_context, grad_weights, q, k, v, value, weights, None, None), dtype)
     key = torch.randn(B, Tk, A, generator=g, dtype=dtype)
     context, weights = ops.dot_attention(q, key, value, mask, 0.7)
-    close(_C.dot_attention_elementwise(q, key, value, mask, 0.7), (context, weights), dtype)
+    close(on(gpu, ops.dot_attention, q, key, value, mask, 0.7), (context, weights), dtype)
     for grad_weights in (None, torch.randn(weights.shape, generator=g, dtype=dtype)):
-        close(_C.dot_attention_backward_elementwise(grad_context, grad_weights, q, key, value, weights, 0.7),
+        close(on(gpu, ops.dot_attention_backward, grad_context, grad_weights, q, key, value, weights, 0.7),
               ops.dot_attention_backward(grad_context, grad_weights, q, key, value, weights, 0.7), dtype)
 
 
-def test_elementwise_nan_rows_and_bad_input():
+def test_nan_rows_and_bad_input(gpu):
     q, k, v, value = inputs(2, 3, 4, 5, 6, torch.float64)
     q[1, 2, 0] = float("nan")  # query row (1, 2): NaN weights and context, as the CPU kernel and torch's softmax
-    context, weights = _C.additive_attention_elementwise(q, k, v, value, None)
+    context, weights = on(gpu, ops.additive_attention, q, k, v, value, None, None, None)
     expected = ops.additive_attention(q, k, v, value, None, None, None)
     close((context, weights), expected, torch.float64)
     assert weights[1, 2].isnan().all() and not weights[1, :2].isnan().any()
     with pytest.raises(ValueError, match="v must have attn_size = 5"):
-        _C.additive_attention_elementwise(q, k, v[:4], value, None)
+        on(gpu, ops.additive_attention, q, k, v[:4], value, None, None, None)
     with pytest.raises(ValueError, match="mask must have shape"):
-        _C.dot_attention_elementwise(q, k, value, torch.ones(2, 3, dtype=torch.bool), 1.0)
+        on(gpu, ops.dot_attention, q, k, value, torch.ones(2, 3, dtype=torch.bool), 1.0)
 
 
-# ---- on a GPU -------------------------------------------------------------------------------------------------------
+# ---- at scale -----------------------------------------------------------------------------------------------------
 
 def forward_backward(q, k, v, value, mask):
     xs = [x.detach().clone().requires_grad_() for x in (q, k, v, value)]

@@ -1,16 +1,15 @@
 """The CRF CUDA path (csrc/crf/crf_cuda.*).
 
-Everywhere: every op through the CUDA kernels' per-tag functions (crf_chain.h, a CUDA thread's work) in host loops,
-against the CPU kernels: values, forward variables and gradients, with constraints, NaN, empty and strided input.
-(That the CUDA kernels are registered: test_ops.py.) With a GPU: the kernels against the CPU at sizes beyond one
-block of threads, determinism, 16-bit emissions. The tests of test_crf.py run on CUDA too (their `device` fixture).
+On a GPU and on the emulated GPU (the `gpu` fixture; make cuda-emulate): every op's glue and kernels against the CPU
+kernels (values, forward variables and gradients, with constraints, NaN, empty and strided input, bad input), at
+sizes beyond one block of threads, determinism, 16-bit emissions. The tests of test_crf.py run there too (their
+`device` fixture). (That the CUDA kernels are registered: test_ops.py.)
 """
 
 import pytest
 import torch
 
 import pyseq
-from pyseq import _C
 from pyseq.crf import TransitionConstraints, apply_constraints
 
 ops = torch.ops.pyseq
@@ -37,6 +36,13 @@ def problem(B, T, K, dtype=torch.float64, scale=1.0, constrained=False, seed=0):
     return em, tags, lengths, start, end, trans
 
 
+def on(gpu, op, *args):
+    """op on the GPU or the emulated GPU: its tensor arguments moved there, its results back on the CPU."""
+    with gpu:
+        out = op(*(gpu.put(a) if isinstance(a, torch.Tensor) else a for a in args))
+    return [t.cpu() for t in out] if isinstance(out, (tuple, list)) else out.cpu()
+
+
 def close(got, expected, dtype):
     # float64: the same math up to summation order; float32: a few units of the last place over T steps.
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
@@ -52,11 +58,11 @@ CASES = [(B, T, K, scale, constrained) for B, T, K, scale, constrained in [
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("B,T,K,scale,constrained", CASES)
-def test_tagwise_kernels_match_cpu(dtype, B, T, K, scale, constrained):
+def test_kernels_match_cpu(gpu, dtype, B, T, K, scale, constrained):
     em, tags, lengths, start, end, trans = problem(B, T, K, dtype, scale, constrained, seed=B + T + K)
     scores = (start, end, trans)
     log_z, alpha, shift = ops.crf_log_partition(em, lengths, *scores)
-    got = _C.crf_log_partition_tagwise(em, lengths, *scores)
+    got = on(gpu, ops.crf_log_partition, em, lengths, *scores)
     close([got[0]], [log_z], dtype)
     valid = alpha.isfinite()  # the forward variables agree where finite, and are -inf at the same cells
     assert torch.equal(got[1].isfinite(), valid)
@@ -64,28 +70,28 @@ def test_tagwise_kernels_match_cpu(dtype, B, T, K, scale, constrained):
 
     grad = torch.linspace(-1.0, 1.5, B, dtype=dtype)
     grad[-1] = 0
-    close(_C.crf_log_partition_backward_tagwise(grad, em, lengths, *scores, alpha, shift),
+    close(on(gpu, ops.crf_log_partition_backward, grad, em, lengths, *scores, alpha, shift),
           ops.crf_log_partition_backward(grad, em, lengths, *scores, alpha, shift), dtype)
 
     llh, alpha, shift = ops.crf_log_likelihood(em, tags, lengths, *scores)
-    got = _C.crf_log_likelihood_tagwise(em, tags, lengths, *scores)
+    got = on(gpu, ops.crf_log_likelihood, em, tags, lengths, *scores)
     close([got[0]], [llh], dtype)
-    close(_C.crf_log_likelihood_backward_tagwise(grad, em, tags, lengths, *scores, llh, alpha, shift),
+    close(on(gpu, ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
           ops.crf_log_likelihood_backward(grad, em, tags, lengths, *scores, llh, alpha, shift), dtype)
 
-    close([_C.crf_marginals_tagwise(em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
-    close([_C.crf_path_score_tagwise(em, tags, lengths, *scores)], [ops.crf_path_score(em, tags, lengths, *scores)],
+    close([on(gpu, ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
+    close([on(gpu, ops.crf_path_score, em, tags, lengths, *scores)], [ops.crf_path_score(em, tags, lengths, *scores)],
           dtype)
-    close(_C.crf_path_score_backward_tagwise(grad, em, tags, lengths),
+    close(on(gpu, ops.crf_path_score_backward, grad, em, tags, lengths),
           ops.crf_path_score_backward(grad, em, tags, lengths), dtype)
     for nbest in (1, 3):
-        paths, best = _C.crf_viterbi_tagwise(em, lengths, *scores, nbest)
+        paths, best = on(gpu, ops.crf_viterbi, em, lengths, *scores, nbest)
         expected_paths, expected_best = ops.crf_viterbi(em, lengths, *scores, nbest)
         assert torch.equal(paths, expected_paths)
         close([best], [expected_best], dtype)
 
 
-def test_tagwise_nan_mask_and_time_major_input():
+def test_nan_mask_and_time_major_input(gpu):
     em, tags, lengths, start, end, trans = problem(5, 8, 4, seed=3)
     em[0, 2, 1] = float("nan")  # within sequence 0: its results are NaN; sequence 3 only past its length
     lengths[3] = 4
@@ -94,34 +100,47 @@ def test_tagwise_nan_mask_and_time_major_input():
     em_t = em.transpose(0, 1).contiguous().transpose(0, 1)  # time-major storage, read in place
     scores = (start, end, trans)
     log_z, alpha, shift = ops.crf_log_partition(em_t, mask, *scores)
-    got = _C.crf_log_partition_tagwise(em_t, mask, *scores)
+    got = on(gpu, ops.crf_log_partition, em_t, mask, *scores)
     close([got[0]], [log_z], torch.float64)
     assert log_z[0].isnan() and not log_z[3].isnan()
     grad = torch.ones(5, dtype=em.dtype)
-    close(_C.crf_log_partition_backward_tagwise(grad, em_t, mask, *scores, alpha, shift),
+    close(on(gpu, ops.crf_log_partition_backward, grad, em_t, mask, *scores, alpha, shift),
           ops.crf_log_partition_backward(grad, em_t, mask, *scores, alpha, shift), torch.float64)
     llh, alpha, shift = ops.crf_log_likelihood(em_t, tags, mask, *scores)
-    close(_C.crf_log_likelihood_backward_tagwise(grad, em_t, tags, mask, *scores, llh, alpha, shift),
+    close(on(gpu, ops.crf_log_likelihood_backward, grad, em_t, tags, mask, *scores, llh, alpha, shift),
           ops.crf_log_likelihood_backward(grad, em_t, tags, mask, *scores, llh, alpha, shift), torch.float64)
-    close(_C.crf_viterbi_tagwise(em_t, mask, *scores, 1)[1:], ops.crf_viterbi(em_t, mask, *scores, 1)[1:],
+    close(on(gpu, ops.crf_viterbi, em_t, mask, *scores, 1)[1:], ops.crf_viterbi(em_t, mask, *scores, 1)[1:],
           torch.float64)
     trans_nan = trans.clone()
     trans_nan[1, 2] = float("nan")  # every sequence with steps reads it
-    close([_C.crf_log_partition_tagwise(em, lengths, start, end, trans_nan)[0]],
+    close([on(gpu, ops.crf_log_partition, em, lengths, start, end, trans_nan)[0]],
           [ops.crf_log_partition(em, lengths, start, end, trans_nan)[0]], torch.float64)
 
 
-def test_tagwise_bad_input():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_scores_far_apart(gpu, dtype):
+    """Scores spread over thousands: the backward's beta takes its exact log-space fallback, a sum over every tag's
+    w (crf_pair_and_beta), which the barrier at the top of each backward step keeps from the next step's writes."""
+    em, tags, lengths, start, end, trans = problem(3, 12, 40, dtype, scale=1000.0, seed=11)
+    scores = (start, end, trans)
+    grad = torch.linspace(0.5, 1.5, 3, dtype=dtype)
+    llh, alpha, shift = ops.crf_log_likelihood(em, tags, lengths, *scores)
+    close(on(gpu, ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
+          ops.crf_log_likelihood_backward(grad, em, tags, lengths, *scores, llh, alpha, shift), dtype)
+    close([on(gpu, ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
+
+
+def test_bad_input(gpu):
     em, tags, lengths, start, end, trans = problem(3, 5, 4)
     with pytest.raises(ValueError, match="tags must be in \\[0, num_tags = 4\\)"):
-        _C.crf_log_likelihood_tagwise(em, tags + 4, lengths, start, end, trans)
+        on(gpu, ops.crf_log_likelihood, em, tags + 4, lengths, start, end, trans)
     with pytest.raises(RuntimeError, match="transitions must have shape"):
-        _C.crf_log_partition_tagwise(em, lengths, start, end, trans[:3])
+        on(gpu, ops.crf_log_partition, em, lengths, start, end, trans[:3])
     with pytest.raises(ValueError, match="mask must be a prefix"):
-        _C.crf_marginals_tagwise(em, torch.tensor([[1, 0, 1, 0, 0]] * 3, dtype=torch.bool), start, end, trans)
+        on(gpu, ops.crf_marginals, em, torch.tensor([[1, 0, 1, 0, 0]] * 3, dtype=torch.bool), start, end, trans)
 
 
-# ---- on a GPU -------------------------------------------------------------------------------------------------------
+# ---- at scale -----------------------------------------------------------------------------------------------------
 
 def llh_and_grads(em, tags, lengths, scores):
     params = [p.detach().clone().requires_grad_() for p in (em, *scores)]

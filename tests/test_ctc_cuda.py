@@ -1,17 +1,16 @@
 """The CTC CUDA path (csrc/ctc/ctc_cuda.*).
 
-Everywhere: the CUDA kernels' per-cell functions (ctc_lattice.h, a CUDA thread's work) in host loops, against the CPU
-kernels: the loss, its forward variables and its gradient. (Greedy decoding and forced alignment run the same
-functions on the CPU, so every CPU test covers them; that the CUDA kernels are registered: test_ops.py.) With a GPU:
-the kernels against the CPU at sizes beyond one block of threads, bitwise-deterministic gradients, 16-bit inputs and
-targets on the CPU. The tests of test_ctc.py run on CUDA too (their `device` fixture).
+On a GPU and on the emulated GPU (the `gpu` fixture; make cuda-emulate): the glue and kernels against the CPU kernels
+(the loss, its forward variables and its gradient; NaN, another blank, bad input), at sizes beyond one block of
+threads, bitwise-deterministic gradients, 16-bit inputs, targets on the CPU, the decoders at scale; on a GPU only,
+mixed devices. The tests of test_ctc.py run there too (their `device` fixture). (That the CUDA kernels are
+registered: test_ops.py.)
 """
 
 import pytest
 import torch
 
 import pyseq
-from pyseq import _C
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -37,50 +36,58 @@ CASES = [(T, N, C, S, layout, repeats) for T, N, C, S in [(1, 1, 2, 1), (7, 5, 4
          for layout in ("padded", "concatenated") for repeats in (True, False)]
 
 
+ops = torch.ops.pyseq
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("T,N,C,S,layout,repeats", CASES)
-def test_cellwise_kernels_match_cpu(dtype, T, N, C, S, layout, repeats):
+def test_kernels_match_cpu(gpu, dtype, T, N, C, S, layout, repeats):
     lp, targets, il, tl = batch(T, N, C, S, dtype, seed=T + S, layout=layout, repeats=repeats)
-    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 0)
-    got_nll, got_alpha = _C.ctc_loss_cellwise(lp, targets, il, tl, 0)
-    # float64: the same math in the same order; float32 within a few units of the last place.
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_nll, nll, **tol)
-    torch.testing.assert_close(got_alpha, alpha, **tol)  # -inf at the same cells
+    nll, alpha = ops.ctc_loss(lp, targets, il, tl, 0)
     gen = torch.Generator().manual_seed(1)
     grad_nll = torch.randn(N, generator=gen, dtype=dtype)  # both signs
     grad_nll[-1] = 0
-    expected = torch.ops.pyseq.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 0)
-    got = _C.ctc_loss_backward_cellwise(grad_nll, lp, targets, il, tl, nll, alpha, 0)
-    torch.testing.assert_close(got, expected, **tol)
+    expected = ops.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 0)
+    with gpu:
+        got_nll, got_alpha = ops.ctc_loss(gpu.put(lp), gpu.put(targets), il, tl, 0)
+        got = ops.ctc_loss_backward(gpu.put(grad_nll), gpu.put(lp), gpu.put(targets), il, tl, got_nll, got_alpha, 0)
+    # float64: the same math, the blank's sum in another order; float32 within a few units of the last place.
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_nll.cpu(), nll, **tol)
+    torch.testing.assert_close(got_alpha.cpu(), alpha, **tol)  # -inf at the same cells
+    torch.testing.assert_close(got.cpu(), expected, **tol)
 
 
-def test_cellwise_nan_and_other_blank():
+def test_nan_and_other_blank(gpu):
     lp, targets, il, tl = batch(12, 4, 5, 3, seed=3, repeats=False)
     lp[0, 0, 4] = float("nan")  # the blank at frame 0 is on the lattice of sequence 0: its loss and gradient are NaN
     targets = targets % 4  # labels 0..3, the blank is 4
     tl[1] = 0
-    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 4)
-    got_nll, got_alpha = _C.ctc_loss_cellwise(lp, targets, il, tl, 4)
-    torch.testing.assert_close(got_nll, nll, rtol=1e-12, atol=1e-12, equal_nan=True)
-    assert got_nll[0].isnan()
+    nll, alpha = ops.ctc_loss(lp, targets, il, tl, 4)
     grad_nll = torch.ones(4, dtype=lp.dtype)
-    expected = torch.ops.pyseq.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 4)
-    got = _C.ctc_loss_backward_cellwise(grad_nll, lp, targets, il, tl, nll, alpha, 4)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    expected = ops.ctc_loss_backward(grad_nll, lp, targets, il, tl, nll, alpha, 4)
+    with gpu:
+        got_nll, got_alpha = ops.ctc_loss(gpu.put(lp), gpu.put(targets), il, tl, 4)
+        got = ops.ctc_loss_backward(gpu.put(grad_nll), gpu.put(lp), gpu.put(targets), il, tl, got_nll, got_alpha, 4)
+    torch.testing.assert_close(got_nll.cpu(), nll, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got_nll[0].isnan()
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-12, atol=1e-12, equal_nan=True)
     assert got[: il[0], 0].isnan().all()
 
 
-def test_cellwise_bad_input():
+def test_bad_input(gpu):
     lp, targets, il, tl = batch(6, 2, 4, 3)
-    with pytest.raises(RuntimeError, match="differ from the blank"):
-        _C.ctc_loss_cellwise(lp, torch.zeros_like(targets), il, torch.tensor([3, 3]), 0)
-    nll, alpha = torch.ops.pyseq.ctc_loss(lp, targets, il, tl, 0)
-    with pytest.raises(RuntimeError, match="log_alpha must have shape"):
-        _C.ctc_loss_backward_cellwise(torch.ones(2, dtype=lp.dtype), lp, targets, il, tl, nll, alpha[:, 1:], 0)
+    nll, alpha = ops.ctc_loss(lp, targets, il, tl, 0)
+    lp, targets = gpu.put(lp), gpu.put(targets)
+    with gpu:
+        with pytest.raises(RuntimeError, match="differ from the blank"):
+            ops.ctc_loss(lp, torch.zeros_like(targets), il, torch.tensor([3, 3]), 0)
+        with pytest.raises(RuntimeError, match="log_alpha must have shape"):
+            ops.ctc_loss_backward(gpu.put(torch.ones(2, dtype=lp.dtype)), lp, targets, il, tl, gpu.put(nll),
+                                  gpu.put(alpha[:, 1:]), 0)
 
 
-# ---- on a GPU -------------------------------------------------------------------------------------------------------
+# ---- at scale -----------------------------------------------------------------------------------------------------
 
 def loss_and_grad(lp, targets, il, tl, **kwargs):
     x = lp.detach().clone().requires_grad_()

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as TF
 
 import pyseq
-from pyseq import _C
 from pyseq import functional as F
 
 
@@ -267,19 +266,21 @@ def test_step_matches_the_composition(device, R, W, S):
 
 
 @pytest.mark.parametrize("R,W,S", [(1, 1, 3), (2, 2, 5), (1, 0, 1), (0, 1, 3)])
-def test_step_composite_matches_the_composition(R, W, S):
-    """The step as CUDA runs it (a composite of the NTM ops and ATen ops; the CPU has a fused kernel), here on the
-    CPU: values and every gradient."""
+def test_cuda_step_matches_the_composition(gpu, R, W, S):
+    """The step as CUDA runs it (a composite of the NTM ops and ATen ops; the CPU has a fused kernel): values and every
+    gradient."""
     memory, params, prev = step_inputs(3, R, W, 11, 6, S, seed=R + 2 * W + 1)
-    outs = _C.ntm_step_composite(memory, params, prev, R, W)
-    for a, b in zip(outs, reference_step(memory, params, prev, R, W)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     g = torch.Generator().manual_seed(8)
-    grads = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
-    got = _C.ntm_step_backward_composite(*grads, memory, params, prev, outs[0], R, W)
-    expected = torch.ops.pyseq.ntm_step_backward(*grads, memory, params, prev, outs[0], R, W)  # the fused kernel
+    with gpu:
+        outs = torch.ops.pyseq.ntm_step(*(gpu.put(t) for t in (memory, params, prev)), R, W)
+        grads = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+        got = torch.ops.pyseq.ntm_step_backward(*(gpu.put(t) for t in (*grads, memory, params, prev, outs[0].cpu())),
+                                                R, W)
+    for a, b in zip(outs, reference_step(memory, params, prev, R, W)):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
+    expected = torch.ops.pyseq.ntm_step_backward(*grads, memory, params, prev, outs[0].cpu(), R, W)  # the fused kernel
     for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
 
 
 def test_step_and_layer_take_bfloat16():

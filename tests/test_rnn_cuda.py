@@ -56,50 +56,34 @@ CASES = [
 ]
 
 
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name,proj,bias,reverse,sizes", CASES)
-def test_unitwise_schedule_matches_cpu_kernels(dtype, name, proj, bias, reverse, sizes):
+def test_cuda_ops_match_cpu(gpu, dtype, name, proj, bias, reverse, sizes):
     batch_sizes = torch.tensor(sizes)
-    args = layer_args(MODES[name], dtype, batch_sizes, proj=proj, bias=bias, reverse=reverse)
-    expected = torch.ops.pyseq.rnn_layer(*args)
-    got = _C.rnn_layer_unitwise(*args)
-    # float64: the same math in the same order up to the GEMM library's summation order.
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, **tol)
-    grads = backward_args(args, expected)
-    for a, b in zip(_C.rnn_layer_backward_unitwise(*grads), torch.ops.pyseq.rnn_layer_backward(*grads)):
-        torch.testing.assert_close(a, b, **tol)
-
-
-def test_unitwise_schedule_without_workspace_and_errors():
-    args = layer_args(rnn_ops.GRU, torch.float64, torch.tensor([2, 2]), save=False)
-    y, h_n, c_n, ws = _C.rnn_layer_unitwise(*args)
-    assert ws.shape == (0, _C.rnn_workspace_columns(rnn_ops.GRU, 5, 5))
-    torch.testing.assert_close(y, torch.ops.pyseq.rnn_layer(*args)[0], rtol=1e-12, atol=1e-12)
-    bad = list(args)
-    bad[1] = bad[1].to(torch.bfloat16)
-    with pytest.raises(TypeError, match="x must be float32 or float64"):
-        _C.rnn_layer_unitwise(*bad)
-
-
-# ---- on a GPU ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name,proj,bias,reverse,sizes", CASES)
-def test_cuda_ops_match_cpu(gpu, name, proj, bias, reverse, sizes):
-    batch_sizes = torch.tensor(sizes)
-    cpu = layer_args(MODES[name], torch.float64, batch_sizes, proj=proj, bias=bias, reverse=reverse)
+    cpu = layer_args(MODES[name], dtype, batch_sizes, proj=proj, bias=bias, reverse=reverse)
     on_gpu = tuple(gpu.put(a) if isinstance(a, torch.Tensor) and a is not cpu[2] else a for a in cpu)
     expected = torch.ops.pyseq.rnn_layer(*cpu)
     expected_grads = torch.ops.pyseq.rnn_layer_backward(*backward_args(cpu, expected))
     with gpu:
         got = torch.ops.pyseq.rnn_layer(*on_gpu)
         grads = torch.ops.pyseq.rnn_layer_backward(*backward_args(on_gpu, got))
+    # float64: the same math in the same order up to the GEMM library's summation order.
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     for a, b in zip(got, expected):
-        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a.cpu(), b, **tol)
     for a, b in zip(grads, expected_grads):
-        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a.cpu(), b, **tol)
+
+
+def test_cuda_forward_without_workspace(gpu):
+    args = layer_args(rnn_ops.GRU, torch.float64, torch.tensor([2, 2]), save=False)
+    with gpu:
+        y, h_n, c_n, ws = torch.ops.pyseq.rnn_layer(*(gpu.put(a) if isinstance(a, torch.Tensor) and a is not args[2]
+                                                      else a for a in args))
+    assert ws.shape == (0, _C.rnn_workspace_columns(rnn_ops.GRU, 5, 5))
+    torch.testing.assert_close(y.cpu(), torch.ops.pyseq.rnn_layer(*args)[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -180,11 +164,10 @@ def test_backward_without_the_initial_state_gradient(name, kernel):
     grads = backward_args(args, torch.ops.pyseq.rnn_layer(*args))
     pyseq.set_recurrent_kernel(kernel)
     try:
-        for op in (torch.ops.pyseq.rnn_layer_backward, _C.rnn_layer_backward_unitwise):
-            full = op(*grads)
-            partial = op(*grads[:-1], False)
-            assert full[1].shape == (3, 5) and partial[1].numel() == 0
-            for i in (0, 2, 3, 4, 5, 6, 7):
-                torch.testing.assert_close(partial[i], full[i], rtol=0, atol=0)
+        full = torch.ops.pyseq.rnn_layer_backward(*grads)
+        partial = torch.ops.pyseq.rnn_layer_backward(*grads[:-1], False)
+        assert full[1].shape == (3, 5) and partial[1].numel() == 0
+        for i in (0, 2, 3, 4, 5, 6, 7):
+            torch.testing.assert_close(partial[i], full[i], rtol=0, atol=0)
     finally:
         pyseq.set_recurrent_kernel("auto")

@@ -73,12 +73,12 @@ def main():
                     continue
                 for lib in build.glob("_C*.so"):
                     shutil.copy(lib, stage / "pyseq" / lib.name)
-                tests = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
+                tests = run([sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
                              "-k", "emulat", *FAMILY_TESTS[family]],
                             env={**os.environ, "PYTHONPATH": str(stage)}, timeout=1200)
-                caught = tests.returncode != 0
-                failed = [l for l in tests.stdout.splitlines() if l.startswith("FAILED")]
-                print(f"{source.name}:{line}: {kind}: {'caught by ' + failed[0][7:80] if caught else 'NOT CAUGHT'}",
+                caught = tests.returncode == 1 or tests.returncode < 0  # tests failed, or crashed (not: could not run)
+                failed = [l for l in tests.stdout.splitlines() if l.startswith("FAILED")] or [tests.stdout[-300:]]
+                print(f"{source.name}:{line}: {kind}: {'caught by ' + failed[0][7:90] if caught else 'NOT CAUGHT'}",
                       flush=True)
                 if not caught:
                     survivors.append((source.name, line, kind))

@@ -39,24 +39,4 @@ std::vector<at::Tensor> dot_attention_backward_cpu(const at::Tensor& grad_contex
                                                    const at::Tensor& query, const at::Tensor& key,
                                                    const at::Tensor& value, const at::Tensor& weights, double scale);
 
-// The ops above through the CUDA kernels' per-element functions (csrc/attention/attention_elements.h) in host loops,
-// on CPU tensors (without the cached key factors): the same results as the CPU kernels up to rounding. For the tests
-// of the CUDA path on machines without a GPU.
-std::vector<at::Tensor> additive_attention_elementwise(const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                       const at::Tensor& v, const at::Tensor& value,
-                                                       const std::optional<at::Tensor>& mask);
-std::vector<at::Tensor> additive_attention_backward_elementwise(const at::Tensor& grad_context,
-                                                                const std::optional<at::Tensor>& grad_weights,
-                                                                const at::Tensor& query_proj,
-                                                                const at::Tensor& key_proj, const at::Tensor& v,
-                                                                const at::Tensor& value, const at::Tensor& weights);
-std::vector<at::Tensor> dot_attention_elementwise(const at::Tensor& query, const at::Tensor& key,
-                                                  const at::Tensor& value, const std::optional<at::Tensor>& mask,
-                                                  double scale);
-std::vector<at::Tensor> dot_attention_backward_elementwise(const at::Tensor& grad_context,
-                                                           const std::optional<at::Tensor>& grad_weights,
-                                                           const at::Tensor& query,
-                                                           const at::Tensor& key, const at::Tensor& value,
-                                                           const at::Tensor& weights, double scale);
-
 }  // namespace pyseq

@@ -2,11 +2,9 @@
 // it builds against a CPU torch too; see CMakeLists.txt). The products with the values, and the dot scores, are
 // batched GEMMs through ATen (cuBLAS); the additive scores, the masked softmax and the additive gradients are
 // pyseq's kernels. The cached key factors of a decoding loop (key_exp2x, key_maxabs) are checked and not needed:
-// the kernels compute each tanh term directly.
-//
-// The same schedule also runs on the CPU with each kernel's per-element functions of attention_elements.h called in
-// host loops (the *_elementwise functions): the tests compare it with the CPU kernels, which covers everything of the
-// CUDA path but the kernels' thread indexing and warp reductions.
+// the kernels compute each tanh term directly. (In the emulation build the same glue runs on CPU tensors, the
+// kernels through the CUDA emulator: cuda_glue.h.)
+#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <optional>
@@ -17,69 +15,17 @@
 #include "attention_args.h"
 #include "attention_elements.h"
 
-#ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
 
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "attention_cuda.h"
-#endif
 
 namespace pyseq {
 namespace {
 
 using Optional = std::optional<at::Tensor>;
 at::Tensor or_undefined(const Optional& t) { return t ? *t : at::Tensor(); }
-
-// Each kernel's per-element functions in host loops, in place of their threads.
-struct ElementLoops {
-  template <typename T>
-  void additive_scores(const AdditiveArgs<T>& a) const {
-    for (int64_t b = 0; b < a.B; ++b) {
-      for (int64_t i = 0; i < a.Tq; ++i) {
-        for (int64_t j = 0; j < a.Tk; ++j) additive_score(a, b, i, j);
-      }
-    }
-  }
-  template <typename T>
-  void masked_softmax(T* scores, int64_t rows, int64_t Tq, int64_t Tk, MaskView mask, T scale) const {
-    for (int64_t r = 0; r < rows; ++r) {
-      T* row = scores + r * Tk;
-      T top = neg_inf<T>();
-      bool nan = false;
-      for (int64_t j = 0; j < Tk; ++j) {
-        const T x = softmax_input(row, j, mask.attends(r / Tq, r % Tq, j), scale);
-        top = x > top ? x : top;
-        nan |= x != x;
-      }
-      if (nan || top == neg_inf<T>()) {
-        for (int64_t j = 0; j < Tk; ++j) row[j] = softmax_degenerate<T>(nan);
-        continue;
-      }
-      T total = T(0);
-      for (int64_t j = 0; j < Tk; ++j) total += softmax_exp(row, j, top);
-      const T inv = T(1) / total;
-      for (int64_t j = 0; j < Tk; ++j) row[j] *= inv;
-    }
-  }
-  template <typename T>
-  void softmax_backward(const T* weights, T* grad, int64_t rows, int64_t Tk, T scale) const {
-    for (int64_t r = 0; r < rows; ++r) {
-      T inner = T(0);
-      for (int64_t j = 0; j < Tk; ++j) inner += weights[r * Tk + j] * grad[r * Tk + j];
-      for (int64_t j = 0; j < Tk; ++j) softmax_backward_element(weights + r * Tk, grad + r * Tk, j, inner, scale);
-    }
-  }
-  template <typename T>
-  void additive_gradients(const AdditiveArgs<T>& a) const {
-    for (int64_t b = 0; b < a.B; ++b) {
-      for (int64_t c = 0; c < a.A; ++c) {
-        for (int64_t i = 0; i < a.Tq; ++i) additive_query_gradient(a, b, i, c);
-        for (int64_t j = 0; j < a.Tk; ++j) additive_key_gradient(a, b, j, c);
-      }
-    }
-  }
-};
 
 // weights [B, Tq, Tk] <- the masked softmax of its scores times `scale`, in place.
 template <typename Runner>
@@ -173,48 +119,6 @@ std::vector<at::Tensor> dot_backward_on(const Runner& r, const at::Tensor& grad_
   return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
 }
 
-void check_cpu(const at::Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu(), "the elementwise attention functions run on CPU tensors, got ", t.device());
-}
-
-}  // namespace
-
-std::vector<at::Tensor> additive_attention_elementwise(const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                       const at::Tensor& v, const at::Tensor& value,
-                                                       const std::optional<at::Tensor>& mask) {
-  check_cpu(query_proj);
-  return additive_on(ElementLoops{}, query_proj, key_proj, v, value, or_undefined(mask), at::Tensor(), at::Tensor());
-}
-
-std::vector<at::Tensor> additive_attention_backward_elementwise(const at::Tensor& grad_context,
-                                                                const std::optional<at::Tensor>& grad_weights,
-                                                                const at::Tensor& query_proj,
-                                                                const at::Tensor& key_proj, const at::Tensor& v,
-                                                                const at::Tensor& value, const at::Tensor& weights) {
-  check_cpu(query_proj);
-  return additive_backward_on(ElementLoops{}, grad_context, or_undefined(grad_weights), query_proj, key_proj, v, value, weights,
-                              at::Tensor(), at::Tensor());
-}
-
-std::vector<at::Tensor> dot_attention_elementwise(const at::Tensor& query, const at::Tensor& key,
-                                                  const at::Tensor& value, const std::optional<at::Tensor>& mask,
-                                                  double scale) {
-  check_cpu(query);
-  return dot_on(ElementLoops{}, query, key, value, or_undefined(mask), scale);
-}
-
-std::vector<at::Tensor> dot_attention_backward_elementwise(const at::Tensor& grad_context,
-                                                           const std::optional<at::Tensor>& grad_weights,
-                                                           const at::Tensor& query,
-                                                           const at::Tensor& key, const at::Tensor& value,
-                                                           const at::Tensor& weights, double scale) {
-  check_cpu(query);
-  return dot_backward_on(ElementLoops{}, grad_context, or_undefined(grad_weights), query, key, value, weights,
-                         scale);
-}
-
-#ifdef PYSEQ_WITH_CUDA
-namespace {
 
 // The kernels on the current stream of the queries' device.
 struct CudaKernels {
@@ -281,11 +185,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_cuda(const at::Tenso
 }
 
 }  // namespace
-#endif
-
 }  // namespace pyseq
 
-#ifdef PYSEQ_WITH_CUDA
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_cuda));
   m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_backward_cuda));

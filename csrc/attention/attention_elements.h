@@ -1,6 +1,6 @@
 // Attention as the work of one score, one softmax element or one gradient element: __host__ __device__ functions that
-// a CUDA thread runs (csrc/attention/attention_cuda.cu) and that the CPU tests run in host loops (the "elementwise"
-// functions of attention_cuda.cpp). Torch-free, so that nvcc compiles it without torch headers. The per-term math is
+// a CUDA thread runs (csrc/attention/attention_cuda.cu; make cuda-emulate runs them on the CPU, thread by thread).
+// Torch-free, so that nvcc compiles it without torch headers. The per-term math is
 // attention_math.h's, as in the CPU kernels.
 //
 // The additive scores are computed one (query, key) pair per thread, the A-long tanh reduction in registers: no

@@ -75,34 +75,4 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
                                         const at::Tensor& start, const at::Tensor& end,
                                         const at::Tensor& transitions, int64_t nbest);
 
-// The ops above through the CUDA kernels' per-tag functions (csrc/crf/crf_chain.h) in host loops, on CPU tensors:
-// the same arguments and results as the CPU kernels (log_alpha in their layout). For the tests of the CUDA path on
-// machines without a GPU.
-std::vector<at::Tensor> crf_log_partition_tagwise(const at::Tensor& emissions, const at::Tensor& lengths,
-                                                  const at::Tensor& start, const at::Tensor& end,
-                                                  const at::Tensor& transitions);
-std::vector<at::Tensor> crf_log_partition_backward_tagwise(const at::Tensor& grad_log_z, const at::Tensor& emissions,
-                                                           const at::Tensor& lengths, const at::Tensor& start,
-                                                           const at::Tensor& end, const at::Tensor& transitions,
-                                                           const at::Tensor& log_alpha,
-                                                           const at::Tensor& alpha_shift);
-std::vector<at::Tensor> crf_log_likelihood_tagwise(const at::Tensor& emissions, const at::Tensor& tags,
-                                                   const at::Tensor& lengths, const at::Tensor& start,
-                                                   const at::Tensor& end, const at::Tensor& transitions);
-std::vector<at::Tensor> crf_log_likelihood_backward_tagwise(const at::Tensor& grad_llh, const at::Tensor& emissions,
-                                                            const at::Tensor& tags, const at::Tensor& lengths,
-                                                            const at::Tensor& start, const at::Tensor& end,
-                                                            const at::Tensor& transitions, const at::Tensor& llh,
-                                                            const at::Tensor& log_alpha,
-                                                            const at::Tensor& alpha_shift);
-at::Tensor crf_marginals_tagwise(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                                 const at::Tensor& end, const at::Tensor& transitions);
-at::Tensor crf_path_score_tagwise(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                                  const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions);
-std::vector<at::Tensor> crf_path_score_backward_tagwise(const at::Tensor& grad_score, const at::Tensor& emissions,
-                                                        const at::Tensor& tags, const at::Tensor& lengths);
-std::vector<at::Tensor> crf_viterbi_tagwise(const at::Tensor& emissions, const at::Tensor& lengths,
-                                            const at::Tensor& start, const at::Tensor& end,
-                                            const at::Tensor& transitions, int64_t nbest);
-
 }  // namespace pyseq

@@ -1,7 +1,6 @@
 // The CRF dynamic programs as the work of one tag of one step: __host__ __device__ functions that a CUDA thread runs
 // (csrc/crf/crf_cuda.cu: one block per sequence, the tags across its threads, time as the loop, the phases of a step
-// separated by barriers) and that the CPU tests run in host loops in the same order (csrc/crf/crf_cuda.cpp, the
-// "tagwise" functions). Torch-free, so that nvcc compiles it without torch headers.
+// separated by barriers; make cuda-emulate runs them on the CPU, thread by thread). Torch-free, so that nvcc compiles it without torch headers.
 //
 // The recursions are the CPU kernel's (crf_cpu.cpp, crf_math.h): the previous step's vector shifted by its maximum
 // and exponentiated, a product with the exponentiated transition matrix, and an exact log-space recomputation of every

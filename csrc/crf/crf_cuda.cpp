@@ -2,11 +2,9 @@
 // builds against a CPU torch too; see CMakeLists.txt). Lengths (or the mask) and tags are read and checked on the
 // host; the NaN flags of the sequences and the exponentiated transition tables are computed on the device with ATen,
 // the per-sequence sums of the backward added over the batch with ATen's (deterministic) sum. k-best Viterbi
-// (nbest > 1) runs on the CPU.
-//
-// The same schedule also runs on the CPU with each kernel's per-tag functions of crf_chain.h called in host loops
-// (the crf_*_tagwise functions): the tests compare it with the CPU kernels, which covers everything of the CUDA path
-// but the kernels' thread indexing and block reductions.
+// (nbest > 1) runs on the CPU. (In the emulation build the same glue runs on CPU tensors, the kernels through the
+// CUDA emulator: cuda_glue.h.)
+#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <tuple>
@@ -16,13 +14,11 @@
 #include "crf_args.h"
 #include "crf_chain.h"
 
-#ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
 
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "crf_cuda.h"
-#endif
 
 namespace pyseq {
 namespace {
@@ -248,149 +244,6 @@ std::vector<at::Tensor> viterbi_on(const Runner& r, const at::Tensor& emissions,
   return {paths, scores};
 }
 
-// Each kernel's per-tag functions called in host loops, in the kernels' order, in place of their threads.
-struct TagLoops {
-  void check_tag_count(int64_t) const {}
-
-  template <typename T>
-  void forward(const CrfChainArgs<T>& a, T* out) const {
-    std::vector<T> p(a.K);
-    for (int64_t b = 0; b < a.B; ++b) {
-      const int64_t L = a.lengths[b];
-      for (int64_t i = 0; i < (a.T_max - L) * a.Kp; ++i) crf_alpha_padding(a, b, i);
-      if (L > 0) {
-        for (int64_t j = 0; j < a.Kp; ++j) crf_alpha_first(a, b, j);
-        crf_shift_step(a, b, 0, T(0));
-      }
-      for (int64_t t = 1; t < L; ++t) {
-        const T m = max_of(crf_alpha_row(a, b, t - 1), a.K);
-        for (int64_t i = 0; i < a.K; ++i) crf_forward_exp(a, b, t, i, m, p.data());
-        for (int64_t j = 0; j < a.Kp; ++j) crf_alpha_tag(a, b, t, j, m, p.data());
-        crf_shift_step(a, b, t, m);
-      }
-      const T log_z = crf_log_z(a, b);
-      out[b] = a.tags ? crf_log_likelihood(a, b, crf_path_score(a, b), log_z) : log_z;
-    }
-  }
-
-  template <typename T>
-  void backward(const CrfChainArgs<T>& a) const {
-    const int64_t K = a.K;
-    std::vector<T> p(K), r(K), w(K), beta(K);
-    const CrfScratch<T> s{p.data(), r.data(), w.data(), beta.data()};
-    for (int64_t b = 0; b < a.B; ++b) {
-      const CrfBackwardPlan plan = crf_backward_plan(a, b);
-      for (int64_t i = 0; i < a.T_max * K; ++i) crf_node_fill(a, b, i, plan.kind);
-      if (plan.kind == CrfBackwardPlan::Run) {
-        for (int64_t j = 0; j < K; ++j) crf_beta_last(a, j, s.beta);
-        double beta_shift = 0;
-        for (int64_t t = a.lengths[b] - 1; t >= 0; --t) {
-          for (int64_t j = 0; j < K; ++j) crf_node_tag(a, b, t, j, beta_shift, plan.log_z, s.beta, s.w);
-          if (t == 0) break;
-          const T mw = max_of(s.w, K), m = max_of(crf_alpha_row(a, b, t - 1), K);
-          if (mw == neg_inf<T>()) {
-            std::fill(beta.begin(), beta.end(), neg_inf<T>());
-            continue;
-          }
-          for (int64_t j = 0; j < K; ++j) crf_backward_exp(a, b, t, j, m, mw, s);
-          for (int64_t j = 0; j < K; ++j) crf_pair_and_beta(a, b, t, j, m, mw, beta_shift, plan.log_z, s);
-          beta_shift += mw;
-        }
-      }
-      if (a.tags) crf_path_gradient(a, b);
-    }
-  }
-
-  template <typename T>
-  void path_scores(const CrfChainArgs<T>& a, T* out) const {
-    for (int64_t b = 0; b < a.B; ++b) out[b] = crf_path_score(a, b);
-  }
-
-  template <typename T>
-  void path_gradients(const CrfChainArgs<T>& a) const {
-    for (int64_t b = 0; b < a.B; ++b) crf_path_gradient(a, b);
-  }
-
-  template <typename T>
-  void viterbi(const CrfViterbiArgs<T>& a) const {
-    for (int64_t b = 0; b < a.B; ++b) {
-      for (int64_t t = 0; t < a.lengths[b]; ++t) {
-        for (int64_t j = 0; j < a.K; ++j) crf_viterbi_tag(a, b, t, j);
-      }
-      crf_viterbi_backtrack(a, b);
-    }
-  }
-};
-
-void check_cpu(const at::Tensor& emissions) {
-  TORCH_CHECK(emissions.device().is_cpu(), "the tagwise CRF functions run on CPU tensors, got ", emissions.device());
-}
-
-}  // namespace
-
-std::vector<at::Tensor> crf_log_partition_tagwise(const at::Tensor& emissions, const at::Tensor& lengths,
-                                                  const at::Tensor& start, const at::Tensor& end,
-                                                  const at::Tensor& transitions) {
-  check_cpu(emissions);
-  return forward_on(TagLoops{}, emissions, nullptr, lengths, start, end, transitions);
-}
-
-std::vector<at::Tensor> crf_log_likelihood_tagwise(const at::Tensor& emissions, const at::Tensor& tags,
-                                                   const at::Tensor& lengths, const at::Tensor& start,
-                                                   const at::Tensor& end, const at::Tensor& transitions) {
-  check_cpu(emissions);
-  return forward_on(TagLoops{}, emissions, &tags, lengths, start, end, transitions);
-}
-
-std::vector<at::Tensor> crf_log_partition_backward_tagwise(const at::Tensor& grad_log_z, const at::Tensor& emissions,
-                                                           const at::Tensor& lengths, const at::Tensor& start,
-                                                           const at::Tensor& end, const at::Tensor& transitions,
-                                                           const at::Tensor& log_alpha,
-                                                           const at::Tensor& alpha_shift) {
-  check_cpu(emissions);
-  return backward_on(TagLoops{}, grad_log_z, emissions, nullptr, lengths, start, end, transitions, nullptr, log_alpha,
-                     alpha_shift);
-}
-
-std::vector<at::Tensor> crf_log_likelihood_backward_tagwise(const at::Tensor& grad_llh, const at::Tensor& emissions,
-                                                            const at::Tensor& tags, const at::Tensor& lengths,
-                                                            const at::Tensor& start, const at::Tensor& end,
-                                                            const at::Tensor& transitions, const at::Tensor& llh,
-                                                            const at::Tensor& log_alpha,
-                                                            const at::Tensor& alpha_shift) {
-  check_cpu(emissions);
-  return backward_on(TagLoops{}, grad_llh, emissions, &tags, lengths, start, end, transitions, &llh, log_alpha,
-                     alpha_shift);
-}
-
-at::Tensor crf_marginals_tagwise(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                                 const at::Tensor& end, const at::Tensor& transitions) {
-  check_cpu(emissions);
-  return marginals_on(TagLoops{}, emissions, lengths, start, end, transitions);
-}
-
-at::Tensor crf_path_score_tagwise(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                                  const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  check_cpu(emissions);
-  return path_score_on(TagLoops{}, emissions, tags, lengths, start, end, transitions);
-}
-
-std::vector<at::Tensor> crf_path_score_backward_tagwise(const at::Tensor& grad_score, const at::Tensor& emissions,
-                                                        const at::Tensor& tags, const at::Tensor& lengths) {
-  check_cpu(emissions);
-  return path_score_backward_on(TagLoops{}, grad_score, emissions, tags, lengths);
-}
-
-std::vector<at::Tensor> crf_viterbi_tagwise(const at::Tensor& emissions, const at::Tensor& lengths,
-                                            const at::Tensor& start, const at::Tensor& end,
-                                            const at::Tensor& transitions, int64_t nbest) {
-  check_cpu(emissions);
-  return viterbi_on(TagLoops{}, emissions, lengths, start, end, transitions, nbest);
-}
-
-#ifdef PYSEQ_WITH_CUDA
-namespace {
-
 // The kernels on the current stream of the emissions' device.
 struct CudaKernels {
   void* stream;
@@ -491,11 +344,8 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cuda(const at::Tensor& emissions, con
 }
 
 }  // namespace
-#endif
-
 }  // namespace pyseq
 
-#ifdef PYSEQ_WITH_CUDA
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_cuda));
   m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_backward_cuda));

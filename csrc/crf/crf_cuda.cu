@@ -57,8 +57,9 @@ __global__ void __launch_bounds__(kMaxThreads) crf_forward_kernel(const CrfChain
     for (int64_t j = threadIdx.x; j < a.Kp; j += blockDim.x) crf_alpha_first(a, b, j);
     if (threadIdx.x == 0) crf_shift_step(a, b, 0, T(0));
   }
+  // No barrier at the top of a step: block_max reads only the tags of row t - 1 that this thread wrote, and its first
+  // barrier comes before p is overwritten (every thread is done with step t - 1's p by then).
   for (int64_t t = 1; t < L; ++t) {
-    __syncthreads();  // row t - 1 is complete
     const T m = block_max(crf_alpha_row(a, b, t - 1), K, v.buffer);
     for (int64_t i = threadIdx.x; i < K; i += blockDim.x) crf_forward_exp(a, b, t, i, m, v.s.p);
     __syncthreads();
@@ -87,8 +88,7 @@ __global__ void __launch_bounds__(kMaxThreads) crf_backward_kernel(const CrfChai
       __syncthreads();  // beta of step t is complete
       for (int64_t j = threadIdx.x; j < K; j += blockDim.x) crf_node_tag(a, b, t, j, beta_shift, plan.log_z, s.beta, s.w);
       if (t == 0) break;
-      __syncthreads();
-      const T mw = block_max(s.w, K, v.buffer);
+      const T mw = block_max(s.w, K, v.buffer);  // reads this thread's own w first, then synchronises
       const T m = block_max(crf_alpha_row(a, b, t - 1), K, v.buffer);
       if (mw == neg_inf<T>()) {  // nothing after step t is reachable: no pairwise mass, beta of t - 1 is -inf
         for (int64_t j = threadIdx.x; j < K; j += blockDim.x) s.beta[j] = neg_inf<T>();

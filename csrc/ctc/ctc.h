@@ -24,17 +24,6 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
                                  const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                  const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank);
 
-// The loss forward and backward of the CUDA kernels (csrc/ctc/ctc_lattice.h) with each thread's per-cell function
-// called in host loops, on CPU tensors: the same arguments and results as ctc_loss_forward_cpu /
-// ctc_loss_backward_cpu. For the tests of the CUDA path on machines without a GPU.
-std::vector<at::Tensor> ctc_loss_cellwise(const at::Tensor& log_probs, const at::Tensor& targets,
-                                          const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                          int64_t blank);
-at::Tensor ctc_loss_backward_cellwise(const at::Tensor& grad_nll, const at::Tensor& log_probs,
-                                      const at::Tensor& targets, const at::Tensor& input_lengths,
-                                      const at::Tensor& target_lengths, const at::Tensor& nll,
-                                      const at::Tensor& log_alpha, int64_t blank);
-
 // Best-path decoding: per frame the most likely class, repeats collapsed, blanks removed. log_probs: [T, N, C];
 // input_lengths: [N] int64. Returns tokens: [N, T] int64, the class ids of each sequence first, then -1; and
 // counts: [N] int64, how many each sequence has.

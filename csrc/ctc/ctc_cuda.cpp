@@ -1,10 +1,8 @@
 // CTC on CUDA: the glue between the ops and the kernels of ctc_cuda.cu (device-generic ATen only, so that it builds
 // against a CPU torch too; see CMakeLists.txt). Lengths and targets are read and checked on the host (ctc_args.h);
 // the per-sequence metadata goes to the device in one copy per tensor, and the kernels run on the current stream.
-//
-// The same schedule also runs on the CPU with each kernel's per-cell function of ctc_lattice.h called in host loops
-// (ctc_loss_cellwise / ctc_loss_backward_cellwise): the tests compare it with the CPU kernels, which covers
-// everything of the CUDA path but the kernels' thread indexing and the blank's tree sum.
+// (In the emulation build the same glue runs on CPU tensors, the kernels through the CUDA emulator: cuda_glue.h.)
+#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <tuple>
@@ -14,13 +12,11 @@
 #include "ctc_args.h"
 #include "ctc_lattice.h"
 
-#ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
 
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "ctc_cuda.h"
-#endif
 
 namespace pyseq {
 namespace {
@@ -90,24 +86,27 @@ CtcLossArgs<T> loss_args(const LossBatch& d, int64_t blank, const at::Tensor& lp
           nullptr};
 }
 
-// Runs a backend's loss forward: cells.alpha(args) is the kernel (or its host loop).
-template <typename Cells>
-std::tuple<at::Tensor, at::Tensor> loss_forward_on(const Cells& cells, const at::Tensor& log_probs,
-                                                   const at::Tensor& targets, const at::Tensor& input_lengths,
-                                                   const at::Tensor& target_lengths, int64_t blank) {
+std::tuple<at::Tensor, at::Tensor> loss_cuda(const at::Tensor& log_probs, const at::Tensor& targets,
+                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                             int64_t blank) {
+  const c10::DeviceGuard guard(log_probs.device());
+  void* stream = cuda_stream_of(log_probs, "log_probs");
   const LossBatch d = loss_batch(log_probs, targets, input_lengths, target_lengths, blank);
   const at::Tensor lp = log_probs.contiguous();
   at::Tensor nll = at::empty({d.b.N}, lp.options());
   at::Tensor alpha = at::empty({d.b.N, d.b.T, 2 * d.b.S_max + 1}, lp.options());
-  AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_loss", [&] { cells.alpha(loss_args<scalar_t>(d, blank, lp, alpha, nll)); });
+  AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_loss", [&] {
+    launch_ctc_alpha(loss_args<scalar_t>(d, blank, lp, alpha, nll), stream);
+  });
+  check_kernel_launch("CTC forward");
   return {nll, alpha};
 }
 
-template <typename Cells>
-at::Tensor loss_backward_on(const Cells& cells, const at::Tensor& grad_nll, const at::Tensor& log_probs,
-                            const at::Tensor& targets, const at::Tensor& input_lengths,
-                            const at::Tensor& target_lengths, const at::Tensor& nll, const at::Tensor& log_alpha,
-                            int64_t blank) {
+at::Tensor loss_backward_cuda(const at::Tensor& grad_nll, const at::Tensor& log_probs, const at::Tensor& targets,
+                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                              const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank) {
+  const c10::DeviceGuard guard(log_probs.device());
+  void* stream = cuda_stream_of(log_probs, "log_probs");
   const LossBatch d = loss_batch(log_probs, targets, input_lengths, target_lengths, blank);
   const Batch& b = d.b;
   const int64_t Lmax = 2 * b.S_max + 1;
@@ -122,103 +121,16 @@ at::Tensor loss_backward_on(const Cells& cells, const at::Tensor& grad_nll, cons
     a.grad = grad.data_ptr<scalar_t>();
     a.beta = beta.data_ptr<scalar_t>();
     a.occupancy = occupancy.data_ptr<scalar_t>();
-    cells.backward(a);
-  });
-  return grad;
-}
-
-// Each kernel's per-cell functions called in host loops, in the kernels' order, in place of their threads.
-struct CellLoops {
-  static constexpr int64_t kBlankParts = 4;  // the blank's sum taken in parts, as the kernel's threads do
-
-  template <typename T>
-  void alpha(const CtcLossArgs<T>& a) const {
-    for (int64_t n = 0; n < a.N; ++n) {
-      bool nan = false;
-      for (int64_t t = 0; t < a.T_max; ++t) {
-        for (int64_t s = 0; s < a.Lmax; ++s) nan |= ctc_alpha_cell(a, n, t, s);
-      }
-      a.nll[n] = ctc_nll(a, n, nan);
-    }
-  }
-
-  template <typename T>
-  void backward(const CtcLossArgs<T>& a) const {
-    for (int64_t n = 0; n < a.N; ++n) {
-      const CtcBackwardPlan plan = ctc_backward_plan(a, n);
-      const int64_t steps = a.input_lengths[n];
-      if (plan.kind == CtcBackwardPlan::Nan) {
-        for (int64_t i = 0; i < steps * a.C; ++i) ctc_nan_gradient(a, n, i);
-      }
-      if (plan.kind != CtcBackwardPlan::Run) continue;
-      const T sign = static_cast<T>(plan.sign), shifted_nll = static_cast<T>(plan.shifted_nll);
-      for (int64_t t = steps - 1; t >= 0; --t) {
-        for (int64_t s = 0; s < a.Lmax + 2; ++s) ctc_beta_cell(a, n, t, s, shifted_nll);
-        for (int64_t i = 0; i < a.target_lengths[n]; ++i) ctc_label_gradient(a, n, t, i, sign);
-        T parts[kBlankParts];
-        for (int64_t k = 0; k < kBlankParts; ++k) parts[k] = ctc_blank_occupancy(a, n, k, kBlankParts);
-        a.grad[(t * a.N + n) * a.C + a.blank] = -sign * ((parts[0] + parts[2]) + (parts[1] + parts[3]));
-      }
-    }
-  }
-};
-
-}  // namespace
-
-std::vector<at::Tensor> ctc_loss_cellwise(const at::Tensor& log_probs, const at::Tensor& targets,
-                                          const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                          int64_t blank) {
-  auto [nll, alpha] = loss_forward_on(CellLoops{}, log_probs, targets, input_lengths, target_lengths, blank);
-  return {nll, alpha};
-}
-
-at::Tensor ctc_loss_backward_cellwise(const at::Tensor& grad_nll, const at::Tensor& log_probs,
-                                      const at::Tensor& targets, const at::Tensor& input_lengths,
-                                      const at::Tensor& target_lengths, const at::Tensor& nll,
-                                      const at::Tensor& log_alpha, int64_t blank) {
-  return loss_backward_on(CellLoops{}, grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha,
-                          blank);
-}
-
-#ifdef PYSEQ_WITH_CUDA
-namespace {
-
-// The kernels on the current stream of the device of log_probs.
-struct CudaCells {
-  void* stream;
-  template <typename T>
-  void alpha(const CtcLossArgs<T>& a) const {
-    launch_ctc_alpha(a, stream);
-    check_kernel_launch("CTC forward");
-  }
-  template <typename T>
-  void backward(const CtcLossArgs<T>& a) const {
     launch_ctc_backward(a, stream);
-    check_kernel_launch("CTC backward");
-  }
-};
-
-CudaCells cells_on(const at::Tensor& log_probs) { return {cuda_stream_of(log_probs, "log_probs")}; }
-
-std::tuple<at::Tensor, at::Tensor> loss_cuda(const at::Tensor& log_probs, const at::Tensor& targets,
-                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                             int64_t blank) {
-  const c10::DeviceGuard guard(log_probs.device());
-  return loss_forward_on(cells_on(log_probs), log_probs, targets, input_lengths, target_lengths, blank);
-}
-
-at::Tensor loss_backward_cuda(const at::Tensor& grad_nll, const at::Tensor& log_probs, const at::Tensor& targets,
-                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                              const at::Tensor& nll, const at::Tensor& log_alpha, int64_t blank) {
-  const c10::DeviceGuard guard(log_probs.device());
-  return loss_backward_on(cells_on(log_probs), grad_nll, log_probs, targets, input_lengths, target_lengths, nll,
-                          log_alpha, blank);
+  });
+  check_kernel_launch("CTC backward");
+  return grad;
 }
 
 std::tuple<at::Tensor, at::Tensor> greedy_decode_cuda(const at::Tensor& log_probs, const at::Tensor& input_lengths,
                                                       int64_t blank) {
   const c10::DeviceGuard guard(log_probs.device());
-  const CudaCells cells = cells_on(log_probs);
+  void* stream = cuda_stream_of(log_probs, "log_probs");
   check_log_probs(log_probs, blank, kGlueDevice);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
   const at::Tensor lengths =
@@ -229,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor> greedy_decode_cuda(const at::Tensor& log_prob
   at::Tensor best = at::empty({N, T}, longs), tokens = at::full({N, T}, -1, longs), counts = at::empty({N}, longs);
   AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_greedy_decode_cuda", [&] {
     launch_ctc_greedy(lp.data_ptr<scalar_t>(), T, N, C, blank, lengths.data_ptr<int64_t>(), best.data_ptr<int64_t>(),
-                      tokens.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), cells.stream);
+                      tokens.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), stream);
   });
   check_kernel_launch("CTC greedy decoding");
   return {tokens, counts};
@@ -239,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
                                                      const at::Tensor& input_lengths,
                                                      const at::Tensor& target_lengths, int64_t blank) {
   const c10::DeviceGuard guard(log_probs.device());
-  const CudaCells cells = cells_on(log_probs);
+  void* stream = cuda_stream_of(log_probs, "log_probs");
   const AlignBatch b = read_align_batch(log_probs, targets, input_lengths, target_lengths, blank, kGlueDevice);
   const at::Tensor lp = log_probs.contiguous(), tg = targets.contiguous();
   const int64_t ld = 2 * b.S_max + 1;
@@ -255,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
                                    lengths.data_ptr<int64_t>(), tlengths.data_ptr<int64_t>(),
                                    delta.data_ptr<scalar_t>(), from.data_ptr<uint8_t>(), labels.data_ptr<int64_t>(),
                                    scores.data_ptr<scalar_t>(), unalignable.data_ptr<uint8_t>()};
-    launch_ctc_align(a, cells.stream);
+    launch_ctc_align(a, stream);
   });
   check_kernel_launch("CTC alignment");
   const at::Tensor flags = unalignable.to(at::kCPU);  // waits for the kernel: the error is raised on the host
@@ -264,11 +176,8 @@ std::tuple<at::Tensor, at::Tensor> forced_align_cuda(const at::Tensor& log_probs
 }
 
 }  // namespace
-#endif
-
 }  // namespace pyseq
 
-#ifdef PYSEQ_WITH_CUDA
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ctc_loss", PYSEQ_FLOAT32_RESULTS(pyseq::loss_cuda));
   m.impl("ctc_loss_backward", PYSEQ_FLOAT32_RESULTS(pyseq::loss_backward_cuda));

@@ -30,9 +30,8 @@ __global__ void __launch_bounds__(kMaxThreads) ctc_alpha_kernel(const CtcLossArg
   // Rows past the sequence's frames: -inf, nothing reads them here.
   T* rest = a.alpha + (n * a.T_max + steps) * a.Lmax;
   for (int64_t i = threadIdx.x; i < (a.T_max - steps) * a.Lmax; i += blockDim.x) rest[i] = neg_inf<T>();
-  __syncthreads();
-  if (mine) atomicOr(&nan, 1);
-  __syncthreads();
+  if (mine) atomicOr(&nan, 1);  // after the loop's first barrier (or with no steps, no flag): nan = 0 is written
+  __syncthreads();              // the last row and the NaN flag are complete
   if (threadIdx.x == 0) a.nll[n] = ctc_nll(a, n, nan != 0);
 }
 

@@ -1,6 +1,6 @@
 // The CTC dynamic programs as the work of one lattice cell, target position or frame: __host__ __device__ functions
-// that a CUDA thread runs (csrc/ctc/ctc_cuda.cu: one block per sequence, cells across its threads, time as the loop)
-// and that the CPU tests run in host loops in the same order (csrc/ctc/ctc_cuda.cpp, the "cellwise" functions).
+// that a CUDA thread runs (csrc/ctc/ctc_cuda.cu: one block per sequence, cells across its threads, time as the loop;
+// make cuda-emulate runs them on the CPU, thread by thread).
 // Torch-free, so that nvcc compiles it without torch headers. The math is ctc_math.h's, as in the CPU kernels.
 //
 // Every result element is written by exactly one thread, and every sum is taken in a fixed order: two runs give

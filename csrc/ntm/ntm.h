@@ -72,8 +72,8 @@ NtmStepTensors ntm_step_backward_cpu(const at::Tensor& grad_weights, const at::T
                                      const at::Tensor& params, const at::Tensor& prev_weights,
                                      const at::Tensor& weights, int64_t read_heads, int64_t write_heads);
 
-// The same as a composite of the NTM ops and ATen ops (ntm_step.cpp): the kernels on CUDA, and on the CPU the
-// tests' second implementation.
+// The same as a composite of the NTM ops and ATen ops (ntm_step.cpp): what CUDA runs (make cuda-emulate runs it on
+// the CPU), and what torch.func transforms differentiate.
 NtmStepTensors ntm_step_composite(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
                                   int64_t read_heads, int64_t write_heads);
 NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const at::Tensor& grad_reads,

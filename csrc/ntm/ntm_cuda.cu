@@ -70,10 +70,11 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_kernel(const NtmAddre
   T* buffer = reinterpret_cast<T*>(shared);
   const int64_t b = blockIdx.x;
   const NtmHeadRows<T> v(scratch + b * kNtmHeadVectors * a.N, a.N);
+  // No barrier between heads: a head's first phase writes only its thread's rows, which its last phase read, and its
+  // first reduction synchronises before any row is read by another thread.
   for (int64_t h = 0; h < a.H; ++h) {
     T ws_max, z;
     address_head(a, v, b, h, ntm_key_norm(a, b * a.H + h), buffer, ws_max, z);
-    __syncthreads();  // the next head overwrites the vectors
   }
 }
 
@@ -116,7 +117,8 @@ __global__ void __launch_bounds__(kMaxThreads) ntm_address_backward_kernel(const
     if (threadIdx.x == 0) a.d_beta[bh] = d_beta;
     for (int64_t c = threadIdx.x; c < a.M; c += blockDim.x) ntm_key_gradient(a, v, b, h, c);
     for (int64_t i = threadIdx.x; i < a.N; i += blockDim.x) ntm_memory_gradient(a, v, b, h, i);
-    __syncthreads();  // the next head overwrites the vectors
+    // No barrier before the next head: the key gradient reads every row's scale and key_coef, which the next head
+    // writes only after several reductions (each a barrier); its first phase writes norm and sim of its own rows.
   }
 }
 

@@ -45,19 +45,6 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
                                          const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
                                          bool has_bias, bool need_dx, bool need_dh0);
 
-// The schedule of the CUDA kernels (rnn_cuda.cpp) on CPU tensors, each unit's cell update (rnn_steps.h) called in
-// a host loop in place of a kernel's threads; float32 and float64. Same arguments and results as the two above. For
-// the tests: they check the CUDA path's logic on machines without a GPU.
-std::vector<at::Tensor> rnn_forward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                             const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                                             const at::Tensor& w_hr, bool reverse, bool save_workspace);
-std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                              const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                                              const at::Tensor& workspace, const at::Tensor& grad_y,
-                                              const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                              bool has_bias, bool need_dx, bool need_dh0);
-
 // Which forward the CUDA recurrent layers run: "steps" (the default: cuBLAS recurrent product and one cell-update
 // kernel per step) or "persistent" (one persistent kernel for the whole time loop where it takes the layer, see
 // rnn_cuda.h; the step schedule elsewhere). A setting in every build; only CUDA builds read it.

@@ -3,11 +3,8 @@
 // and one fused cell-update kernel of rnn_cuda.cu), on the current stream, with no host synchronisation in the time
 // loop; or, when set_cuda_recurrent_kernel("persistent") asks for it, the forward time loop in the persistent kernel
 // of rnn_cuda.cu (the backward always runs the step schedule: the workspace is the same). Device-generic ATen only,
-// so that it builds against a CPU torch too (see CMakeLists.txt).
-//
-// The same schedule also runs on the CPU with each unit's function of rnn_steps.h called in a host loop
-// (rnn_forward_unitwise / rnn_backward_unitwise): the tests compare it with the CPU kernels and torch, which covers
-// everything of the CUDA path but the kernels' thread indexing and cuBLAS.
+// so that it builds against a CPU torch too (see CMakeLists.txt). (In the emulation build the same glue runs on CPU
+// tensors, the kernels through the CUDA emulator, the GEMMs through ATen's CPU kernels: cuda_glue.h.)
 #include <torch/library.h>
 
 #include <algorithm>
@@ -27,6 +24,19 @@
 #endif
 
 namespace pyseq {
+namespace {
+std::atomic<bool> g_persistent{false};
+}
+
+void set_cuda_recurrent_kernel(const std::string& name) {
+  TORCH_CHECK_VALUE(name == "steps" || name == "persistent",
+                    "CUDA recurrent kernel must be 'steps' or 'persistent', got '", name, "'");
+  g_persistent = name == "persistent";
+}
+
+std::string cuda_recurrent_kernel_name() { return g_persistent ? "persistent" : "steps"; }
+
+#ifdef PYSEQ_WITH_CUDA
 namespace {
 
 // run(T()) for the scalar type T of `dtype` (already checked): float, double, and with kReducedPrecision bfloat16
@@ -78,65 +88,6 @@ std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::
   out[0] = in_layout_of(out[0], x);
   return out;
 }
-
-// Each unit's function called in a loop on the host, in place of a CUDA kernel's threads.
-struct UnitLoopCells {
-  static constexpr bool kReducedPrecision = false;
-  template <typename Rows>
-  static void each_unit(const Rows& a, int64_t n, void (*unit)(const Rows&, int64_t, int64_t)) {
-    for (int64_t b = 0; b < n; ++b) {
-      for (int64_t j = 0; j < a.H; ++j) unit(a, b, j);
-    }
-  }
-  template <typename S>
-  void run(const LstmForwardRows<S>& a, int64_t n) const { each_unit(a, n, &lstm_forward_unit<S>); }
-  template <typename S>
-  void run(const GruForwardRows<S>& a, int64_t n) const { each_unit(a, n, &gru_forward_unit<S>); }
-  template <typename S>
-  void run(const RnnForwardRows<S>& a, int64_t n) const { each_unit(a, n, &rnn_forward_unit<S>); }
-  template <typename S>
-  void run(const LstmBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &lstm_backward_unit<S>); }
-  template <typename S>
-  void run(const GruBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &gru_backward_unit<S>); }
-  template <typename S>
-  void run(const RnnBackwardRows<S>& a, int64_t n) const { each_unit(a, n, &rnn_backward_unit<S>); }
-};
-
-}  // namespace
-
-std::vector<at::Tensor> rnn_forward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                             const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                                             const at::Tensor& w_hr, bool reverse, bool save_workspace) {
-  TORCH_CHECK(x.device().is_cpu(), "rnn_forward_unitwise runs on CPU tensors, got ", x.device());
-  return forward_on(UnitLoopCells{}, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                    save_workspace);
-}
-
-std::vector<at::Tensor> rnn_backward_unitwise(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                              const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                                              const at::Tensor& workspace, const at::Tensor& grad_y,
-                                              const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                              bool has_bias, bool need_dx, bool need_dh0) {
-  TORCH_CHECK(x.device().is_cpu(), "rnn_backward_unitwise runs on CPU tensors, got ", x.device());
-  return backward_on(UnitLoopCells{}, mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn,
-                     reverse, has_bias, need_dx, need_dh0);
-}
-
-namespace {
-std::atomic<bool> g_persistent{false};
-}
-
-void set_cuda_recurrent_kernel(const std::string& name) {
-  TORCH_CHECK_VALUE(name == "steps" || name == "persistent",
-                    "CUDA recurrent kernel must be 'steps' or 'persistent', got '", name, "'");
-  g_persistent = name == "persistent";
-}
-
-std::string cuda_recurrent_kernel_name() { return g_persistent ? "persistent" : "steps"; }
-
-#ifdef PYSEQ_WITH_CUDA
-namespace {
 
 // The cell updates as kernels on the current stream of the tensors' device.
 struct CudaCells {
