@@ -105,10 +105,11 @@ def test_schedules_are_checked_bitwise():
                                                  torch.zeros(1), torch.zeros(1, 1), 1)
 
 
-@pytest.mark.parametrize("variant", ["plain", "asan"])
+@pytest.mark.parametrize("variant", ["plain", "asan", "ucontext"])
 def test_emulator_selftest(variant):
     """Indexing, barriers, every warp intrinsic and its mask checks, divergence and deadlock reports, shared memory
-    (NaN fill, the 48 KiB limit), atomics, cooperative launches, under every schedule."""
+    (NaN fill, the 48 KiB limit), atomics, cooperative launches, under every schedule; with the x86-64 fiber switch,
+    under AddressSanitizer, and with the portable ucontext fibers."""
     folder = os.environ.get("PYSEQ_EMULATOR_SELFTEST_DIR")
     if not folder:
         pytest.skip("PYSEQ_EMULATOR_SELFTEST_DIR is not set (make cuda-emulate sets it)")

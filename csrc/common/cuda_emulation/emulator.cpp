@@ -24,13 +24,17 @@
 #define PYSEQ_EMULATION_ASAN 1
 #endif
 
-#if !defined(__x86_64__)
+// Fibers switch by a few instructions of x86-64 assembly, or through ucontext (the portable fallback, ~15x slower;
+// PYSEQ_EMULATION_UCONTEXT forces it, for its test).
+#if defined(__x86_64__) && !defined(PYSEQ_EMULATION_UCONTEXT)
+#define PYSEQ_EMULATION_X86_64_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
 // ---- fibers: a stack and a saved context each ---------------------------------------------------------------------
 
-#if defined(__x86_64__)
+#if defined(PYSEQ_EMULATION_X86_64_SWITCH)
 // Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores the stack pointer in
 // *save, and resumes the context whose stack pointer is `next` (a fiber's first resume enters fiber_entry with the
 // fiber in rbx).
@@ -102,7 +106,7 @@ constexpr size_t kStackBytes = 256 << 10;
 #endif
 
 struct Context {
-#if defined(__x86_64__)
+#if defined(PYSEQ_EMULATION_X86_64_SWITCH)
   void* sp = nullptr;
 #else
   ucontext_t uc;
@@ -258,7 +262,7 @@ void switch_context(Context& from, Context& to, bool from_exits) {
 #else
   (void)from_exits;
 #endif
-#if defined(__x86_64__)
+#if defined(PYSEQ_EMULATION_X86_64_SWITCH)
   pyseq_emulation_switch(&from.sp, to.sp);
 #else
   swapcontext(&from.uc, &to.uc);
@@ -268,7 +272,7 @@ void switch_context(Context& from, Context& to, bool from_exits) {
 #endif
 }
 
-#if !defined(__x86_64__)
+#if !defined(PYSEQ_EMULATION_X86_64_SWITCH)
 void ucontext_entry(unsigned high, unsigned low) {
   pyseq_emulation_fiber_main(reinterpret_cast<void*>((static_cast<uintptr_t>(high) << 32) | low));
 }
@@ -278,7 +282,7 @@ void start_fiber(Fiber& f) {
   f.stack = stacks.take();
   f.context.bottom = f.stack;
   f.context.size = kStackBytes;
-#if defined(__x86_64__)
+#if defined(PYSEQ_EMULATION_X86_64_SWITCH)
   // The frame pyseq_emulation_switch pops: MXCSR and the x87 control word, r15, r14, r13, r12, rbx (the fiber), rbp,
   // and the return address, fiber_entry, which then runs with a 16-byte aligned stack.
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15);
