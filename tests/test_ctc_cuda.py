@@ -108,6 +108,22 @@ def test_cuda_matches_cpu_beyond_one_block(gpu, T, N, C, S):
     torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=1e-5)
 
 
+def test_cuda_forced_path_longer_than_a_block(gpu):
+    """600 labels in 1201 frames: one path, through every lattice cell in turn, so each frame's occupancy is one cell.
+    1201 cells are more than a block's 1024 threads, so threads hold several blank cells and the blank's tree sum
+    adds partial sums of other threads: each frame's blank gradient is -1 or 0, and a stale partial shows."""
+    S = 600
+    T = 2 * S + 1
+    lp = torch.randn(T, 1, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64).log_softmax(2)
+    targets = torch.arange(S).remainder(2).add(1).unsqueeze(0)  # 1, 2, 1, 2, ...: every skip is allowed
+    il, tl = torch.tensor([T]), torch.tensor([S])
+    cpu = loss_and_grad(lp, targets, il, tl)
+    with gpu:
+        cuda = loss_and_grad(gpu.put(lp), gpu.put(targets), il, tl)
+    torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-10, atol=1e-10)
+
+
 def test_cuda_gradient_is_deterministic(gpu):
     lp, targets, il, tl = batch(200, 16, 40, 50, torch.float32, repeats=True)
     lp, targets = gpu.put(lp), gpu.put(targets)
