@@ -15,9 +15,11 @@
 //
 // Threads switch only at barriers, warp intrinsics and grid.sync(): between two such points a thread runs alone, in
 // the order of the schedule PYSEQ_CUDA_EMULATION_SCHEDULE=forward|reverse|random:SEED (read at each launch). A kernel
-// whose result depends on that order is missing a barrier. Not modelled: timing, memory coalescing, races within one
-// barrier interval (no two threads run at once), the memory model beyond that, global memory bounds (ASan sees heap
-// overruns in a sanitizer build).
+// whose result depends on that order is missing a barrier; threads that wait for each other at different barriers
+// or intrinsics are reported as a deadlock. Not modelled: timing, memory coalescing, races within one barrier
+// interval (no two threads run at once), the memory model beyond that, global memory bounds (ASan sees heap overruns
+// in a sanitizer build), __launch_bounds__ (not checked against the launch), registers and occupancy beyond threads
+// and shared memory.
 #pragma once
 
 #include <cstddef>
