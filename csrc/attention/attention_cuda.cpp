@@ -27,99 +27,6 @@ namespace {
 using Optional = std::optional<at::Tensor>;
 at::Tensor or_undefined(const Optional& t) { return t ? *t : at::Tensor(); }
 
-// weights [B, Tq, Tk] <- the masked softmax of its scores times `scale`, in place.
-template <typename Runner>
-void softmax_in_place(const Runner& r, at::Tensor& weights, const MaskView& mask, double scale) {
-  const int64_t B = weights.size(0), Tq = weights.size(1), Tk = weights.size(2);
-  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "attention_softmax", [&] {
-    r.masked_softmax(weights.data_ptr<scalar_t>(), B * Tq, Tq, Tk, mask, static_cast<scalar_t>(scale));
-  });
-}
-
-// d loss / d scores [B, Tq, Tk]: the gradient for the weights (through the context, plus grad_weights), then the
-// softmax backward times `scale`.
-template <typename Runner>
-at::Tensor score_gradient(const Runner& r, const at::Tensor& grad_context, const at::Tensor& grad_weights,
-                          const at::Tensor& value, const at::Tensor& weights, double scale) {
-  at::Tensor grad = grad_weights.defined() ? at::baddbmm(grad_weights, grad_context, value.transpose(1, 2))
-                                           : at::bmm(grad_context, value.transpose(1, 2));
-  const at::Tensor w = weights.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "attention_score_gradient", [&] {
-    r.softmax_backward(w.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad.size(0) * grad.size(1), grad.size(2),
-                       static_cast<scalar_t>(scale));
-  });
-  return grad;
-}
-
-template <typename Runner>
-std::vector<at::Tensor> additive_on(const Runner& r, const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                    const at::Tensor& v, const at::Tensor& value, const at::Tensor& mask,
-                                    const at::Tensor& key_exp2x, const at::Tensor& key_maxabs) {
-  const MaskView m =
-      check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask, query_proj.device().type());
-  check_additive(query_proj, key_proj, v);
-  check_key_factors(key_exp2x, key_maxabs, key_proj);
-  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
-  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
-  at::Tensor weights = at::empty({B, Tq, Tk}, q.options());
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention", [&] {
-    using T = scalar_t;
-    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), m, weights.data_ptr<T>(),
-                            nullptr, nullptr, nullptr, nullptr};
-    r.additive_scores(a);
-  });
-  softmax_in_place(r, weights, m, 1.0);
-  return {at::bmm(weights, value), weights};
-}
-
-template <typename Runner>
-std::vector<at::Tensor> additive_backward_on(const Runner& r, const at::Tensor& grad_context,
-                                             const at::Tensor& grad_weights, const at::Tensor& query_proj,
-                                             const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
-                                             const at::Tensor& weights, const at::Tensor& key_exp2x,
-                                             const at::Tensor& key_maxabs) {
-  check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor(), query_proj.device().type());
-  check_additive(query_proj, key_proj, v);
-  check_key_factors(key_exp2x, key_maxabs, key_proj);
-  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
-  check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
-  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, 1.0);
-  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
-  at::Tensor grad_q = at::empty({B, Tq, A}, q.options()), grad_k = at::empty({B, Tk, A}, q.options());
-  at::Tensor dv_part = at::empty({B, Tq, A}, q.options());
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_backward", [&] {
-    using T = scalar_t;
-    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), MaskView{}, nullptr,
-                            ds.data_ptr<T>(), grad_q.data_ptr<T>(), grad_k.data_ptr<T>(), dv_part.data_ptr<T>()};
-    r.additive_gradients(a);
-  });
-  return {grad_q, grad_k, dv_part.sum({0, 1}), at::bmm(weights.transpose(1, 2), grad_context)};
-}
-
-template <typename Runner>
-std::vector<at::Tensor> dot_on(const Runner& r, const at::Tensor& query, const at::Tensor& key,
-                               const at::Tensor& value, const at::Tensor& mask, double scale) {
-  const MaskView m = check_attention(query, "query", key, "key", value, mask, query.device().type());
-  TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
-                    query.size(2), " and ", key.size(2));
-  at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
-  softmax_in_place(r, weights, m, scale);
-  return {at::bmm(weights, value), weights};
-}
-
-template <typename Runner>
-std::vector<at::Tensor> dot_backward_on(const Runner& r, const at::Tensor& grad_context,
-                                        const at::Tensor& grad_weights, const at::Tensor& query,
-                                        const at::Tensor& key, const at::Tensor& value, const at::Tensor& weights,
-                                        double scale) {
-  check_attention(query, "query", key, "key", value, at::Tensor(), query.device().type());
-  check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),
-                        value.size(2));
-  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, scale);
-  return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
-}
-
-
 // The kernels on the current stream of the queries' device.
 struct CudaKernels {
   void* stream;
@@ -146,6 +53,92 @@ struct CudaKernels {
 };
 
 CudaKernels kernels_on(const at::Tensor& queries) { return {cuda_stream_of(queries, "the queries")}; }
+
+// weights [B, Tq, Tk] <- the masked softmax of its scores times `scale`, in place.
+void softmax_in_place(const CudaKernels& r, at::Tensor& weights, const MaskView& mask, double scale) {
+  const int64_t B = weights.size(0), Tq = weights.size(1), Tk = weights.size(2);
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "attention_softmax", [&] {
+    r.masked_softmax(weights.data_ptr<scalar_t>(), B * Tq, Tq, Tk, mask, static_cast<scalar_t>(scale));
+  });
+}
+
+// d loss / d scores [B, Tq, Tk]: the gradient for the weights (through the context, plus grad_weights), then the
+// softmax backward times `scale`.
+at::Tensor score_gradient(const CudaKernels& r, const at::Tensor& grad_context, const at::Tensor& grad_weights,
+                          const at::Tensor& value, const at::Tensor& weights, double scale) {
+  at::Tensor grad = grad_weights.defined() ? at::baddbmm(grad_weights, grad_context, value.transpose(1, 2))
+                                           : at::bmm(grad_context, value.transpose(1, 2));
+  const at::Tensor w = weights.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "attention_score_gradient", [&] {
+    r.softmax_backward(w.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad.size(0) * grad.size(1), grad.size(2),
+                       static_cast<scalar_t>(scale));
+  });
+  return grad;
+}
+
+std::vector<at::Tensor> additive_on(const CudaKernels& r, const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                    const at::Tensor& v, const at::Tensor& value, const at::Tensor& mask,
+                                    const at::Tensor& key_exp2x, const at::Tensor& key_maxabs) {
+  const MaskView m =
+      check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask, query_proj.device().type());
+  check_additive(query_proj, key_proj, v);
+  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
+  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
+  at::Tensor weights = at::empty({B, Tq, Tk}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention", [&] {
+    using T = scalar_t;
+    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), m, weights.data_ptr<T>(),
+                            nullptr, nullptr, nullptr, nullptr};
+    r.additive_scores(a);
+  });
+  softmax_in_place(r, weights, m, 1.0);
+  return {at::bmm(weights, value), weights};
+}
+
+std::vector<at::Tensor> additive_backward_on(const CudaKernels& r, const at::Tensor& grad_context,
+                                             const at::Tensor& grad_weights, const at::Tensor& query_proj,
+                                             const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
+                                             const at::Tensor& weights, const at::Tensor& key_exp2x,
+                                             const at::Tensor& key_maxabs) {
+  check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor(), query_proj.device().type());
+  check_additive(query_proj, key_proj, v);
+  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
+  check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
+  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, 1.0);
+  const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
+  at::Tensor grad_q = at::empty({B, Tq, A}, q.options()), grad_k = at::empty({B, Tk, A}, q.options());
+  at::Tensor dv_part = at::empty({B, Tq, A}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_backward", [&] {
+    using T = scalar_t;
+    const AdditiveArgs<T> a{B, Tq, Tk, A, q.data_ptr<T>(), k.data_ptr<T>(), vc.data_ptr<T>(), MaskView{}, nullptr,
+                            ds.data_ptr<T>(), grad_q.data_ptr<T>(), grad_k.data_ptr<T>(), dv_part.data_ptr<T>()};
+    r.additive_gradients(a);
+  });
+  return {grad_q, grad_k, dv_part.sum({0, 1}), at::bmm(weights.transpose(1, 2), grad_context)};
+}
+
+std::vector<at::Tensor> dot_on(const CudaKernels& r, const at::Tensor& query, const at::Tensor& key,
+                               const at::Tensor& value, const at::Tensor& mask, double scale) {
+  const MaskView m = check_attention(query, "query", key, "key", value, mask, query.device().type());
+  TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
+                    query.size(2), " and ", key.size(2));
+  at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
+  softmax_in_place(r, weights, m, scale);
+  return {at::bmm(weights, value), weights};
+}
+
+std::vector<at::Tensor> dot_backward_on(const CudaKernels& r, const at::Tensor& grad_context,
+                                        const at::Tensor& grad_weights, const at::Tensor& query,
+                                        const at::Tensor& key, const at::Tensor& value, const at::Tensor& weights,
+                                        double scale) {
+  check_attention(query, "query", key, "key", value, at::Tensor(), query.device().type());
+  check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),
+                        value.size(2));
+  const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, scale);
+  return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
+}
 
 std::tuple<at::Tensor, at::Tensor> additive_cuda(const at::Tensor& query_proj, const at::Tensor& key_proj,
                                                  const at::Tensor& v, const at::Tensor& value, const Optional& mask,

@@ -100,150 +100,6 @@ struct BackwardTensors {
   std::vector<at::Tensor> gradients() const { return {node, start_sum.sum(0), end_sum.sum(0), pair.sum(0)}; }
 };
 
-// The forward recursion of checked arguments: (log Z, or the log-likelihood of the tags y when defined; log_alpha;
-// alpha_shift).
-template <typename Runner>
-std::vector<at::Tensor> forward_with(const Runner& r, const CrfArgs& a, const ChainTensors& c, const at::Tensor& y) {
-  const auto opts = a.emissions.options();
-  at::Tensor out = at::empty({a.B}, opts);
-  at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(a.emissions, a.K)}, opts);
-  at::Tensor shift = at::empty({a.T, a.B}, opts.dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(a.emissions.scalar_type(), "crf_forward", [&] {
-    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, alpha, shift);
-    x.tags = y.defined() ? y.data_ptr<int64_t>() : nullptr;
-    r.forward(x, out.data_ptr<scalar_t>());
-  });
-  return {out, alpha, shift};
-}
-
-template <typename Runner>
-std::vector<at::Tensor> forward_on(const Runner& r, const at::Tensor& emissions, const at::Tensor* tags,
-                                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                                   const at::Tensor& transitions) {
-  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
-  r.check_tag_count(a.K);
-  const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
-  return forward_with(r, a, chain_tensors(a, start, end, transitions), y);
-}
-
-// The gradients of log Z (tags == nullptr: g = grad) or of the log-likelihood (g = -grad where the llh is finite,
-// plus the path's term).
-template <typename Runner>
-std::vector<at::Tensor> backward_on(const Runner& r, const at::Tensor& grad, const at::Tensor& emissions,
-                                    const at::Tensor* tags, const at::Tensor& lengths, const at::Tensor& start,
-                                    const at::Tensor& end, const at::Tensor& transitions, const at::Tensor* llh,
-                                    const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
-  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
-  r.check_tag_count(a.K);
-  check_saved(a, emissions, grad, tags ? "grad_llh" : "grad_log_z", log_alpha, alpha_shift);
-  const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
-  if (llh) check_shape(*llh, "llh", {a.B});
-  const ChainTensors c = chain_tensors(a, start, end, transitions);
-  const at::Tensor alpha = log_alpha.contiguous(), shift = alpha_shift.contiguous();
-  // d llh = d score - d log Z; a sequence whose log-likelihood is -inf (forbidden path) gets no gradient.
-  const at::Tensor g_path = llh ? at::where(llh->isneginf(), at::zeros_like(grad), grad) : at::Tensor();
-  const at::Tensor g = llh ? g_path.neg() : grad.contiguous();
-  const BackwardTensors out(a, emissions.options());
-  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_backward", [&] {
-    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, alpha, shift);
-    x.g = g.data_ptr<scalar_t>();
-    out.into(x);
-    if (tags) {
-      x.tags = y.data_ptr<int64_t>();
-      x.g_path = g_path.data_ptr<scalar_t>();
-    }
-    r.backward(x);
-  });
-  return out.gradients();
-}
-
-template <typename Runner>
-at::Tensor marginals_on(const Runner& r, const at::Tensor& emissions, const at::Tensor& lengths,
-                        const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
-  r.check_tag_count(a.K);
-  const ChainTensors c = chain_tensors(a, start, end, transitions);
-  const std::vector<at::Tensor> f = forward_with(r, a, c, at::Tensor());
-  const at::Tensor ones = at::ones({a.B}, emissions.options());
-  at::Tensor node = at::empty({a.B, a.T, a.K}, emissions.options());
-  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals", [&] {
-    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, f[1], f[2]);
-    x.g = ones.data_ptr<scalar_t>();
-    x.node = node.data_ptr<scalar_t>();
-    r.backward(x);
-  });
-  return node;
-}
-
-template <typename Runner>
-at::Tensor path_score_on(const Runner& r, const at::Tensor& emissions, const at::Tensor& tags,
-                         const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                         const at::Tensor& transitions) {
-  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
-  const at::Tensor y = check_tags(tags, a);
-  const ChainTensors c = chain_tensors(a, start, end, transitions);
-  at::Tensor out = at::empty({a.B}, emissions.options());
-  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score", [&] {
-    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, at::Tensor(), at::Tensor());
-    x.tags = y.data_ptr<int64_t>();
-    r.path_scores(x, out.data_ptr<scalar_t>());
-  });
-  return out;
-}
-
-template <typename Runner>
-std::vector<at::Tensor> path_score_backward_on(const Runner& r, const at::Tensor& grad_score,
-                                               const at::Tensor& emissions, const at::Tensor& tags,
-                                               const at::Tensor& lengths) {
-  const CrfArgs a = check_crf_emissions(emissions, lengths, emissions.device().type());
-  check_shape(grad_score, "grad_score", {a.B});
-  check_like(grad_score, "grad_score", emissions, "emissions");
-  const at::Tensor y = check_tags(tags, a), g = grad_score.contiguous();
-  const at::Tensor lengths_on_device = at::tensor(a.lengths, at::kLong).to(emissions.device());
-  BackwardTensors out(a, emissions.options());
-  out.node.zero_();
-  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_backward", [&] {
-    CrfChainArgs<scalar_t> x{};
-    x.B = a.B;
-    x.T_max = a.T;
-    x.K = a.K;
-    x.lengths = lengths_on_device.data_ptr<int64_t>();
-    x.tags = y.data_ptr<int64_t>();
-    x.g_path = g.data_ptr<scalar_t>();
-    out.into(x);
-    r.path_gradients(x);
-  });
-  return out.gradients();
-}
-
-template <typename Runner>
-std::vector<at::Tensor> viterbi_on(const Runner& r, const at::Tensor& emissions, const at::Tensor& lengths,
-                                   const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions,
-                                   int64_t nbest) {
-  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
-  TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
-  if (nbest > 1) {  // k-best runs on the CPU
-    const at::Device device = emissions.device();
-    std::vector<at::Tensor> out = crf_viterbi_cpu(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(),
-                                                  end.cpu(), transitions.cpu(), nbest);
-    return {out[0].to(device), out[1].to(device)};
-  }
-  r.check_tag_count(a.K);
-  const ChainTensors c = chain_tensors(a, start, end, transitions);
-  const auto opts = emissions.options();
-  at::Tensor paths = at::full({a.B, 1, a.T}, -1, opts.dtype(at::kLong)), scores = at::empty({a.B, 1}, opts);
-  at::Tensor delta = at::empty({a.B, 2, a.K}, opts), back = at::empty({a.B, a.T, a.K}, opts.dtype(at::kInt));
-  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_viterbi", [&] {
-    using T = scalar_t;
-    const CrfViterbiArgs<T> x{a.B, a.T, a.K, a.emissions.data_ptr<T>(), a.stride_b, a.stride_t,
-                              c.lengths.data_ptr<int64_t>(), c.nan.data_ptr<uint8_t>(), c.start.data_ptr<T>(),
-                              c.end.data_ptr<T>(), c.trans.data_ptr<T>(), delta.data_ptr<T>(),
-                              back.data_ptr<int32_t>(), paths.data_ptr<int64_t>(), scores.data_ptr<T>()};
-    r.viterbi(x);
-  });
-  return {paths, scores};
-}
-
 // The kernels on the current stream of the emissions' device.
 struct CudaKernels {
   void* stream;
@@ -279,6 +135,143 @@ struct CudaKernels {
 };
 
 CudaKernels kernels_on(const at::Tensor& emissions) { return {cuda_stream_of(emissions, "emissions")}; }
+
+// The forward recursion of checked arguments: (log Z, or the log-likelihood of the tags y when defined; log_alpha;
+// alpha_shift).
+std::vector<at::Tensor> forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c, const at::Tensor& y) {
+  const auto opts = a.emissions.options();
+  at::Tensor out = at::empty({a.B}, opts);
+  at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(a.emissions, a.K)}, opts);
+  at::Tensor shift = at::empty({a.T, a.B}, opts.dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(a.emissions.scalar_type(), "crf_forward", [&] {
+    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, alpha, shift);
+    x.tags = y.defined() ? y.data_ptr<int64_t>() : nullptr;
+    r.forward(x, out.data_ptr<scalar_t>());
+  });
+  return {out, alpha, shift};
+}
+
+std::vector<at::Tensor> forward_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor* tags,
+                                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                                   const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
+  r.check_tag_count(a.K);
+  const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
+  return forward_with(r, a, chain_tensors(a, start, end, transitions), y);
+}
+
+// The gradients of log Z (tags == nullptr: g = grad) or of the log-likelihood (g = -grad where the llh is finite,
+// plus the path's term).
+std::vector<at::Tensor> backward_on(const CudaKernels& r, const at::Tensor& grad, const at::Tensor& emissions,
+                                    const at::Tensor* tags, const at::Tensor& lengths, const at::Tensor& start,
+                                    const at::Tensor& end, const at::Tensor& transitions, const at::Tensor* llh,
+                                    const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
+  r.check_tag_count(a.K);
+  check_saved(a, emissions, grad, tags ? "grad_llh" : "grad_log_z", log_alpha, alpha_shift);
+  const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
+  if (llh) check_shape(*llh, "llh", {a.B});
+  const ChainTensors c = chain_tensors(a, start, end, transitions);
+  const at::Tensor alpha = log_alpha.contiguous(), shift = alpha_shift.contiguous();
+  // d llh = d score - d log Z; a sequence whose log-likelihood is -inf (forbidden path) gets no gradient.
+  const at::Tensor g_path = llh ? at::where(llh->isneginf(), at::zeros_like(grad), grad) : at::Tensor();
+  const at::Tensor g = llh ? g_path.neg() : grad.contiguous();
+  const BackwardTensors out(a, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_backward", [&] {
+    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, alpha, shift);
+    x.g = g.data_ptr<scalar_t>();
+    out.into(x);
+    if (tags) {
+      x.tags = y.data_ptr<int64_t>();
+      x.g_path = g_path.data_ptr<scalar_t>();
+    }
+    r.backward(x);
+  });
+  return out.gradients();
+}
+
+at::Tensor marginals_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& lengths,
+                        const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
+  r.check_tag_count(a.K);
+  const ChainTensors c = chain_tensors(a, start, end, transitions);
+  const std::vector<at::Tensor> f = forward_with(r, a, c, at::Tensor());
+  const at::Tensor ones = at::ones({a.B}, emissions.options());
+  at::Tensor node = at::empty({a.B, a.T, a.K}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals", [&] {
+    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, f[1], f[2]);
+    x.g = ones.data_ptr<scalar_t>();
+    x.node = node.data_ptr<scalar_t>();
+    r.backward(x);
+  });
+  return node;
+}
+
+at::Tensor path_score_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& tags,
+                         const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                         const at::Tensor& transitions) {
+  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
+  const at::Tensor y = check_tags(tags, a);
+  const ChainTensors c = chain_tensors(a, start, end, transitions);
+  at::Tensor out = at::empty({a.B}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score", [&] {
+    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, at::Tensor(), at::Tensor());
+    x.tags = y.data_ptr<int64_t>();
+    r.path_scores(x, out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+std::vector<at::Tensor> path_score_backward_on(const CudaKernels& r, const at::Tensor& grad_score,
+                                               const at::Tensor& emissions, const at::Tensor& tags,
+                                               const at::Tensor& lengths) {
+  const CrfArgs a = check_crf_emissions(emissions, lengths, emissions.device().type());
+  check_shape(grad_score, "grad_score", {a.B});
+  check_like(grad_score, "grad_score", emissions, "emissions");
+  const at::Tensor y = check_tags(tags, a), g = grad_score.contiguous();
+  const at::Tensor lengths_on_device = at::tensor(a.lengths, at::kLong).to(emissions.device());
+  BackwardTensors out(a, emissions.options());
+  out.node.zero_();
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_path_score_backward", [&] {
+    CrfChainArgs<scalar_t> x{};
+    x.B = a.B;
+    x.T_max = a.T;
+    x.K = a.K;
+    x.lengths = lengths_on_device.data_ptr<int64_t>();
+    x.tags = y.data_ptr<int64_t>();
+    x.g_path = g.data_ptr<scalar_t>();
+    out.into(x);
+    r.path_gradients(x);
+  });
+  return out.gradients();
+}
+
+std::vector<at::Tensor> viterbi_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& lengths,
+                                   const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions,
+                                   int64_t nbest) {
+  const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
+  TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
+  if (nbest > 1) {  // k-best runs on the CPU
+    const at::Device device = emissions.device();
+    std::vector<at::Tensor> out = crf_viterbi_cpu(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(),
+                                                  end.cpu(), transitions.cpu(), nbest);
+    return {out[0].to(device), out[1].to(device)};
+  }
+  r.check_tag_count(a.K);
+  const ChainTensors c = chain_tensors(a, start, end, transitions);
+  const auto opts = emissions.options();
+  at::Tensor paths = at::full({a.B, 1, a.T}, -1, opts.dtype(at::kLong)), scores = at::empty({a.B, 1}, opts);
+  at::Tensor delta = at::empty({a.B, 2, a.K}, opts), back = at::empty({a.B, a.T, a.K}, opts.dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_viterbi", [&] {
+    using T = scalar_t;
+    const CrfViterbiArgs<T> x{a.B, a.T, a.K, a.emissions.data_ptr<T>(), a.stride_b, a.stride_t,
+                              c.lengths.data_ptr<int64_t>(), c.nan.data_ptr<uint8_t>(), c.start.data_ptr<T>(),
+                              c.end.data_ptr<T>(), c.trans.data_ptr<T>(), delta.data_ptr<T>(),
+                              back.data_ptr<int32_t>(), paths.data_ptr<int64_t>(), scores.data_ptr<T>()};
+    r.viterbi(x);
+  });
+  return {paths, scores};
+}
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

@@ -39,59 +39,8 @@ std::string cuda_recurrent_kernel_name() { return g_persistent ? "persistent" : 
 #ifdef PYSEQ_WITH_CUDA
 namespace {
 
-// run(T()) for the scalar type T of `dtype` (already checked): float, double, and with kReducedPrecision bfloat16
-// and float16.
-template <bool kReducedPrecision, typename Run>
-std::vector<at::Tensor> for_dtype(at::ScalarType dtype, const Run& run) {
-  if constexpr (kReducedPrecision) {
-    if (dtype == at::kBFloat16) return run(at::BFloat16());
-    if (dtype == at::kHalf) return run(at::Half());
-  }
-  return dtype == at::kDouble ? run(double()) : run(float());
-}
-
-// Runs a backend's whole op: checks, then the schedule in the tensors' dtype (16-bit ones where the backend has them).
-template <typename Cells>
-std::vector<at::Tensor> forward_on(const Cells& cells, int64_t mode, const at::Tensor& x,
-                                   const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-                                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
-  const at::Tensor rows = input_rows(x);
-  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, Cells::kReducedPrecision);
-  const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out = for_dtype<Cells::kReducedPrecision>(x.scalar_type(), [&](auto scalar) {
-    using T = decltype(scalar);
-    return forward_with<T>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
-  });
-  out[0] = in_layout_of(out[0], x);
-  return out;
-}
-
-template <typename Cells>
-std::vector<at::Tensor> backward_on(const Cells& cells, int64_t mode, const at::Tensor& x,
-                                    const at::Tensor& batch_sizes, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                    const at::Tensor& w_hr, const at::Tensor& ws, const at::Tensor& grad_y,
-                                    const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                    bool has_bias, bool need_dx, bool need_dh0) {
-  const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
-  const Dims d =
-      check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, Cells::kReducedPrecision,
-                          /*float32_workspace=*/false);
-  const Steps steps = read_steps(batch_sizes, d.N, d.B);
-  const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out = for_dtype<Cells::kReducedPrecision>(x.scalar_type(), [&](auto scalar) {
-    using T = decltype(scalar);
-    return backward_with<T>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, reverse, need_dx,
-                            need_dh0);
-  });
-  out[0] = in_layout_of(out[0], x);
-  return out;
-}
-
 // The cell updates as kernels on the current stream of the tensors' device.
 struct CudaCells {
-  static constexpr bool kReducedPrecision = true;
   void* stream;
   template <typename Rows>
   void run(const Rows& a, int64_t n) const {
@@ -101,6 +50,51 @@ struct CudaCells {
 };
 
 CudaCells cells_on(const at::Tensor& x) { return {cuda_stream_of(x, "x")}; }
+
+// run(T()) for the scalar type T of `dtype` (already checked): float, double, bfloat16 or float16.
+template <typename Run>
+std::vector<at::Tensor> for_dtype(at::ScalarType dtype, const Run& run) {
+  if (dtype == at::kBFloat16) return run(at::BFloat16());
+  if (dtype == at::kHalf) return run(at::Half());
+  return dtype == at::kDouble ? run(double()) : run(float());
+}
+
+// The whole op: checks, then the schedule in the tensors' dtype.
+std::vector<at::Tensor> forward_on(const CudaCells& cells, int64_t mode, const at::Tensor& x,
+                                   const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+                                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
+  const at::Tensor rows = input_rows(x);
+  const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = rows.contiguous();
+  std::vector<at::Tensor> out = for_dtype(x.scalar_type(), [&](auto scalar) {
+    using T = decltype(scalar);
+    return forward_with<T>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+  });
+  out[0] = in_layout_of(out[0], x);
+  return out;
+}
+
+std::vector<at::Tensor> backward_on(const CudaCells& cells, int64_t mode, const at::Tensor& x,
+                                    const at::Tensor& batch_sizes, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                    const at::Tensor& w_hr, const at::Tensor& ws, const at::Tensor& grad_y,
+                                    const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
+                                    bool has_bias, bool need_dx, bool need_dh0) {
+  const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
+  const Dims d =
+      check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, /*reduced_precision=*/true,
+                          /*float32_workspace=*/false);
+  const Steps steps = read_steps(batch_sizes, d.N, d.B);
+  const at::Tensor xc = rows.contiguous();
+  std::vector<at::Tensor> out = for_dtype(x.scalar_type(), [&](auto scalar) {
+    using T = decltype(scalar);
+    return backward_with<T>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, reverse, need_dx,
+                            need_dh0);
+  });
+  out[0] = in_layout_of(out[0], x);
+  return out;
+}
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
