@@ -32,7 +32,7 @@ _ops: tuple[str, ...] = ()
 
 def available() -> bool:
     """Whether this build of pyseq carries the emulated CUDA kernels (``make cuda-emulate``)."""
-    return bool(getattr(_C, "cuda_emulation", False))
+    return bool(_C.cuda_emulation)
 
 
 def emulated_ops() -> tuple[str, ...]:

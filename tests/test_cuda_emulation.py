@@ -83,6 +83,7 @@ def test_every_kernel_is_launched():
 def test_every_op_with_a_cuda_kernel_is_emulated():
     """The ops of the glue's registrations: all of pyseq's differentiable and decoding ops that run on CUDA (the
     beam-search decoder, the k-best Viterbi beyond the kernel and the HMM have CPU kernels only)."""
+    assert pyseq.build_info()["cuda_emulation"] and not pyseq.build_info()["cuda"]
     ops = set(emulation.emulated_ops())
     assert {"ctc_loss", "ctc_loss_backward", "ctc_greedy_decode", "ctc_forced_align", "crf_log_partition",
             "crf_log_partition_backward", "crf_log_likelihood", "crf_log_likelihood_backward", "crf_marginals",
