@@ -58,7 +58,8 @@ def run_every_family():
     memory = randn(2, 40, 6)
     key, beta, gate, shift, gamma = randn(2, 1, 6), randn(2, 1), randn(2, 1), randn(2, 1, 3), randn(2, 1)
     previous = randn(2, 1, 40).softmax(-1)
-    F.ntm_address(memory, key, beta.exp(), gate.sigmoid(), shift.softmax(-1), 1 + gamma.exp(), previous).sum().backward()
+    weights = F.ntm_address(memory, key, beta.exp(), gate.sigmoid(), shift.softmax(-1), 1 + gamma.exp(), previous)
+    weights.sum().backward()
     F.ntm_write(memory, randn(2, 40).softmax(-1), randn(2, 6).sigmoid(), randn(2, 6)).sum().backward()
 
     lstm = pyseq.nn.LSTM(4, 40)

@@ -73,8 +73,8 @@ def main():
                     continue
                 for lib in build.glob("_C*.so"):
                     shutil.copy(lib, stage / "pyseq" / lib.name)
-                tests = run([sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
-                             "-k", "emulat", *FAMILY_TESTS[family]],
+                tests = run([sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+                             "not slow", "-k", "emulat", *FAMILY_TESTS[family]],
                             env={**os.environ, "PYTHONPATH": str(stage)}, timeout=1200)
                 caught = tests.returncode == 1 or tests.returncode < 0  # tests failed, or crashed (not: could not run)
                 failed = [l for l in tests.stdout.splitlines() if l.startswith("FAILED")] or [tests.stdout[-300:]]

@@ -138,7 +138,8 @@ CudaKernels kernels_on(const at::Tensor& emissions) { return {cuda_stream_of(emi
 
 // The forward recursion of checked arguments: (log Z, or the log-likelihood of the tags y when defined; log_alpha;
 // alpha_shift).
-std::vector<at::Tensor> forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c, const at::Tensor& y) {
+std::vector<at::Tensor> forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c,
+                                     const at::Tensor& y) {
   const auto opts = a.emissions.options();
   at::Tensor out = at::empty({a.B}, opts);
   at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(a.emissions, a.K)}, opts);

@@ -343,12 +343,12 @@ void thread_exits(Fiber& f) {
   ++L.grid_exited;
   if (b.at_barrier > 0) {
     fault("%s exited while %u threads of its block wait at __syncthreads() at %s:%d: a barrier that only "
-                 "some threads of the block reach",
-                 where(f).text, b.at_barrier, b.barrier_file, b.barrier_line);
+          "some threads of the block reach",
+          where(f).text, b.at_barrier, b.barrier_file, b.barrier_line);
   }
   if (L.grid_at_sync > 0) {
     fault("%s exited while %u threads wait at grid.sync() at %s:%d", where(f).text, L.grid_at_sync,
-                 L.grid_file, L.grid_line);
+          L.grid_file, L.grid_line);
   }
   const unsigned warp = f.tid / kWarp, lane = f.tid % kWarp;
   b.exited_lanes[warp] |= 1u << lane;
@@ -357,7 +357,7 @@ void thread_exits(Fiber& f) {
     const Fiber& g = fiber_at(b, warp * kWarp + l);
     if (g.mask >> lane & 1) {
       fault("%s exited while lane %u waits for it at %s at %s:%d (mask 0x%08x)", where(f).text, l,
-                   op_name(g.op), g.file, g.line, g.mask);
+            op_name(g.op), g.file, g.line, g.mask);
     }
   }
 }
@@ -385,8 +385,8 @@ unsigned char* dynamic_shared() { return launch_now->blocks[running->block].dyna
 void static_shared_here(const char* file, int line) {
   if (launch_now->cooperative && launch_now->blocks.size() > 1) {
     fault("static __shared__ variable at %s:%d in a cooperative kernel: its blocks run interleaved here and "
-                 "would share it; use PYSEQ_DYNAMIC_SHARED",
-                 file, line);
+          "would share it; use PYSEQ_DYNAMIC_SHARED",
+          file, line);
   }
 }
 
@@ -395,13 +395,13 @@ void syncthreads(const char* file, int line) {
   Block& b = block_of(f);
   if (b.exited > 0) {
     fault("%s reached __syncthreads() at %s:%d after %u threads of its block exited: a barrier that only some "
-                 "threads of the block reach",
-                 where(f).text, file, line, b.exited);
+          "threads of the block reach",
+          where(f).text, file, line, b.exited);
   }
   if (b.at_barrier > 0 && (b.barrier_line != line || std::strcmp(b.barrier_file, file) != 0)) {
     fault("%s reached __syncthreads() at %s:%d while %u threads of its block wait at __syncthreads() at "
-                 "%s:%d: a barrier that only some threads of the block reach",
-                 where(f).text, file, line, b.at_barrier, b.barrier_file, b.barrier_line);
+          "%s:%d: a barrier that only some threads of the block reach",
+          where(f).text, file, line, b.at_barrier, b.barrier_file, b.barrier_line);
   }
   f.state = State::Barrier;
   f.file = file;
@@ -422,11 +422,11 @@ void grid_sync(const char* file, int line) {
   Fiber& f = *running;
   if (!L.cooperative) {
     fault("%s called grid.sync() at %s:%d in a kernel not launched cooperatively", where(f).text, file,
-                 line);
+          line);
   }
   if (L.grid_exited > 0) {
     fault("%s reached grid.sync() at %s:%d after %u threads of the grid exited", where(f).text, file, line,
-                 L.grid_exited);
+          L.grid_exited);
   }
   f.state = State::Grid;
   f.file = file;
@@ -481,7 +481,7 @@ void complete_warp_op(Block& b, unsigned warp, unsigned mask) {
       const unsigned s = source < 0 ? l : static_cast<unsigned>(source);
       if (!(mask >> s & 1)) {
         fault("%s at %s:%d: lane %u reads lane %u, which is not in the mask 0x%08x", op_name(op), g.file,
-                     g.line, l, s, mask);
+              g.line, l, s, mask);
       }
       std::memcpy(g.result, fiber_at(b, warp * kWarp + s).value, g.size);
     } else if (op != WarpOp::Sync) {
@@ -504,11 +504,11 @@ void warp_exchange(WarpOp op, unsigned mask, const void* value, size_t size, int
   const unsigned present = lanes == kWarp ? ~0u : (1u << lanes) - 1;
   if (!(mask >> lane & 1)) {
     fault("%s at %s:%d: %s (lane %u) is not in its mask 0x%08x", op_name(op), file, line, where(f).text,
-                 lane, mask);
+          lane, mask);
   }
   if (mask & ~present) {
     fault("%s at %s:%d: the mask 0x%08x names lanes that this warp of %u threads does not have", op_name(op),
-                 file, line, mask, lanes);
+          file, line, mask, lanes);
   }
   if (is_shuffle(op) && (width < 1 || width > static_cast<int>(kWarp) || (width & (width - 1)) != 0)) {
     fault("%s at %s:%d: width %d is not a power of two up to 32", op_name(op), file, line, width);
@@ -530,10 +530,11 @@ void warp_exchange(WarpOp op, unsigned mask, const void* value, size_t size, int
   for (unsigned w = b.waiting[warp]; w != 0; w &= w - 1) {
     const unsigned l = static_cast<unsigned>(__builtin_ctz(w));
     const Fiber& g = fiber_at(b, warp * kWarp + l);
-    if (((g.mask >> lane & 1) || (mask >> l & 1)) && (g.op != op || g.mask != mask || g.size != size || g.width != width)) {
+    const bool differ = g.op != op || g.mask != mask || g.size != size || g.width != width;
+    if (((g.mask >> lane & 1) || (mask >> l & 1)) && differ) {
       fault("the lanes of a warp diverge: lane %u at %s at %s:%d (mask 0x%08x), lane %u at %s at %s:%d (mask "
-                   "0x%08x)",
-                   lane, op_name(op), file, line, mask, l, op_name(g.op), g.file, g.line, g.mask);
+            "0x%08x)",
+            lane, op_name(op), file, line, mask, l, op_name(g.op), g.file, g.line, g.mask);
     }
   }
   b.waiting[warp] |= 1u << lane;
