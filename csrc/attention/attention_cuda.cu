@@ -1,7 +1,7 @@
 // CUDA kernels of attention: the additive scores (a thread per (query, key) pair, the A-long tanh reduction in
 // registers), the masked softmax and its backward (a warp per row), and the additive gradients (a thread per gradient
-// element, summing over the keys or the queries). Each thread's work is a function of attention_elements.h (the CPU
-// tests run the same functions in host loops). The warp reductions add in a fixed butterfly order: deterministic.
+// element, summing over the keys or the queries). Each thread's work is a function of attention_elements.h (make
+// cuda-emulate runs these kernels on the CPU). The warp reductions add in a fixed butterfly order: deterministic.
 #include <cuda_runtime.h>
 
 #include "../common/cuda_launch.h"

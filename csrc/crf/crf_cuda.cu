@@ -1,7 +1,7 @@
 // CUDA kernels of the linear-chain CRF: the forward recursion (log Z, log-likelihood), the backward recursion
 // (marginals, gradients), path scores and their gradient, and Viterbi. One block per sequence, the tags across its
-// threads, time as the loop; each tag's work is a function of crf_chain.h (the CPU tests run the same functions in
-// host loops). Maxima over the tags are block reductions in a fixed tree; no atomics, so results are deterministic.
+// threads, time as the loop; each tag's work is a function of crf_chain.h (make cuda-emulate runs these kernels on
+// the CPU). Maxima over the tags are block reductions in a fixed tree; no atomics, so results are deterministic.
 #include <cuda_runtime.h>
 
 #include "../common/cuda_launch.h"

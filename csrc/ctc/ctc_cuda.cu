@@ -1,6 +1,6 @@
 // CUDA kernels of CTC: the loss forward and backward, greedy decoding and forced alignment. The loss and the alignment
 // run one block per sequence, the lattice cells across its threads and time as the loop, each cell's work being a
-// function of ctc_lattice.h (the CPU tests run the same functions in host loops). No floating-point atomics: every
+// function of ctc_lattice.h (make cuda-emulate runs these kernels on the CPU). No floating-point atomics: every
 // gradient element is written by one thread and the blank's sum is a fixed tree, so gradients are deterministic.
 #include <cuda_runtime.h>
 
