@@ -25,6 +25,7 @@ from ._ops import crf as _crf_ops
 from ._ops import ctc as _ctc_ops
 from ._ops import ntm as _ntm_ops
 from ._ops import rnn as _rnn_ops
+from ._ops.checks import check_same_device
 
 __all__ = [
     "lstm",
@@ -747,6 +748,7 @@ def ntm_address(memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift: 
 
 def ntm_read(memory: Tensor, weights: Tensor) -> Tensor:
     """The read vectors of H heads: ``weights [B, H, N] @ memory [B, N, M] -> [B, H, M]`` (a batched GEMM)."""
+    check_same_device("memory", memory, ("weights", weights))  # torch.bmm lets a meta tensor and a CPU one mix
     return torch.bmm(weights, memory)
 
 

@@ -38,6 +38,7 @@ _ADD = pyseq.nn.AdditiveAttention(3, 4, 5)
 _LOC = pyseq.nn.LocationAwareAttention(3, 4, 5)
 _DOT = pyseq.nn.DotAttention(3, 4, score="general")
 _LSTM, _GRU, _RNN = pyseq.nn.LSTM(3, 4), pyseq.nn.GRU(3, 4), pyseq.nn.RNN(3, 4, nonlinearity="relu")
+_NTM = pyseq.nn.NTM(3, 2, 6, memory_size=(5, 3))
 _W = {mode: _rnn_weights(mode, 3, 4) for mode in ("LSTM", "GRU", "RNN")}
 
 # name -> (call(args) -> result, valid args). Tensors in args are walked; other values are passed as they are.
@@ -117,6 +118,13 @@ ENTRIES = {
     "functional.ntm_write": (lambda a: F.ntm_write(a["memory"], a["weights"], a["erase"], a["add"]),
                              {"memory": torch.randn(2, 5, 3), "weights": torch.softmax(torch.randn(2, 5), -1),
                               "erase": torch.rand(2, 3), "add": torch.randn(2, 3)}),
+    "functional.ntm_read": (lambda a: F.ntm_read(a["memory"], a["weights"]),
+                            {"memory": torch.randn(2, 5, 3), "weights": torch.softmax(torch.randn(2, 2, 5), -1)}),
+    # one read and one write head over a [5, 3] memory with 3 shifts: (2 heads) (3 + 3 + 3) + 2 * 3 = 24 parameters
+    "functional.ntm_step": (lambda a: F.ntm_step(a["memory"], a["params"], a["prev_weights"], 1, 1),
+                            {"memory": torch.randn(2, 5, 3), "params": torch.randn(2, 24),
+                             "prev_weights": torch.softmax(torch.randn(2, 2, 5), -1)}),
+    "nn.NTM": (lambda a: _NTM(a["input"]), {"input": torch.randn(4, 2, 3)}),
 }
 
 

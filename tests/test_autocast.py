@@ -1,7 +1,7 @@
 """Mixed precision: the recurrent layers under CPU autocast (bfloat16) against torch.nn's under the same autocast and
-a float64 reference, and bfloat16 / float16 modules; CTC and CRF under autocast (in float32, as torch's CTC loss),
-attention under autocast (in bfloat16, as torch's), 16-bit inputs without autocast; backward passes run
-inside the autocast region too."""
+a float64 reference, and bfloat16 / float16 modules; CTC, CRF and NTM under autocast (in float32, as torch's CTC
+loss), attention under autocast (in bfloat16, as torch's), 16-bit inputs without autocast; backward passes run inside
+the autocast region too."""
 
 import copy
 
@@ -161,6 +161,30 @@ def test_crf_under_autocast_runs_in_float32():
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert decoded == crf.decode(emissions.float())
     assert crf.transitions.grad.dtype == torch.float32
+
+
+def test_ntm_under_autocast_runs_in_float32():
+    """The NTM ops take float32 under autocast, as torch's composition of them computes its cosine similarity,
+    softmax and powers: a bfloat16 key (as an autocast linear layer emits it) is cast to float32, the weights come
+    back in float32 and the key's gradient in bfloat16; the NTM layer trains with its controller under autocast."""
+    torch.manual_seed(0)
+    memory, key = torch.randn(2, 7, 4), torch.randn(2, 2, 4).to(torch.bfloat16)
+    rest = (torch.rand(2, 2) + 0.5, torch.rand(2, 2), torch.softmax(torch.randn(2, 2, 3), -1), torch.rand(2, 2) + 1,
+            torch.softmax(torch.randn(2, 2, 7), -1))
+    expected = pyseq.functional.ntm_address(memory, key.float(), *rest)
+    k = key.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pyseq.functional.ntm_address(memory, k, *rest)
+        written = pyseq.functional.ntm_write(memory, got[:, 0], torch.rand(2, 4).bfloat16(), torch.randn(2, 4))
+        got.sum().backward()
+    assert got.dtype == written.dtype == torch.float32 and k.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    ntm = pyseq.nn.NTM(3, 2, 8, memory_size=(6, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = ntm(torch.randn(5, 2, 3))
+        out.float().sum().backward()
+    assert state.memory.dtype == torch.float32
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ntm.parameters())
 
 
 @pytest.mark.parametrize("module", ["dot", "additive"])

@@ -29,6 +29,21 @@ def test_every_op_has_a_cuda_kernel_where_built_with_cuda():
     assert [op for op in pyseq_ops() if not has_kernel(op, "CUDA")] == []
 
 
+# The backward ops: autograd never records them (double backward differentiates the forward's composite instead).
+BACKWARD_OPS = {op + "_backward" for op in ("additive_attention", "dot_attention", "ctc_loss", "crf_log_likelihood",
+                                            "crf_log_partition", "crf_path_score", "ntm_address", "ntm_write",
+                                            "ntm_step", "rnn_layer")}
+
+
+def test_every_op_has_an_autograd_and_autocast_policy():
+    """Every op says what it does under autocast (CPU and CUDA: its family's AutocastOps), and every op but the
+    backward ops has an Autograd kernel (decoders register a fallthrough: their results never require grad)."""
+    ops = pyseq_ops()
+    for key in ("AutocastCPU", "AutocastCUDA"):
+        assert [op for op in ops if not has_kernel(op, key)] == [], key
+    assert sorted(op for op in ops if not has_kernel(op, "Autograd")) == sorted("pyseq::" + op for op in BACKWARD_OPS)
+
+
 def test_fakes_give_the_kernels_strides_for_non_contiguous_inputs():
     """opcheck (its fake-tensor test compares strides) of every op, forward and backward, on transposed and sliced
     inputs: the kernels return contiguous results whatever the inputs' strides, and so must the fakes (inductor

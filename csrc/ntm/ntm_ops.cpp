@@ -5,6 +5,7 @@
 
 #include <tuple>
 
+#include "../common/autocast.h"
 #include "../common/double_backward.h"
 #include "../common/float32_compute.h"
 #include "../common/ops.h"
@@ -144,3 +145,12 @@ TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
   m.impl("ntm_address", &pyseq::address_autograd);
   m.impl("ntm_write", &pyseq::write_autograd);
 }
+
+// Under autocast: float32, as torch runs the cosine similarity, softmax and powers of the addressing composition
+// (csrc/common/autocast.h); the backward ops run below autocast. Covers the step's ops too (ntm_step.cpp).
+namespace {
+const pyseq::AutocastOps kAutocastOps{{},
+                                      {"ntm_address", "ntm_write", "ntm_step"},
+                                      {"ntm_address_backward", "ntm_write_backward", "ntm_step_backward"}};
+}
+PYSEQ_REGISTER_AUTOCAST(kAutocastOps)
