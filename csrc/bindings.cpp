@@ -74,10 +74,7 @@ void register_rnn(py::module_& m) {
         "What a bfloat16 recurrent layer without projection runs: avx512_bf16 or float32.");
   m.def(
       "recurrent_kernel_in_use",
-      [] {
-        static const char* const names[] = {"auto", "aten", "portable", "avx2", "avx512"};
-        return std::string(names[static_cast<int>(pyseq::resolved_recurrent_kernel())]);
-      },
+      [] { return std::string(pyseq::name_of(pyseq::resolved_recurrent_kernel())); },
       "The kernel a float32 recurrent layer without projection runs under the current setting.");
 }
 

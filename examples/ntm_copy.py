@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 import pyseq
-from seq2seq_attention import write_png
 
 WIDTH = 8  # bits per vector; the input has one more channel, the delimiter
 
@@ -91,10 +90,27 @@ def train(quick: bool = False, seed: int = 0, png: str | None = None, steps: int
     if png:
         x, _ = batch(rng, 1, max_length)
         weights = weights_over_time(model, x)  # [heads, T, N], read heads first
-        gap = torch.ones(weights.shape[1], 1)
-        write_png(png, torch.cat([torch.cat([w, gap], 1) for w in weights], 1)[:, :-1], cell=4)
+        plot_weights(png, weights)
         log(f"read and write weights of one sequence written to {png}")
     return result
+
+
+def plot_weights(path: str, weights: torch.Tensor) -> None:
+    """Each head's weights [T, N] over one sequence as a heat map, side by side (read heads first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(weights), figsize=(4 * len(weights), 4), sharey=True, squeeze=False)
+    for k, (ax, w) in enumerate(zip(axes[0], weights)):
+        ax.imshow(w.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.set_title(f"head {k} weights", fontsize=10)
+        ax.set_xlabel("memory row")
+    axes[0, 0].set_ylabel("time step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import struct
 import time
-import zlib
 
 import torch
 from torch import nn
@@ -95,23 +93,6 @@ class Seq2Seq(nn.Module):
             steps = seq.index(EOS) + 1 if EOS in seq else len(seq)
             results.append((seq[: steps - 1] if EOS in seq else seq, weights[b, :steps]))
         return results
-
-
-def write_png(path: str, matrix: torch.Tensor, cell: int = 16) -> None:
-    """A grayscale PNG of matrix [rows, cols] with values in [0, 1] (white = 1), each entry a cell x cell square, with
-    no dependency (examples/ntm_copy.py draws its heads' weights with it)."""
-    rows, cols = matrix.shape
-    pixels = (matrix.clamp(0, 1) * 255).round().to(torch.uint8)
-    pixels = pixels.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    raw = b"".join(b"\x00" + bytes(row.tolist()) for row in pixels)  # filter type 0 per scanline
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", cols * cell, rows * cell, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-                + chunk(b"IEND", b""))
 
 
 def token_label(token: int) -> str:

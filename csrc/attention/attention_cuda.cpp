@@ -4,7 +4,6 @@
 // pyseq's kernels. The cached key factors of a decoding loop (key_exp2x, key_maxabs) are checked and not needed:
 // the kernels compute each tanh term directly. (In the emulation build the same glue runs on CPU tensors, the
 // kernels through the CUDA emulator: cuda_glue.h.)
-#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <optional>
@@ -186,4 +185,3 @@ PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_cuda));
   m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_backward_cuda));
 }
-#endif

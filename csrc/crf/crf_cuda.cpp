@@ -4,7 +4,6 @@
 // the per-sequence sums of the backward added over the batch with ATen's (deterministic) sum. k-best Viterbi
 // (nbest > 1) runs on the CPU. (In the emulation build the same glue runs on CPU tensors, the kernels through the
 // CUDA emulator: cuda_glue.h.)
-#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <tuple>
@@ -350,4 +349,3 @@ PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::marginals_cuda));
   m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::viterbi_cuda));
 }
-#endif

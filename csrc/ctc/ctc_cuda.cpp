@@ -2,7 +2,6 @@
 // against a CPU torch too; see CMakeLists.txt). Lengths and targets are read and checked on the host (ctc_args.h);
 // the per-sequence metadata goes to the device in one copy per tensor, and the kernels run on the current stream.
 // (In the emulation build the same glue runs on CPU tensors, the kernels through the CUDA emulator: cuda_glue.h.)
-#ifdef PYSEQ_WITH_CUDA
 #include <torch/library.h>
 
 #include <tuple>
@@ -184,4 +183,3 @@ PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ctc_greedy_decode", PYSEQ_FLOAT32_RESULTS(pyseq::greedy_decode_cuda));
   m.impl("ctc_forced_align", PYSEQ_FLOAT32_RESULTS(pyseq::forced_align_cuda));
 }
-#endif

@@ -2,7 +2,6 @@
 // that it builds against a CPU torch too; see CMakeLists.txt). The ops' bodies (checks, outputs, argument structs)
 // are ntm_run.h's, shared with the CPU kernels, which run the same row functions (ntm_rows.h) in loops; the CUDA
 // path adds only the kernels' thread indexing and block reductions. 16-bit inputs are computed in float32.
-#ifdef PYSEQ_WITH_CUDA
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -10,6 +9,7 @@
 
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
+#include "ntm.h"
 #include "ntm_cuda.h"
 #include "ntm_run.h"
 
@@ -88,5 +88,7 @@ PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_backward_cuda));
   m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_cuda));
   m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_backward_cuda));
+  // The step: the composite of the ops above and ATen ops (ntm_step.cpp; the CPU has a fused kernel).
+  m.impl("ntm_step", &pyseq::ntm_step_composite);
+  m.impl("ntm_step_backward", &pyseq::ntm_step_backward_composite);
 }
-#endif

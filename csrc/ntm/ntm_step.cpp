@@ -16,10 +16,6 @@
 #include "../common/ops.h"
 #include "ntm.h"
 
-#ifdef PYSEQ_WITH_CUDA
-#include "../common/cuda_glue.h"
-#endif
-
 namespace pyseq {
 namespace {
 
@@ -212,12 +208,5 @@ TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
   m.impl("ntm_step", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_cpu));
   m.impl("ntm_step_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_backward_cpu));
 }
-
-#ifdef PYSEQ_WITH_CUDA
-PYSEQ_CUDA_LIBRARY_IMPL(m) {
-  m.impl("ntm_step", &pyseq::ntm_step_composite);
-  m.impl("ntm_step_backward", &pyseq::ntm_step_backward_composite);
-}
-#endif
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("ntm_step", &pyseq::step_autograd); }

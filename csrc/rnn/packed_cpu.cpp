@@ -577,7 +577,9 @@ void set_recurrent_kernel(const std::string& name) {
   TORCH_CHECK_VALUE(false, "recurrent kernel must be one of auto, aten, portable, avx2, avx512; got '", name, "'");
 }
 
-std::string recurrent_kernel_name() { return kKernelNames[g_kernel.load()]; }
+const char* name_of(RecurrentKernel kernel) { return kKernelNames[static_cast<int>(kernel)]; }
+
+std::string recurrent_kernel_name() { return name_of(recurrent_kernel_setting()); }
 
 RecurrentKernel recurrent_kernel_setting() { return static_cast<RecurrentKernel>(g_kernel.load()); }
 

@@ -22,6 +22,7 @@ enum class RecurrentKernel { Auto, Aten, Portable, Avx2, Avx512 };
 
 void set_recurrent_kernel(const std::string& name);  // "auto", "aten", "portable", "avx2", "avx512"
 std::string recurrent_kernel_name();                  // the setting
+const char* name_of(RecurrentKernel kernel);
 RecurrentKernel recurrent_kernel_setting();
 // The kernel a float32 layer without projection runs under the current setting on this CPU.
 RecurrentKernel resolved_recurrent_kernel();

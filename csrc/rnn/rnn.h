@@ -50,5 +50,6 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
 // rnn_cuda.h; the step schedule elsewhere). A setting in every build; only CUDA builds read it.
 void set_cuda_recurrent_kernel(const std::string& name);
 std::string cuda_recurrent_kernel_name();
+bool cuda_persistent_forward_requested();
 
 }  // namespace pyseq

@@ -5,38 +5,19 @@
 // of rnn_cuda.cu (the backward always runs the step schedule: the workspace is the same). Device-generic ATen only,
 // so that it builds against a CPU torch too (see CMakeLists.txt). (In the emulation build the same glue runs on CPU
 // tensors, the kernels through the CUDA emulator, the GEMMs through ATen's CPU kernels: cuda_glue.h.)
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <optional>
-#include <string>
 #include <tuple>
 
+#include "../common/cuda_glue.h"
 #include "rnn.h"
+#include "rnn_cuda.h"
 #include "rnn_schedule.h"
 
-#ifdef PYSEQ_WITH_CUDA
-#include <c10/core/DeviceGuard.h>
-
-#include "../common/cuda_glue.h"
-#include "rnn_cuda.h"
-#endif
-
 namespace pyseq {
-namespace {
-std::atomic<bool> g_persistent{false};
-}
-
-void set_cuda_recurrent_kernel(const std::string& name) {
-  TORCH_CHECK_VALUE(name == "steps" || name == "persistent",
-                    "CUDA recurrent kernel must be 'steps' or 'persistent', got '", name, "'");
-  g_persistent = name == "persistent";
-}
-
-std::string cuda_recurrent_kernel_name() { return g_persistent ? "persistent" : "steps"; }
-
-#ifdef PYSEQ_WITH_CUDA
 namespace {
 
 // The cell updates as kernels on the current stream of the tensors' device.
@@ -169,7 +150,7 @@ Forward layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_si
                    const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
   const c10::DeviceGuard guard(x.device());
   const CudaCells cells = cells_on(x);
-  if (g_persistent) {
+  if (cuda_persistent_forward_requested()) {
     std::optional<Forward> out =
         persistent_forward(cells, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
     if (out) return *out;
@@ -190,13 +171,9 @@ Backward layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor
 }
 
 }  // namespace
-#endif
-
 }  // namespace pyseq
 
-#ifdef PYSEQ_WITH_CUDA
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
   m.impl("rnn_layer", &pyseq::layer_cuda);
   m.impl("rnn_layer_backward", &pyseq::layer_backward_cuda);
 }
-#endif

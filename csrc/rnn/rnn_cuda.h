@@ -42,10 +42,6 @@ struct PersistentForward {
   int64_t saved_ld;
 };
 
-// Whether the persistent kernel takes this size on the current device (batch, shared memory, co-resident blocks);
-// weight_bytes: the size of one element of W_hh (4 for float32, 2 for bfloat16 and float16).
-bool persistent_forward_fits(int mode, int64_t B, int64_t H, int weight_bytes);
-
 // Queues the kernel (a cooperative launch); false when it does not fit (then nothing is queued).
 bool launch_persistent_forward(const PersistentForward<float>& a, void* stream);
 bool launch_persistent_forward(const PersistentForward<bfloat16_t>& a, void* stream);

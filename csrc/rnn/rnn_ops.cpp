@@ -5,6 +5,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <atomic>
+#include <string>
 #include <tuple>
 
 #include "../common/autocast.h"
@@ -181,7 +183,20 @@ Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batc
   return {out[0], out[1], out[2], out[3]};
 }
 
+std::atomic<bool> g_cuda_persistent{false};
+
 }  // namespace
+
+void set_cuda_recurrent_kernel(const std::string& name) {
+  TORCH_CHECK_VALUE(name == "steps" || name == "persistent",
+                    "CUDA recurrent kernel must be 'steps' or 'persistent', got '", name, "'");
+  g_cuda_persistent = name == "persistent";
+}
+
+std::string cuda_recurrent_kernel_name() { return g_cuda_persistent ? "persistent" : "steps"; }
+
+bool cuda_persistent_forward_requested() { return g_cuda_persistent; }
+
 }  // namespace pyseq
 
 TORCH_LIBRARY_FRAGMENT(pyseq, m) {
