@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _C
 from ._ops import ctc as _ctc_ops
-from .functional import _lengths
+from .functional._lengths import lengths_tensor
 
 __all__ = ["greedy_decode", "beam_search", "forced_align", "merge_tokens", "Hypothesis", "NGramLM", "TokenSpan"]
 
@@ -35,7 +35,7 @@ def _batched(log_probs: Tensor, input_lengths):
     if not torch.compiler.is_compiling() and log_probs.is_floating_point() and log_probs.isnan().any():
         # No class, path or alignment is the most likely under NaN scores (torch's argmax would pick the NaN).
         raise ValueError("log_probs holds NaN")
-    return log_probs.detach(), _lengths(input_lengths, "input_lengths")
+    return log_probs.detach(), lengths_tensor(input_lengths, "input_lengths")
 
 
 def greedy_decode(log_probs: Tensor, input_lengths=None, blank: int = 0, padded: bool = False):
@@ -184,7 +184,7 @@ def forced_align(log_probs: Tensor, targets: Tensor, input_lengths=None, target_
     if target_lengths is None:
         target_lengths = [targets.shape[1]] * targets.shape[0]
     labels, scores = _ctc_ops.ctc_forced_align(lp, targets.to(torch.int64), lengths,
-                                                _lengths(target_lengths, "target_lengths"), blank)
+                                                lengths_tensor(target_lengths, "target_lengths"), blank)
     return (labels[0], scores[0]) if unbatched else (labels, scores)
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
+from ..functional.crf import crf_mask_lengths
 from ..crf import TransitionConstraints, apply_constraints
 from ._torchscript import NotScriptable
 
@@ -107,7 +108,7 @@ class CRF(NotScriptable, nn.Module):
             mask = None if mask is None else mask.transpose(0, 1)
         if mask is None:
             return emissions, tags, None
-        return emissions, tags, F._crf_mask(mask)  # the kernels take the prefix mask as the lengths (and check it)
+        return emissions, tags, crf_mask_lengths(mask)  # the kernels take the prefix mask as the lengths (and check it)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None, reduction: str = "sum") -> Tensor:
         """Log-likelihood of ``tags`` given ``emissions`` (not its negative; minimize ``-crf(...)``).

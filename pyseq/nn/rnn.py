@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import functional as F
+from ..functional.rnn import run_layers
 from .._ops import rnn as _rnn_ops
 from ._torchscript import NotScriptable
 
@@ -39,7 +39,7 @@ class _RNNBase(NotScriptable, nn.RNNBase):
         # weights are read by name at every call, as torch.nn.LSTM refreshes its flat weights: what a name returns is
         # what torch.func.functional_call, stateless substitution and parametrizations (weight_norm, orthogonal)
         # make of it, never a list cached at construction.
-        return F._run(
+        return run_layers(
             _MODE_IDS[self.mode],
             input,
             hx,
