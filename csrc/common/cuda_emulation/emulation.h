@@ -215,51 +215,44 @@ inline unsigned __ballot_sync(unsigned mask, int predicate, const char* file = _
 }
 
 // Atomics: threads never run at once, so a read-modify-write is atomic as it stands.
+namespace pyseq_emulation {
+template <typename T, typename F>
+T read_modify_write(T* address, F f) {
+  const T old = *address;
+  *address = f(old);
+  return old;
+}
+}  // namespace pyseq_emulation
+
 template <typename T>
 T atomicAdd(T* address, T value) {
-  const T old = *address;
-  *address = old + value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return x + value; });
 }
 template <typename T>
 T atomicSub(T* address, T value) {
-  const T old = *address;
-  *address = old - value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return x - value; });
 }
 template <typename T>
 T atomicOr(T* address, T value) {
-  const T old = *address;
-  *address = old | value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return x | value; });
 }
 template <typename T>
 T atomicAnd(T* address, T value) {
-  const T old = *address;
-  *address = old & value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return x & value; });
 }
 template <typename T>
 T atomicMax(T* address, T value) {
-  const T old = *address;
-  *address = old < value ? value : old;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return x < value ? value : x; });
 }
 template <typename T>
 T atomicMin(T* address, T value) {
-  const T old = *address;
-  *address = value < old ? value : old;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T x) { return value < x ? value : x; });
 }
 template <typename T>
 T atomicExch(T* address, T value) {
-  const T old = *address;
-  *address = value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [value](T) { return value; });
 }
 template <typename T>
 T atomicCAS(T* address, T compare, T value) {
-  const T old = *address;
-  if (old == compare) *address = value;
-  return old;
+  return ::pyseq_emulation::read_modify_write(address, [compare, value](T x) { return x == compare ? value : x; });
 }
