@@ -38,8 +38,9 @@ def build_info() -> dict:
     """What this build of pyseq contains: ``version``, ``torch`` (the torch it was built for), ``torch_running``
     (the torch imported now: the same release, or pyseq would not have imported), ``cuda`` (whether CUDA sources were
     compiled in), ``cuda_runtime`` (their CUDA runtime version, or None), ``cuda_emulation`` (whether this is the
-    build of ``make cuda-emulate``, whose CUDA kernels run on the CPU: :mod:`pyseq.cuda_emulation`), ``cpu_isa`` (the instruction set that
-    the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or ``baseline``) and
+    build of ``make cuda-emulate``, whose CUDA kernels run on the CPU: :mod:`pyseq.cuda_emulation`), ``cpu_isa``
+    (the instruction set that the CPU kernels' runtime dispatch chose on this machine: ``avx512``, ``avx2`` or
+    ``baseline``) and
     ``recurrent_kernel`` (what float32 recurrent layers run: ``avx512``, ``avx2`` or ``portable`` packed-weight
     kernels, or ``aten`` when forced with :func:`set_recurrent_kernel`), ``bf16_recurrent_kernel`` (what bfloat16
     recurrent layers run on the CPU: ``avx512_bf16`` kernels or ``float32``, converted, see

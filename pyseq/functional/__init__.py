@@ -5,7 +5,8 @@ public name is also here.
 """
 
 from .attention import ProjectedKeys, additive_attention, dot_attention, project_keys
-from .crf import crf_hinge_loss, crf_log_likelihood, crf_log_partition, crf_marginals, crf_score, crf_viterbi, hmm_viterbi
+from .crf import (crf_hinge_loss, crf_log_likelihood, crf_log_partition, crf_marginals, crf_score, crf_viterbi,
+                  hmm_viterbi)
 from .ctc import ctc_loss
 from .ntm import ntm_address, ntm_read, ntm_step, ntm_write
 from .rnn import gru, lstm, rnn
