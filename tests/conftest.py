@@ -66,6 +66,12 @@ class Gpu:
     def put(self, t):
         return t.cuda() if self.kind == "cuda" else t
 
+    def run(self, op, *args):
+        """op on this GPU: its tensor arguments moved there, its results (a tensor or a sequence) back on the CPU."""
+        with self:
+            out = op(*(self.put(a) if isinstance(a, torch.Tensor) else a for a in args))
+        return [t.cpu() for t in out] if isinstance(out, (tuple, list)) else out.cpu()
+
     def __enter__(self):
         if self.kind == "emulated":
             import pyseq.cuda_emulation

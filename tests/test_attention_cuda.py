@@ -28,13 +28,6 @@ def mask_of(kind, B, Tq, Tk, seed=1):
     return mask
 
 
-def on(gpu, op, *args):
-    """op on the GPU or the emulated GPU: its tensor arguments moved there, its results back on the CPU."""
-    with gpu:
-        out = op(*(gpu.put(a) if isinstance(a, torch.Tensor) else a for a in args))
-    return [t.cpu() for t in out]
-
-
 def close(got, expected, dtype):
     # float64: the same terms summed in another order. float32: the CPU kernel's tanh terms may take the factored
     # form (attention_math.h), a few ulp of 1 per term, over A terms.
@@ -54,31 +47,31 @@ def test_kernels_match_cpu(gpu, shape, mask_kind, dtype):
     q, k, v, value = inputs(B, Tq, Tk, A, Dv, dtype, seed=sum(shape))
     mask = mask_of(mask_kind, B, Tq, Tk)
     context, weights = ops.additive_attention(q, k, v, value, mask, None, None)
-    close(on(gpu, ops.additive_attention, q, k, v, value, mask, None, None), (context, weights), dtype)
+    close(gpu.run(ops.additive_attention, q, k, v, value, mask, None, None), (context, weights), dtype)
     g = torch.Generator().manual_seed(2)
     grad_context = torch.randn(context.shape, generator=g, dtype=dtype)
     for grad_weights in (None, torch.randn(weights.shape, generator=g, dtype=dtype)):
-        close(on(gpu, ops.additive_attention_backward, grad_context, grad_weights, q, k, v, value, weights, None, None),
+        close(gpu.run(ops.additive_attention_backward, grad_context, grad_weights, q, k, v, value, weights, None, None),
               ops.additive_attention_backward(grad_context, grad_weights, q, k, v, value, weights, None, None), dtype)
     key = torch.randn(B, Tk, A, generator=g, dtype=dtype)
     context, weights = ops.dot_attention(q, key, value, mask, 0.7)
-    close(on(gpu, ops.dot_attention, q, key, value, mask, 0.7), (context, weights), dtype)
+    close(gpu.run(ops.dot_attention, q, key, value, mask, 0.7), (context, weights), dtype)
     for grad_weights in (None, torch.randn(weights.shape, generator=g, dtype=dtype)):
-        close(on(gpu, ops.dot_attention_backward, grad_context, grad_weights, q, key, value, weights, 0.7),
+        close(gpu.run(ops.dot_attention_backward, grad_context, grad_weights, q, key, value, weights, 0.7),
               ops.dot_attention_backward(grad_context, grad_weights, q, key, value, weights, 0.7), dtype)
 
 
 def test_nan_rows_and_bad_input(gpu):
     q, k, v, value = inputs(2, 3, 4, 5, 6, torch.float64)
     q[1, 2, 0] = float("nan")  # query row (1, 2): NaN weights and context, as the CPU kernel and torch's softmax
-    context, weights = on(gpu, ops.additive_attention, q, k, v, value, None, None, None)
+    context, weights = gpu.run(ops.additive_attention, q, k, v, value, None, None, None)
     expected = ops.additive_attention(q, k, v, value, None, None, None)
     close((context, weights), expected, torch.float64)
     assert weights[1, 2].isnan().all() and not weights[1, :2].isnan().any()
     with pytest.raises(ValueError, match="v must have attn_size = 5"):
-        on(gpu, ops.additive_attention, q, k, v[:4], value, None, None, None)
+        gpu.run(ops.additive_attention, q, k, v[:4], value, None, None, None)
     with pytest.raises(ValueError, match="mask must have shape"):
-        on(gpu, ops.dot_attention, q, k, value, torch.ones(2, 3, dtype=torch.bool), 1.0)
+        gpu.run(ops.dot_attention, q, k, value, torch.ones(2, 3, dtype=torch.bool), 1.0)
 
 
 # ---- at scale -----------------------------------------------------------------------------------------------------

@@ -36,13 +36,6 @@ def problem(B, T, K, dtype=torch.float64, scale=1.0, constrained=False, seed=0):
     return em, tags, lengths, start, end, trans
 
 
-def on(gpu, op, *args):
-    """op on the GPU or the emulated GPU: its tensor arguments moved there, its results back on the CPU."""
-    with gpu:
-        out = op(*(gpu.put(a) if isinstance(a, torch.Tensor) else a for a in args))
-    return [t.cpu() for t in out] if isinstance(out, (tuple, list)) else out.cpu()
-
-
 def close(got, expected, dtype):
     # float64: the same math up to summation order; float32: a few units of the last place over T steps.
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
@@ -62,7 +55,7 @@ def test_kernels_match_cpu(gpu, dtype, B, T, K, scale, constrained):
     em, tags, lengths, start, end, trans = problem(B, T, K, dtype, scale, constrained, seed=B + T + K)
     scores = (start, end, trans)
     log_z, alpha, shift = ops.crf_log_partition(em, lengths, *scores)
-    got = on(gpu, ops.crf_log_partition, em, lengths, *scores)
+    got = gpu.run(ops.crf_log_partition, em, lengths, *scores)
     close([got[0]], [log_z], dtype)
     valid = alpha.isfinite()  # the forward variables agree where finite, and are -inf at the same cells
     assert torch.equal(got[1].isfinite(), valid)
@@ -70,22 +63,22 @@ def test_kernels_match_cpu(gpu, dtype, B, T, K, scale, constrained):
 
     grad = torch.linspace(-1.0, 1.5, B, dtype=dtype)
     grad[-1] = 0
-    close(on(gpu, ops.crf_log_partition_backward, grad, em, lengths, *scores, alpha, shift),
+    close(gpu.run(ops.crf_log_partition_backward, grad, em, lengths, *scores, alpha, shift),
           ops.crf_log_partition_backward(grad, em, lengths, *scores, alpha, shift), dtype)
 
     llh, alpha, shift = ops.crf_log_likelihood(em, tags, lengths, *scores)
-    got = on(gpu, ops.crf_log_likelihood, em, tags, lengths, *scores)
+    got = gpu.run(ops.crf_log_likelihood, em, tags, lengths, *scores)
     close([got[0]], [llh], dtype)
-    close(on(gpu, ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
+    close(gpu.run(ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
           ops.crf_log_likelihood_backward(grad, em, tags, lengths, *scores, llh, alpha, shift), dtype)
 
-    close([on(gpu, ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
-    close([on(gpu, ops.crf_path_score, em, tags, lengths, *scores)], [ops.crf_path_score(em, tags, lengths, *scores)],
+    close([gpu.run(ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
+    close([gpu.run(ops.crf_path_score, em, tags, lengths, *scores)], [ops.crf_path_score(em, tags, lengths, *scores)],
           dtype)
-    close(on(gpu, ops.crf_path_score_backward, grad, em, tags, lengths),
+    close(gpu.run(ops.crf_path_score_backward, grad, em, tags, lengths),
           ops.crf_path_score_backward(grad, em, tags, lengths), dtype)
     for nbest in (1, 3):
-        paths, best = on(gpu, ops.crf_viterbi, em, lengths, *scores, nbest)
+        paths, best = gpu.run(ops.crf_viterbi, em, lengths, *scores, nbest)
         expected_paths, expected_best = ops.crf_viterbi(em, lengths, *scores, nbest)
         assert torch.equal(paths, expected_paths)
         close([best], [expected_best], dtype)
@@ -100,20 +93,20 @@ def test_nan_mask_and_time_major_input(gpu):
     em_t = em.transpose(0, 1).contiguous().transpose(0, 1)  # time-major storage, read in place
     scores = (start, end, trans)
     log_z, alpha, shift = ops.crf_log_partition(em_t, mask, *scores)
-    got = on(gpu, ops.crf_log_partition, em_t, mask, *scores)
+    got = gpu.run(ops.crf_log_partition, em_t, mask, *scores)
     close([got[0]], [log_z], torch.float64)
     assert log_z[0].isnan() and not log_z[3].isnan()
     grad = torch.ones(5, dtype=em.dtype)
-    close(on(gpu, ops.crf_log_partition_backward, grad, em_t, mask, *scores, alpha, shift),
+    close(gpu.run(ops.crf_log_partition_backward, grad, em_t, mask, *scores, alpha, shift),
           ops.crf_log_partition_backward(grad, em_t, mask, *scores, alpha, shift), torch.float64)
     llh, alpha, shift = ops.crf_log_likelihood(em_t, tags, mask, *scores)
-    close(on(gpu, ops.crf_log_likelihood_backward, grad, em_t, tags, mask, *scores, llh, alpha, shift),
+    close(gpu.run(ops.crf_log_likelihood_backward, grad, em_t, tags, mask, *scores, llh, alpha, shift),
           ops.crf_log_likelihood_backward(grad, em_t, tags, mask, *scores, llh, alpha, shift), torch.float64)
-    close(on(gpu, ops.crf_viterbi, em_t, mask, *scores, 1)[1:], ops.crf_viterbi(em_t, mask, *scores, 1)[1:],
+    close(gpu.run(ops.crf_viterbi, em_t, mask, *scores, 1)[1:], ops.crf_viterbi(em_t, mask, *scores, 1)[1:],
           torch.float64)
     trans_nan = trans.clone()
     trans_nan[1, 2] = float("nan")  # every sequence with steps reads it
-    close([on(gpu, ops.crf_log_partition, em, lengths, start, end, trans_nan)[0]],
+    close([gpu.run(ops.crf_log_partition, em, lengths, start, end, trans_nan)[0]],
           [ops.crf_log_partition(em, lengths, start, end, trans_nan)[0]], torch.float64)
 
 
@@ -125,19 +118,19 @@ def test_scores_far_apart(gpu, dtype):
     scores = (start, end, trans)
     grad = torch.linspace(0.5, 1.5, 3, dtype=dtype)
     llh, alpha, shift = ops.crf_log_likelihood(em, tags, lengths, *scores)
-    close(on(gpu, ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
+    close(gpu.run(ops.crf_log_likelihood_backward, grad, em, tags, lengths, *scores, llh, alpha, shift),
           ops.crf_log_likelihood_backward(grad, em, tags, lengths, *scores, llh, alpha, shift), dtype)
-    close([on(gpu, ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
+    close([gpu.run(ops.crf_marginals, em, lengths, *scores)], [ops.crf_marginals(em, lengths, *scores)], dtype)
 
 
 def test_bad_input(gpu):
     em, tags, lengths, start, end, trans = problem(3, 5, 4)
     with pytest.raises(ValueError, match="tags must be in \\[0, num_tags = 4\\)"):
-        on(gpu, ops.crf_log_likelihood, em, tags + 4, lengths, start, end, trans)
+        gpu.run(ops.crf_log_likelihood, em, tags + 4, lengths, start, end, trans)
     with pytest.raises(RuntimeError, match="transitions must have shape"):
-        on(gpu, ops.crf_log_partition, em, lengths, start, end, trans[:3])
+        gpu.run(ops.crf_log_partition, em, lengths, start, end, trans[:3])
     with pytest.raises(ValueError, match="mask must be a prefix"):
-        on(gpu, ops.crf_marginals, em, torch.tensor([[1, 0, 1, 0, 0]] * 3, dtype=torch.bool), start, end, trans)
+        gpu.run(ops.crf_marginals, em, torch.tensor([[1, 0, 1, 0, 0]] * 3, dtype=torch.bool), start, end, trans)
 
 
 # ---- at scale -----------------------------------------------------------------------------------------------------
