@@ -2,13 +2,10 @@
 // Python objects or lists. The ops are registered with torch in each family's <family>_ops.cpp.
 #include <torch/extension.h>
 
-#include "attention/attention.h"
 #include "common/cpu_dispatch.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
-#include "crf/crf.h"
 #include "ctc/ctc.h"
-#include "ntm/ntm.h"
 #include "rnn/packed_cpu.h"
 #include "rnn/rnn.h"
 

@@ -3,20 +3,23 @@
 // backward run row by row in place; the products with the values (and, for dot attention, the scores) are batched
 // GEMMs through ATen.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <memory>
 #include <utility>
 #include <limits>
 #include <numeric>
+#include <optional>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../common/checks.h"
 #include "../common/cpu_dispatch.h"
+#include "../common/float32_compute.h"
 #include "../common/parallel.h"
 #include "../common/vec.h"
-#include "attention.h"
 #include "attention_args.h"
 #include "attention_math.h"
 
@@ -335,18 +338,19 @@ at::Tensor score_gradient(const at::Tensor& grad_context, const at::Tensor& grad
   return grad;
 }
 
-}  // namespace
+using Optional = std::optional<at::Tensor>;
 
-std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                       const at::Tensor& v, const at::Tensor& value,
-                                                       const at::Tensor& mask, const at::Tensor& key_exp2x,
-                                                       const at::Tensor& key_maxabs) {
-  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask);
+std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                                          const at::Tensor& v, const at::Tensor& value,
+                                                          const Optional& mask, const Optional& key_exp2x,
+                                                          const Optional& key_maxabs) {
+  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask.value_or(at::Tensor()));
   check_additive(query_proj, key_proj, v);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
-  const auto [ke, km] = check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const auto [ke, km] =
+      check_key_factors(key_exp2x.value_or(at::Tensor()), key_maxabs.value_or(at::Tensor()), key_proj);
   at::Tensor weights = at::empty({B, Tq, Tk}, query_proj.options());
-  AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "additive_attention_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(query_proj.scalar_type(), "additive_attention_cpu", [&] {
     using T = scalar_t;
     const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
     const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = vc.data_ptr<T>();
@@ -368,13 +372,14 @@ std::vector<at::Tensor> additive_attention_forward_cpu(const at::Tensor& query_p
   return {at::bmm(weights, value), weights};
 }
 
-std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_context, const at::Tensor& grad_weights,
-                                                        const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                        const at::Tensor& v, const at::Tensor& value,
-                                                        const at::Tensor& weights, const at::Tensor& key_exp2x,
-                                                        const at::Tensor& key_maxabs) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_backward_cpu(
+    const at::Tensor& grad_context, const Optional& grad_weights_given, const at::Tensor& query_proj,
+    const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
+    const Optional& key_exp2x, const Optional& key_maxabs) {
+  const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());
   check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor());
-  const auto [ke, km] = check_key_factors(key_exp2x, key_maxabs, key_proj);
+  const auto [ke, km] =
+      check_key_factors(key_exp2x.value_or(at::Tensor()), key_maxabs.value_or(at::Tensor()), key_proj);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
   const at::Tensor ds = score_gradient(grad_context, grad_weights, value, weights, 1.0);
@@ -410,14 +415,14 @@ std::vector<at::Tensor> additive_attention_backward_cpu(const at::Tensor& grad_c
   return {grad_q, grad_k, grad_v, at::bmm(weights.transpose(1, 2), grad_context)};
 }
 
-std::vector<at::Tensor> dot_attention_forward_cpu(const at::Tensor& query, const at::Tensor& key,
-                                                  const at::Tensor& value, const at::Tensor& mask, double scale) {
-  const MaskView m = check_attention(query, "query", key, "key", value, mask);
+std::tuple<at::Tensor, at::Tensor> dot_attention_cpu(const at::Tensor& query, const at::Tensor& key,
+                                                     const at::Tensor& value, const Optional& mask, double scale) {
+  const MaskView m = check_attention(query, "query", key, "key", value, mask.value_or(at::Tensor()));
   const int64_t B = query.size(0), Tq = query.size(1), Tk = key.size(1);
   TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
                     query.size(2), " and ", key.size(2));
   at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "dot_attention_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "dot_attention_cpu", [&] {
     scalar_t* wp = weights.data_ptr<scalar_t>();
     for_each_row(B, Tq, 4 * Tk, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -428,9 +433,13 @@ std::vector<at::Tensor> dot_attention_forward_cpu(const at::Tensor& query, const
   return {at::bmm(weights, value), weights};
 }
 
-std::vector<at::Tensor> dot_attention_backward_cpu(const at::Tensor& grad_context, const at::Tensor& grad_weights,
-                                                   const at::Tensor& query, const at::Tensor& key,
-                                                   const at::Tensor& value, const at::Tensor& weights, double scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(const at::Tensor& grad_context,
+                                                                          const Optional& grad_weights_given,
+                                                                          const at::Tensor& query,
+                                                                          const at::Tensor& key,
+                                                                          const at::Tensor& value,
+                                                                          const at::Tensor& weights, double scale) {
+  const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());
   check_attention(query, "query", key, "key", value, at::Tensor());
   check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),
                         value.size(2));
@@ -438,4 +447,12 @@ std::vector<at::Tensor> dot_attention_backward_cpu(const at::Tensor& grad_contex
   return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_attention_cpu));
+  m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_attention_backward_cpu));
+  m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_attention_cpu));
+  m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_attention_backward_cpu));
+}

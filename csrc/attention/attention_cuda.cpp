@@ -8,9 +8,7 @@
 
 #include <optional>
 #include <tuple>
-#include <vector>
 
-#include "attention.h"
 #include "attention_args.h"
 #include "attention_elements.h"
 
@@ -24,7 +22,6 @@ namespace pyseq {
 namespace {
 
 using Optional = std::optional<at::Tensor>;
-at::Tensor or_undefined(const Optional& t) { return t ? *t : at::Tensor(); }
 
 // The kernels on the current stream of the queries' device.
 struct CudaKernels {
@@ -75,13 +72,16 @@ at::Tensor score_gradient(const CudaKernels& r, const at::Tensor& grad_context, 
   return grad;
 }
 
-std::vector<at::Tensor> additive_on(const CudaKernels& r, const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                    const at::Tensor& v, const at::Tensor& value, const at::Tensor& mask,
-                                    const at::Tensor& key_exp2x, const at::Tensor& key_maxabs) {
-  const MaskView m =
-      check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask, query_proj.device().type());
+std::tuple<at::Tensor, at::Tensor> additive_attention_cuda(const at::Tensor& query_proj, const at::Tensor& key_proj,
+                                                           const at::Tensor& v, const at::Tensor& value,
+                                                           const Optional& mask, const Optional& key_exp2x,
+                                                           const Optional& key_maxabs) {
+  const c10::DeviceGuard guard(query_proj.device());
+  const CudaKernels r = kernels_on(query_proj);
+  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value,
+                                     mask.value_or(at::Tensor()), query_proj.device().type());
   check_additive(query_proj, key_proj, v);
-  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  check_key_factors(key_exp2x.value_or(at::Tensor()), key_maxabs.value_or(at::Tensor()), key_proj);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   const at::Tensor q = query_proj.contiguous(), k = key_proj.contiguous(), vc = v.contiguous();
   at::Tensor weights = at::empty({B, Tq, Tk}, q.options());
@@ -95,14 +95,16 @@ std::vector<at::Tensor> additive_on(const CudaKernels& r, const at::Tensor& quer
   return {at::bmm(weights, value), weights};
 }
 
-std::vector<at::Tensor> additive_backward_on(const CudaKernels& r, const at::Tensor& grad_context,
-                                             const at::Tensor& grad_weights, const at::Tensor& query_proj,
-                                             const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value,
-                                             const at::Tensor& weights, const at::Tensor& key_exp2x,
-                                             const at::Tensor& key_maxabs) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_backward_cuda(
+    const at::Tensor& grad_context, const Optional& grad_weights_given, const at::Tensor& query_proj,
+    const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
+    const Optional& key_exp2x, const Optional& key_maxabs) {
+  const c10::DeviceGuard guard(query_proj.device());
+  const CudaKernels r = kernels_on(query_proj);
+  const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());
   check_attention(query_proj, "query_proj", key_proj, "key_proj", value, at::Tensor(), query_proj.device().type());
   check_additive(query_proj, key_proj, v);
-  check_key_factors(key_exp2x, key_maxabs, key_proj);
+  check_key_factors(key_exp2x.value_or(at::Tensor()), key_maxabs.value_or(at::Tensor()), key_proj);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   check_backward_inputs(grad_context, grad_weights, weights, B, Tq, Tk, value.size(2));
   const at::Tensor ds = score_gradient(r, grad_context, grad_weights, value, weights, 1.0);
@@ -118,9 +120,12 @@ std::vector<at::Tensor> additive_backward_on(const CudaKernels& r, const at::Ten
   return {grad_q, grad_k, dv_part.sum({0, 1}), at::bmm(weights.transpose(1, 2), grad_context)};
 }
 
-std::vector<at::Tensor> dot_on(const CudaKernels& r, const at::Tensor& query, const at::Tensor& key,
-                               const at::Tensor& value, const at::Tensor& mask, double scale) {
-  const MaskView m = check_attention(query, "query", key, "key", value, mask, query.device().type());
+std::tuple<at::Tensor, at::Tensor> dot_attention_cuda(const at::Tensor& query, const at::Tensor& key,
+                                                      const at::Tensor& value, const Optional& mask, double scale) {
+  const c10::DeviceGuard guard(query.device());
+  const CudaKernels r = kernels_on(query);
+  const MaskView m =
+      check_attention(query, "query", key, "key", value, mask.value_or(at::Tensor()), query.device().type());
   TORCH_CHECK_VALUE(key.size(2) == query.size(2), "query and key must have the same feature size, got ",
                     query.size(2), " and ", key.size(2));
   at::Tensor weights = at::bmm(query, key.transpose(1, 2));  // [B, Tq, Tk], contiguous
@@ -128,10 +133,15 @@ std::vector<at::Tensor> dot_on(const CudaKernels& r, const at::Tensor& query, co
   return {at::bmm(weights, value), weights};
 }
 
-std::vector<at::Tensor> dot_backward_on(const CudaKernels& r, const at::Tensor& grad_context,
-                                        const at::Tensor& grad_weights, const at::Tensor& query,
-                                        const at::Tensor& key, const at::Tensor& value, const at::Tensor& weights,
-                                        double scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(const at::Tensor& grad_context,
+                                                                           const Optional& grad_weights_given,
+                                                                           const at::Tensor& query,
+                                                                           const at::Tensor& key,
+                                                                           const at::Tensor& value,
+                                                                           const at::Tensor& weights, double scale) {
+  const c10::DeviceGuard guard(query.device());
+  const CudaKernels r = kernels_on(query);
+  const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());
   check_attention(query, "query", key, "key", value, at::Tensor(), query.device().type());
   check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),
                         value.size(2));
@@ -139,49 +149,12 @@ std::vector<at::Tensor> dot_backward_on(const CudaKernels& r, const at::Tensor& 
   return {at::bmm(ds, key), at::bmm(ds.transpose(1, 2), query), at::bmm(weights.transpose(1, 2), grad_context)};
 }
 
-std::tuple<at::Tensor, at::Tensor> additive_cuda(const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                 const at::Tensor& v, const at::Tensor& value, const Optional& mask,
-                                                 const Optional& key_exp2x, const Optional& key_maxabs) {
-  const c10::DeviceGuard guard(query_proj.device());
-  std::vector<at::Tensor> out = additive_on(kernels_on(query_proj), query_proj, key_proj, v, value,
-                                            or_undefined(mask), or_undefined(key_exp2x), or_undefined(key_maxabs));
-  return {out[0], out[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_backward_cuda(
-    const at::Tensor& grad_context, const Optional& grad_weights, const at::Tensor& query_proj,
-    const at::Tensor& key_proj, const at::Tensor& v, const at::Tensor& value, const at::Tensor& weights,
-    const Optional& key_exp2x, const Optional& key_maxabs) {
-  const c10::DeviceGuard guard(query_proj.device());
-  std::vector<at::Tensor> g =
-      additive_backward_on(kernels_on(query_proj), grad_context, or_undefined(grad_weights), query_proj, key_proj, v,
-                           value, weights, or_undefined(key_exp2x), or_undefined(key_maxabs));
-  return {g[0], g[1], g[2], g[3]};
-}
-
-std::tuple<at::Tensor, at::Tensor> dot_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                            const Optional& mask, double scale) {
-  const c10::DeviceGuard guard(query.device());
-  std::vector<at::Tensor> out = dot_on(kernels_on(query), query, key, value, or_undefined(mask), scale);
-  return {out[0], out[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_cuda(const at::Tensor& grad_context,
-                                                                 const Optional& grad_weights, const at::Tensor& query,
-                                                                 const at::Tensor& key, const at::Tensor& value,
-                                                                 const at::Tensor& weights, double scale) {
-  const c10::DeviceGuard guard(query.device());
-  std::vector<at::Tensor> g = dot_backward_on(kernels_on(query), grad_context, or_undefined(grad_weights), query, key,
-                                              value, weights, scale);
-  return {g[0], g[1], g[2]};
-}
-
 }  // namespace
 }  // namespace pyseq
 
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
-  m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_cuda));
-  m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_backward_cuda));
-  m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_cuda));
-  m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_backward_cuda));
+  m.impl("additive_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_attention_cuda));
+  m.impl("additive_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::additive_attention_backward_cuda));
+  m.impl("dot_attention", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_attention_cuda));
+  m.impl("dot_attention_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::dot_attention_backward_cuda));
 }

@@ -1,24 +1,22 @@
-// Helpers for the ops registered in C++ (<family>_ops.cpp).
+// Helpers for the ops registered in C++: the typed front functions of <family>_ops.h call the dispatcher through
+// typed_op; autograd_kernel.h builds the Autograd kernels.
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/core/grad_mode.h>
 
 namespace pyseq {
 
-// The dispatcher handle of op `name` ("pyseq::..."), typed by the signature of its kernels. The autograd kernels call
-// the op through it, so that the call dispatches below autograd to the kernel of the tensors' device.
+// The dispatcher handle of op `name` ("pyseq::..."), typed by the signature of its front function. A call through it
+// dispatches to the kernel of the tensors' device (below autograd when the caller excluded autograd).
 template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-// Whether an autograd kernel must record a node for these inputs: grad mode is on and one of them requires grad.
-// Where not (inference, a decoder step under torch.no_grad()), the kernel calls the op below autograd directly and
-// saves the few microseconds that building the node costs.
-template <typename... Tensors>
-bool records_autograd(const Tensors&... inputs) {
-  return at::GradMode::is_enabled() && (inputs.requires_grad() || ...);
-}
-
 }  // namespace pyseq
+
+// The body of a front function `function` for op pyseq::`function`: the handle is found once, then each call is a
+// typed call through the dispatcher. (...): the front function's parameters, in order.
+#define PYSEQ_CALL_OP(function, ...)                                                                       \
+  static const auto op = ::pyseq::typed_op<decltype(function)>("pyseq::" #function);                      \
+  return op.call(__VA_ARGS__)

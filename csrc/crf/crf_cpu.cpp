@@ -1,12 +1,14 @@
 // Linear-chain CRF on the CPU: forward algorithm (log Z), forward-backward gradient and marginals, path scores.
 // Parallel over the batch; the recursions run in the mixed space described in crf_math.h.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
-#include "crf.h"
+#include "../common/float32_compute.h"
 #include "crf_args.h"
 #include "crf_math.h"
 #include "crf_rows.h"
@@ -410,11 +412,11 @@ void add_path_gradients(const CrfArgs& a, const T* g, const int64_t* y, T* grad_
   }
 }
 
-}  // namespace
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
-                                              const at::Tensor& start, const at::Tensor& end,
-                                              const at::Tensor& transitions) {
+Forward crf_log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                              const at::Tensor& end, const at::Tensor& transitions) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   at::Tensor log_z = at::empty({a.B}, emissions.options());
   at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(emissions, a.K)}, emissions.options());
@@ -430,10 +432,10 @@ std::vector<at::Tensor> crf_log_partition_cpu(const at::Tensor& emissions, const
   return {log_z, alpha, shift};
 }
 
-std::vector<at::Tensor> crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
-                                                       const at::Tensor& lengths, const at::Tensor& start,
-                                                       const at::Tensor& end, const at::Tensor& transitions,
-                                                       const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+Gradients crf_log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+                                         const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                                         const at::Tensor& transitions, const at::Tensor& log_alpha,
+                                         const at::Tensor& alpha_shift) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   check_saved(a, emissions, grad_log_z, "grad_log_z", log_alpha, alpha_shift);
   at::Tensor grad_em = at::empty({a.B, a.T, a.K}, emissions.options());
@@ -486,11 +488,9 @@ at::Tensor crf_path_score_cpu(const at::Tensor& emissions, const at::Tensor& tag
   return score;
 }
 
-std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions,
-                                                    const at::Tensor& tags, const at::Tensor& lengths,
-                                                    int64_t num_tags) {
+Gradients crf_path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions, const at::Tensor& tags,
+                                      const at::Tensor& lengths) {
   const CrfArgs a = check_crf_emissions(emissions, lengths);
-  TORCH_CHECK_VALUE(a.K == num_tags, "emissions must have num_tags = ", num_tags, " tags, got ", a.K);
   check_shape(grad_score, "grad_score", {a.B});
   check_like(grad_score, "grad_score", emissions, "emissions");
   const at::Tensor y = check_tags(tags, a);
@@ -506,9 +506,8 @@ std::vector<at::Tensor> crf_path_score_backward_cpu(const at::Tensor& grad_score
   return {grad_em, grad_start, grad_end, grad_trans};
 }
 
-std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, const at::Tensor& tags,
-                                               const at::Tensor& lengths, const at::Tensor& start,
-                                               const at::Tensor& end, const at::Tensor& transitions) {
+Forward crf_log_likelihood_cpu(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                               const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   const at::Tensor y = check_tags(tags, a);
   at::Tensor llh = at::empty({a.B}, emissions.options());
@@ -531,11 +530,10 @@ std::vector<at::Tensor> crf_log_likelihood_cpu(const at::Tensor& emissions, cons
   return {llh, alpha, shift};
 }
 
-std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tensor& emissions,
-                                                        const at::Tensor& tags, const at::Tensor& lengths,
-                                                        const at::Tensor& start, const at::Tensor& end,
-                                                        const at::Tensor& transitions, const at::Tensor& llh,
-                                                        const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+Gradients crf_log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tensor& emissions,
+                                          const at::Tensor& tags, const at::Tensor& lengths, const at::Tensor& start,
+                                          const at::Tensor& end, const at::Tensor& transitions, const at::Tensor& llh,
+                                          const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   const at::Tensor y = check_tags(tags, a);
   check_saved(a, emissions, grad_llh, "grad_llh", log_alpha, alpha_shift);
@@ -567,4 +565,15 @@ std::vector<at::Tensor> crf_log_likelihood_backward_cpu(const at::Tensor& grad_l
   return {grad_em, grad_start, grad_end, grad_trans};
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_likelihood_cpu));
+  m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_likelihood_backward_cpu));
+  m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_partition_cpu));
+  m.impl("crf_log_partition_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_partition_backward_cpu));
+  m.impl("crf_path_score", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_cpu));
+  m.impl("crf_path_score_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_backward_cpu));
+  m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::crf_marginals_cpu));
+}

@@ -9,7 +9,7 @@
 #include <tuple>
 #include <vector>
 
-#include "crf.h"
+#include "crf_ops.h"
 #include "crf_args.h"
 #include "crf_chain.h"
 
@@ -96,7 +96,9 @@ struct BackwardTensors {
     x.end_sum = end_sum.data_ptr<T>();
   }
   // The gradients (emissions, start, end, transitions): the sums added over the batch.
-  std::vector<at::Tensor> gradients() const { return {node, start_sum.sum(0), end_sum.sum(0), pair.sum(0)}; }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradients() const {
+    return {node, start_sum.sum(0), end_sum.sum(0), pair.sum(0)};
+  }
 };
 
 // The kernels on the current stream of the emissions' device.
@@ -135,9 +137,12 @@ struct CudaKernels {
 
 CudaKernels kernels_on(const at::Tensor& emissions) { return {cuda_stream_of(emissions, "emissions")}; }
 
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
 // The forward recursion of checked arguments: (log Z, or the log-likelihood of the tags y when defined; log_alpha;
 // alpha_shift).
-std::vector<at::Tensor> forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c,
+Forward forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c,
                                      const at::Tensor& y) {
   const auto opts = a.emissions.options();
   at::Tensor out = at::empty({a.B}, opts);
@@ -151,9 +156,10 @@ std::vector<at::Tensor> forward_with(const CudaKernels& r, const CrfArgs& a, con
   return {out, alpha, shift};
 }
 
-std::vector<at::Tensor> forward_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor* tags,
-                                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                                   const at::Tensor& transitions) {
+Forward forward_on(const at::Tensor& emissions, const at::Tensor* tags, const at::Tensor& lengths,
+                   const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
   r.check_tag_count(a.K);
   const at::Tensor y = tags ? check_tags(*tags, a) : at::Tensor();
@@ -162,10 +168,12 @@ std::vector<at::Tensor> forward_on(const CudaKernels& r, const at::Tensor& emiss
 
 // The gradients of log Z (tags == nullptr: g = grad) or of the log-likelihood (g = -grad where the llh is finite,
 // plus the path's term).
-std::vector<at::Tensor> backward_on(const CudaKernels& r, const at::Tensor& grad, const at::Tensor& emissions,
-                                    const at::Tensor* tags, const at::Tensor& lengths, const at::Tensor& start,
-                                    const at::Tensor& end, const at::Tensor& transitions, const at::Tensor* llh,
-                                    const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+Gradients backward_on(const at::Tensor& grad, const at::Tensor& emissions, const at::Tensor* tags,
+                      const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                      const at::Tensor& transitions, const at::Tensor* llh, const at::Tensor& log_alpha,
+                      const at::Tensor& alpha_shift) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
   r.check_tag_count(a.K);
   check_saved(a, emissions, grad, tags ? "grad_llh" : "grad_log_z", log_alpha, alpha_shift);
@@ -190,16 +198,44 @@ std::vector<at::Tensor> backward_on(const CudaKernels& r, const at::Tensor& grad
   return out.gradients();
 }
 
-at::Tensor marginals_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& lengths,
-                        const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+Forward crf_log_partition_cuda(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                                const at::Tensor& end, const at::Tensor& transitions) {
+  return forward_on(emissions, nullptr, lengths, start, end, transitions);
+}
+
+Forward crf_log_likelihood_cuda(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                                const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  return forward_on(emissions, &tags, lengths, start, end, transitions);
+}
+
+Gradients crf_log_partition_backward_cuda(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+                                          const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                                          const at::Tensor& transitions, const at::Tensor& log_alpha,
+                                          const at::Tensor& alpha_shift) {
+  return backward_on(grad_log_z, emissions, nullptr, lengths, start, end, transitions, nullptr, log_alpha,
+                     alpha_shift);
+}
+
+Gradients crf_log_likelihood_backward_cuda(const at::Tensor& grad_llh, const at::Tensor& emissions,
+                                           const at::Tensor& tags, const at::Tensor& lengths, const at::Tensor& start,
+                                           const at::Tensor& end, const at::Tensor& transitions,
+                                           const at::Tensor& llh, const at::Tensor& log_alpha,
+                                           const at::Tensor& alpha_shift) {
+  return backward_on(grad_llh, emissions, &tags, lengths, start, end, transitions, &llh, log_alpha, alpha_shift);
+}
+
+at::Tensor crf_marginals_cuda(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                              const at::Tensor& end, const at::Tensor& transitions) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
   r.check_tag_count(a.K);
   const ChainTensors c = chain_tensors(a, start, end, transitions);
-  const std::vector<at::Tensor> f = forward_with(r, a, c, at::Tensor());
+  const auto [log_z, log_alpha, alpha_shift] = forward_with(r, a, c, at::Tensor());
   const at::Tensor ones = at::ones({a.B}, emissions.options());
   at::Tensor node = at::empty({a.B, a.T, a.K}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "crf_marginals", [&] {
-    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, f[1], f[2]);
+    CrfChainArgs<scalar_t> x = chain_args<scalar_t>(a, c, log_alpha, alpha_shift);
     x.g = ones.data_ptr<scalar_t>();
     x.node = node.data_ptr<scalar_t>();
     r.backward(x);
@@ -207,9 +243,10 @@ at::Tensor marginals_on(const CudaKernels& r, const at::Tensor& emissions, const
   return node;
 }
 
-at::Tensor path_score_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& tags,
-                         const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                         const at::Tensor& transitions) {
+at::Tensor crf_path_score_cuda(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                               const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
   const at::Tensor y = check_tags(tags, a);
   const ChainTensors c = chain_tensors(a, start, end, transitions);
@@ -222,9 +259,10 @@ at::Tensor path_score_on(const CudaKernels& r, const at::Tensor& emissions, cons
   return out;
 }
 
-std::vector<at::Tensor> path_score_backward_on(const CudaKernels& r, const at::Tensor& grad_score,
-                                               const at::Tensor& emissions, const at::Tensor& tags,
-                                               const at::Tensor& lengths) {
+Gradients crf_path_score_backward_cuda(const at::Tensor& grad_score, const at::Tensor& emissions,
+                                       const at::Tensor& tags, const at::Tensor& lengths) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_emissions(emissions, lengths, emissions.device().type());
   check_shape(grad_score, "grad_score", {a.B});
   check_like(grad_score, "grad_score", emissions, "emissions");
@@ -246,16 +284,18 @@ std::vector<at::Tensor> path_score_backward_on(const CudaKernels& r, const at::T
   return out.gradients();
 }
 
-std::vector<at::Tensor> viterbi_on(const CudaKernels& r, const at::Tensor& emissions, const at::Tensor& lengths,
-                                   const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions,
-                                   int64_t nbest) {
+std::tuple<at::Tensor, at::Tensor> crf_viterbi_cuda(const at::Tensor& emissions, const at::Tensor& lengths,
+                                                    const at::Tensor& start, const at::Tensor& end,
+                                                    const at::Tensor& transitions, int64_t nbest) {
+  const c10::DeviceGuard guard(emissions.device());
+  const CudaKernels r = kernels_on(emissions);
   const CrfArgs a = check_crf_scores(emissions, lengths, start, end, transitions, emissions.device().type());
   TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
   if (nbest > 1) {  // k-best runs on the CPU
     const at::Device device = emissions.device();
-    std::vector<at::Tensor> out = crf_viterbi_cpu(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(),
-                                                  end.cpu(), transitions.cpu(), nbest);
-    return {out[0].to(device), out[1].to(device)};
+    const auto [paths, scores] = crf_viterbi(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(),
+                                             end.cpu(), transitions.cpu(), nbest);
+    return {paths.to(device), scores.to(device)};
   }
   r.check_tag_count(a.K);
   const ChainTensors c = chain_tensors(a, start, end, transitions);
@@ -273,79 +313,16 @@ std::vector<at::Tensor> viterbi_on(const CudaKernels& r, const at::Tensor& emiss
   return {paths, scores};
 }
 
-using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-Forward as_forward(const std::vector<at::Tensor>& v) { return {v[0], v[1], v[2]}; }
-Gradients as_gradients(const std::vector<at::Tensor>& v) { return {v[0], v[1], v[2], v[3]}; }
-
-Forward log_partition_cuda(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                           const at::Tensor& end, const at::Tensor& transitions) {
-  const c10::DeviceGuard guard(emissions.device());
-  return as_forward(forward_on(kernels_on(emissions), emissions, nullptr, lengths, start, end, transitions));
-}
-
-Forward log_likelihood_cuda(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                            const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  const c10::DeviceGuard guard(emissions.device());
-  return as_forward(forward_on(kernels_on(emissions), emissions, &tags, lengths, start, end, transitions));
-}
-
-Gradients log_partition_backward_cuda(const at::Tensor& grad_log_z, const at::Tensor& emissions,
-                                      const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                                      const at::Tensor& transitions, const at::Tensor& log_alpha,
-                                      const at::Tensor& alpha_shift) {
-  const c10::DeviceGuard guard(emissions.device());
-  return as_gradients(backward_on(kernels_on(emissions), grad_log_z, emissions, nullptr, lengths, start, end,
-                                  transitions, nullptr, log_alpha, alpha_shift));
-}
-
-Gradients log_likelihood_backward_cuda(const at::Tensor& grad_llh, const at::Tensor& emissions,
-                                       const at::Tensor& tags, const at::Tensor& lengths, const at::Tensor& start,
-                                       const at::Tensor& end, const at::Tensor& transitions, const at::Tensor& llh,
-                                       const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
-  const c10::DeviceGuard guard(emissions.device());
-  return as_gradients(backward_on(kernels_on(emissions), grad_llh, emissions, &tags, lengths, start, end,
-                                  transitions, &llh, log_alpha, alpha_shift));
-}
-
-at::Tensor marginals_cuda(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                          const at::Tensor& end, const at::Tensor& transitions) {
-  const c10::DeviceGuard guard(emissions.device());
-  return marginals_on(kernels_on(emissions), emissions, lengths, start, end, transitions);
-}
-
-at::Tensor path_score_cuda(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                           const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  const c10::DeviceGuard guard(emissions.device());
-  return path_score_on(kernels_on(emissions), emissions, tags, lengths, start, end, transitions);
-}
-
-Gradients path_score_backward_cuda(const at::Tensor& grad_score, const at::Tensor& emissions, const at::Tensor& tags,
-                                   const at::Tensor& lengths) {
-  const c10::DeviceGuard guard(emissions.device());
-  check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
-  return as_gradients(path_score_backward_on(kernels_on(emissions), grad_score, emissions, tags, lengths));
-}
-
-std::tuple<at::Tensor, at::Tensor> viterbi_cuda(const at::Tensor& emissions, const at::Tensor& lengths,
-                                                const at::Tensor& start, const at::Tensor& end,
-                                                const at::Tensor& transitions, int64_t nbest) {
-  const c10::DeviceGuard guard(emissions.device());
-  std::vector<at::Tensor> out = viterbi_on(kernels_on(emissions), emissions, lengths, start, end, transitions, nbest);
-  return {out[0], out[1]};
-}
-
 }  // namespace
 }  // namespace pyseq
 
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
-  m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_cuda));
-  m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_backward_cuda));
-  m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_cuda));
-  m.impl("crf_log_partition_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_backward_cuda));
-  m.impl("crf_path_score", PYSEQ_FLOAT32_RESULTS(pyseq::path_score_cuda));
-  m.impl("crf_path_score_backward", PYSEQ_FLOAT32_RESULTS(pyseq::path_score_backward_cuda));
-  m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::marginals_cuda));
-  m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::viterbi_cuda));
+  m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_likelihood_cuda));
+  m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_likelihood_backward_cuda));
+  m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_partition_cuda));
+  m.impl("crf_log_partition_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_log_partition_backward_cuda));
+  m.impl("crf_path_score", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_cuda));
+  m.impl("crf_path_score_backward", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_backward_cuda));
+  m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::crf_marginals_cuda));
+  m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::crf_viterbi_cuda));
 }

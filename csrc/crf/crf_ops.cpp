@@ -1,71 +1,75 @@
-// The CRF ops registered as torch operators in C++: the schemas, a CPU kernel each, and the autograd kernels of the
-// differentiable ones (log-likelihood, log partition, path score), once for every device.
+// The CRF ops registered as torch operators in C++: the schemas, the front functions that call them (crf_ops.h),
+// the autograd of the differentiable ones (log-likelihood, log partition, path score) and the autocast policy.
 //
 // A Python wrapper (torch.library.custom_op) costs ~40 us per call when warm and ~170 us right after other
 // Python-heavy work (measured), for the forward and again for the backward: 10-25% of a whole CRF training step at the
 // standard sizes. Registered here, eager calls go straight from the dispatcher to the kernel; the fake (meta) kernels
 // stay in Python (pyseq/_ops/crf.py), so torch.compile traces them like any other op.
-#include <torch/autograd.h>
+#include "crf_ops.h"
+
 #include <torch/library.h>
 
+#include <array>
+#include <limits>
 #include <tuple>
 
 #include "../common/autocast.h"
-#include "../common/double_backward.h"
-#include "../common/float32_compute.h"
+#include "../common/autograd_kernel.h"
 #include "../common/ops.h"
-#include "../common/checks.h"
-#include "crf.h"
 
 namespace pyseq {
-namespace {
 
 using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-Forward log_likelihood_cpu(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                           const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  std::vector<at::Tensor> out = crf_log_likelihood_cpu(emissions, tags, lengths, start, end, transitions);
-  return {out[0], out[1], out[2]};
-}
-
-Gradients log_likelihood_backward_cpu(const at::Tensor& grad_llh, const at::Tensor& emissions, const at::Tensor& tags,
-                                      const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                                      const at::Tensor& transitions, const at::Tensor& llh,
-                                      const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
-  std::vector<at::Tensor> g = crf_log_likelihood_backward_cpu(grad_llh, emissions, tags, lengths, start, end,
-                                                              transitions, llh, log_alpha, alpha_shift);
-  return {g[0], g[1], g[2], g[3]};
-}
-
-Forward log_partition_cpu(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+Forward crf_log_partition(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
                           const at::Tensor& end, const at::Tensor& transitions) {
-  std::vector<at::Tensor> out = crf_log_partition_cpu(emissions, lengths, start, end, transitions);
-  return {out[0], out[1], out[2]};
+  PYSEQ_CALL_OP(crf_log_partition, emissions, lengths, start, end, transitions);
 }
 
-Gradients log_partition_backward_cpu(const at::Tensor& grad_log_z, const at::Tensor& emissions,
+Gradients crf_log_partition_backward(const at::Tensor& grad_log_z, const at::Tensor& emissions,
                                      const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
                                      const at::Tensor& transitions, const at::Tensor& log_alpha,
                                      const at::Tensor& alpha_shift) {
-  std::vector<at::Tensor> g = crf_log_partition_backward_cpu(grad_log_z, emissions, lengths, start, end, transitions,
-                                                             log_alpha, alpha_shift);
-  return {g[0], g[1], g[2], g[3]};
+  PYSEQ_CALL_OP(crf_log_partition_backward, grad_log_z, emissions, lengths, start, end, transitions, log_alpha,
+                alpha_shift);
 }
 
-Gradients path_score_backward_cpu(const at::Tensor& grad_score, const at::Tensor& emissions, const at::Tensor& tags,
+at::Tensor crf_marginals(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                         const at::Tensor& end, const at::Tensor& transitions) {
+  PYSEQ_CALL_OP(crf_marginals, emissions, lengths, start, end, transitions);
+}
+
+at::Tensor crf_path_score(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                          const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  PYSEQ_CALL_OP(crf_path_score, emissions, tags, lengths, start, end, transitions);
+}
+
+Gradients crf_path_score_backward(const at::Tensor& grad_score, const at::Tensor& emissions, const at::Tensor& tags,
                                   const at::Tensor& lengths) {
-  check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
-  std::vector<at::Tensor> g = crf_path_score_backward_cpu(grad_score, emissions, tags, lengths, emissions.size(2));
-  return {g[0], g[1], g[2], g[3]};
+  PYSEQ_CALL_OP(crf_path_score_backward, grad_score, emissions, tags, lengths);
 }
 
-std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+Forward crf_log_likelihood(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                           const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+  PYSEQ_CALL_OP(crf_log_likelihood, emissions, tags, lengths, start, end, transitions);
+}
+
+Gradients crf_log_likelihood_backward(const at::Tensor& grad_llh, const at::Tensor& emissions, const at::Tensor& tags,
+                                      const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                                      const at::Tensor& transitions, const at::Tensor& llh,
+                                      const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+  PYSEQ_CALL_OP(crf_log_likelihood_backward, grad_llh, emissions, tags, lengths, start, end, transitions, llh,
+                log_alpha, alpha_shift);
+}
+
+std::tuple<at::Tensor, at::Tensor> crf_viterbi(const at::Tensor& emissions, const at::Tensor& lengths,
                                                const at::Tensor& start, const at::Tensor& end,
                                                const at::Tensor& transitions, int64_t nbest) {
-  std::vector<at::Tensor> out = crf_viterbi_cpu(emissions, lengths, start, end, transitions, nbest);
-  return {out[0], out[1]};
+  PYSEQ_CALL_OP(crf_viterbi, emissions, lengths, start, end, transitions, nbest);
 }
+
+namespace {
 
 // The CRF's scores as differentiable ATen ops, for backward with create_graph (csrc/common/double_backward.h).
 // Arguments as the ops'; -inf scores (constraints) stand as kCompositeLogZero, which changes no finite result.
@@ -121,120 +125,102 @@ at::Tensor log_likelihood_composite(const at::Tensor& emissions, const at::Tenso
   return at::where(score.isneginf() | log_z.isneginf(), -std::numeric_limits<double>::infinity(), score - log_z);
 }
 
-class LogPartition : public torch::autograd::Function<LogPartition> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
-                                                const at::Tensor& lengths, const at::Tensor& start,
-                                                const at::Tensor& end, const at::Tensor& transitions) {
-    static const auto op = find_op<decltype(log_partition_cpu)>("pyseq::crf_log_partition");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [log_z, log_alpha, alpha_shift] = op.call(emissions, lengths, start, end, transitions);
+// The derivatives (csrc/common/autograd_kernel.h): with respect to the emissions and the start, end and transition
+// scores; the lengths and tags are not differentiable, nor are the forward variables kept for the backward.
+struct LogPartitionDerivative {
+  static constexpr auto forward = &crf_log_partition;
+  static constexpr std::array<size_t, 4> kDifferentiable{0, 2, 3, 4};
+
+  static void save(AutogradContext* ctx, const Forward& results, const at::Tensor& emissions,
+                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                   const at::Tensor& transitions) {
+    const auto& [log_z, log_alpha, alpha_shift] = results;
     ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift});
     ctx->mark_non_differentiable({log_alpha, alpha_shift});
-    ctx->set_materialize_grads(false);
-    return {log_z, log_alpha, alpha_shift};
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    if (!grads[0].defined()) return torch::autograd::variable_list(5);
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
-    if (backward_builds_graph()) {
-      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), s[2], s[3], s[4]}, [&](const auto& in) {
-        return torch::autograd::variable_list{log_partition_composite(in[0], s[1], in[2], in[3], in[4])};
-      });
-    }
-    static const auto op = find_op<decltype(log_partition_backward_cpu)>("pyseq::crf_log_partition_backward");
-    auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
-    return {g_em, at::Tensor(), g_start, g_end, g_trans};
-  }
-};
-
-class PathScore : public torch::autograd::Function<PathScore> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
-                                                const at::Tensor& tags, const at::Tensor& lengths,
-                                                const at::Tensor& start, const at::Tensor& end,
-                                                const at::Tensor& transitions) {
-    static const auto op = find_op<decltype(crf_path_score_cpu)>("pyseq::crf_path_score");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor score = op.call(emissions, tags, lengths, start, end, transitions);
-    ctx->save_for_backward({emissions, tags, lengths, start, end, transitions});
-    ctx->set_materialize_grads(false);
-    return {score};
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    if (!grads[0].defined()) return torch::autograd::variable_list(6);
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
-    if (backward_builds_graph()) {
-      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), at::Tensor(), s[3], s[4], s[5]}, [&](const auto& in) {
-        return torch::autograd::variable_list{path_score_composite(in[0], s[1], s[2], in[3], in[4], in[5])};
-      });
-    }
-    static const auto op = find_op<decltype(path_score_backward_cpu)>("pyseq::crf_path_score_backward");
-    auto [g_em, g_start, g_end, g_trans] = op.call(grads[0].contiguous(), s[0], s[1], s[2]);
-    return {g_em, at::Tensor(), at::Tensor(), g_start, g_end, g_trans};
-  }
-};
-
-class LogLikelihood : public torch::autograd::Function<LogLikelihood> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& emissions,
-                                                const at::Tensor& tags, const at::Tensor& lengths,
-                                                const at::Tensor& start, const at::Tensor& end,
-                                                const at::Tensor& transitions) {
-    static const auto op = find_op<decltype(log_likelihood_cpu)>("pyseq::crf_log_likelihood");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [llh, log_alpha, alpha_shift] = op.call(emissions, tags, lengths, start, end, transitions);
-    ctx->save_for_backward({emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift});
-    ctx->mark_non_differentiable({log_alpha, alpha_shift});
-    ctx->set_materialize_grads(false);
-    return {llh, log_alpha, alpha_shift};
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    if (!grads[0].defined()) return torch::autograd::variable_list(6);
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
-    if (backward_builds_graph()) {
-      return differentiable_vjp({grads[0]}, {s[0], at::Tensor(), at::Tensor(), s[3], s[4], s[5]}, [&](const auto& in) {
-        return torch::autograd::variable_list{log_likelihood_composite(in[0], s[1], s[2], in[3], in[4], in[5])};
-      });
-    }
-    static const auto op = find_op<decltype(log_likelihood_backward_cpu)>("pyseq::crf_log_likelihood_backward");
+  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
     auto [g_em, g_start, g_end, g_trans] =
-        op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]);
-    return {g_em, at::Tensor(), at::Tensor(), g_start, g_end, g_trans};
+        crf_log_partition_backward(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+    return {g_em, g_start, g_end, g_trans};
   }
-};
 
-Forward log_likelihood_autograd(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                                const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  if (inside_functorch_transform()) {
-    const at::Tensor none = at::empty({0}, emissions.options());
-    return {log_likelihood_composite(emissions, tags, lengths, start, end, transitions), none, none};
+  static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return differentiable_vjp({grads[0]}, {s[0], s[2], s[3], s[4]}, [&](const auto& in) {
+      return variable_list{log_partition_composite(in[0], s[1], in[1], in[2], in[3])};
+    });
   }
-  torch::autograd::variable_list out = LogLikelihood::apply(emissions, tags, lengths, start, end, transitions);
-  return {out[0], out[1], out[2]};
-}
 
-Forward log_partition_autograd(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                               const at::Tensor& end, const at::Tensor& transitions) {
-  if (inside_functorch_transform()) {
+  static Forward composite(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
+                           const at::Tensor& end, const at::Tensor& transitions) {
     const at::Tensor none = at::empty({0}, emissions.options());
     return {log_partition_composite(emissions, lengths, start, end, transitions), none, none};
   }
-  torch::autograd::variable_list out = LogPartition::apply(emissions, lengths, start, end, transitions);
-  return {out[0], out[1], out[2]};
-}
+};
 
-at::Tensor path_score_autograd(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
-                               const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
-  if (inside_functorch_transform()) return path_score_composite(emissions, tags, lengths, start, end, transitions);
-  return PathScore::apply(emissions, tags, lengths, start, end, transitions)[0];
-}
+struct PathScoreDerivative {
+  static constexpr auto forward = &crf_path_score;
+  static constexpr std::array<size_t, 4> kDifferentiable{0, 3, 4, 5};
+
+  static void save(AutogradContext* ctx, const at::Tensor& score, const at::Tensor& emissions, const at::Tensor& tags,
+                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                   const at::Tensor& transitions) {
+    ctx->save_for_backward({emissions, tags, lengths, start, end, transitions});
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    auto [g_em, g_start, g_end, g_trans] = crf_path_score_backward(grads[0].contiguous(), s[0], s[1], s[2]);
+    return {g_em, g_start, g_end, g_trans};
+  }
+
+  static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return differentiable_vjp({grads[0]}, {s[0], s[3], s[4], s[5]}, [&](const auto& in) {
+      return variable_list{path_score_composite(in[0], s[1], s[2], in[1], in[2], in[3])};
+    });
+  }
+
+  static at::Tensor composite(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                              const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+    return path_score_composite(emissions, tags, lengths, start, end, transitions);
+  }
+};
+
+struct LogLikelihoodDerivative {
+  static constexpr auto forward = &crf_log_likelihood;
+  static constexpr std::array<size_t, 4> kDifferentiable{0, 3, 4, 5};
+
+  static void save(AutogradContext* ctx, const Forward& results, const at::Tensor& emissions, const at::Tensor& tags,
+                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
+                   const at::Tensor& transitions) {
+    const auto& [llh, log_alpha, alpha_shift] = results;
+    ctx->save_for_backward({emissions, tags, lengths, start, end, transitions, llh, log_alpha, alpha_shift});
+    ctx->mark_non_differentiable({log_alpha, alpha_shift});
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    auto [g_em, g_start, g_end, g_trans] =
+        crf_log_likelihood_backward(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]);
+    return {g_em, g_start, g_end, g_trans};
+  }
+
+  static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return differentiable_vjp({grads[0]}, {s[0], s[3], s[4], s[5]}, [&](const auto& in) {
+      return variable_list{log_likelihood_composite(in[0], s[1], s[2], in[1], in[2], in[3])};
+    });
+  }
+
+  static Forward composite(const at::Tensor& emissions, const at::Tensor& tags, const at::Tensor& lengths,
+                           const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
+    const at::Tensor none = at::empty({0}, emissions.options());
+    return {log_likelihood_composite(emissions, tags, lengths, start, end, transitions), none, none};
+  }
+};
 
 }  // namespace
 }  // namespace pyseq
@@ -265,21 +251,10 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("crf_log_likelihood", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_cpu));
-  m.impl("crf_log_likelihood_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_likelihood_backward_cpu));
-  m.impl("crf_log_partition", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_cpu));
-  m.impl("crf_log_partition_backward", PYSEQ_FLOAT32_RESULTS(pyseq::log_partition_backward_cpu));
-  m.impl("crf_path_score", PYSEQ_FLOAT32_RESULTS(pyseq::crf_path_score_cpu));
-  m.impl("crf_path_score_backward", PYSEQ_FLOAT32_RESULTS(pyseq::path_score_backward_cpu));
-  m.impl("crf_marginals", PYSEQ_FLOAT32_RESULTS(pyseq::crf_marginals_cpu));
-  m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::viterbi_cpu));
-}
-
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
-  m.impl("crf_log_likelihood", &pyseq::log_likelihood_autograd);
-  m.impl("crf_log_partition", &pyseq::log_partition_autograd);
-  m.impl("crf_path_score", &pyseq::path_score_autograd);
+  m.impl("crf_log_likelihood", PYSEQ_AUTOGRAD_KERNEL(pyseq::LogLikelihoodDerivative));
+  m.impl("crf_log_partition", PYSEQ_AUTOGRAD_KERNEL(pyseq::LogPartitionDerivative));
+  m.impl("crf_path_score", PYSEQ_AUTOGRAD_KERNEL(pyseq::PathScoreDerivative));
   // Decoding and posteriors are not differentiable: their results never require grad (as argmax's), so that
   // they run on inputs that do, under torch.compile too (a raising backward would fail its joint graph).
   m.impl("crf_marginals", torch::CppFunction::makeFallthrough());

@@ -1,12 +1,14 @@
 // CRF decoding on the CPU: Viterbi (a max-plus product per step, vectorized over the target tag) and list Viterbi for
 // the k best paths; backpointers and traceback per sequence, parallel over the batch.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
-#include "crf.h"
+#include "../common/float32_compute.h"
 #include "crf_args.h"
 #include "crf_math.h"
 #include "crf_rows.h"
@@ -157,11 +159,9 @@ void kbest_sequence(const T* em, int64_t st, int64_t L, int64_t K, int64_t k, in
   }
 }
 
-}  // namespace
-
-std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
-                                        const at::Tensor& start, const at::Tensor& end,
-                                        const at::Tensor& transitions, int64_t nbest) {
+std::tuple<at::Tensor, at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::Tensor& lengths,
+                                                   const at::Tensor& start, const at::Tensor& end,
+                                                   const at::Tensor& transitions, int64_t nbest) {
   const CrfArgs a = check_crf_args(emissions, lengths, start, end, transitions);
   TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
   at::Tensor paths = at::full({a.B, nbest, a.T}, -1, at::kLong);
@@ -197,4 +197,7 @@ std::vector<at::Tensor> crf_viterbi_cpu(const at::Tensor& emissions, const at::T
   return {paths, scores};
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) { m.impl("crf_viterbi", PYSEQ_FLOAT32_RESULTS(pyseq::crf_viterbi_cpu)); }

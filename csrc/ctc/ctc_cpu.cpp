@@ -2,13 +2,15 @@
 // of lattice cells that lie on some complete alignment. The forward keeps the alpha table (the one T x (2S + 1)
 // table per sequence); the backward runs beta with two rolling rows and accumulates the gradient as it goes.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
-#include "ctc.h"
+#include "../common/float32_compute.h"
 #include "ctc_args.h"
 #include "ctc_math.h"
 
@@ -289,17 +291,15 @@ void backward_sequences(const Batch& b, int64_t n0, int64_t n1, const T* lp, con
   }
 }
 
-}  // namespace
-
-std::vector<at::Tensor> ctc_loss_forward_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
-                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                             int64_t blank) {
+std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                                const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                int64_t blank) {
   const Batch b = read_batch(log_probs, targets, input_lengths, target_lengths, blank);
   const at::Tensor lp = log_probs.contiguous();
   const int64_t Lmax = 2 * b.S_max + 1;
   at::Tensor nll = at::empty({b.N}, lp.options());
   at::Tensor log_alpha = at::empty({b.N, b.T, Lmax}, lp.options());
-  AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_loss_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(lp.scalar_type(), "ctc_loss_cpu", [&] {
     const scalar_t* lp_p = lp.data_ptr<scalar_t>();
     scalar_t* alpha_p = log_alpha.data_ptr<scalar_t>();
     scalar_t* nll_p = nll.data_ptr<scalar_t>();
@@ -331,4 +331,10 @@ at::Tensor ctc_loss_backward_cpu(const at::Tensor& grad_nll, const at::Tensor& l
   return grad;
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ctc_loss", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_loss_cpu));
+  m.impl("ctc_loss_backward", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_loss_backward_cpu));
+}

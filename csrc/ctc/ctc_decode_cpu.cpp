@@ -2,17 +2,20 @@
 // the CTC topology), parallel over the batch. Both run the per-frame and per-cell functions of ctc_lattice.h, which
 // the CUDA kernels run across threads (csrc/ctc/ctc_cuda.cu).
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
+#include <tuple>
 #include <vector>
 
-#include "ctc.h"
+#include "../common/float32_compute.h"
 #include "ctc_args.h"
 #include "ctc_lattice.h"
 
 namespace pyseq {
+namespace {
 
-std::vector<at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
-                                              int64_t blank) {
+std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs,
+                                                         const at::Tensor& input_lengths, int64_t blank) {
   check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
   const std::vector<int64_t> lengths = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));
@@ -34,9 +37,9 @@ std::vector<at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const
   return {tokens, counts};
 }
 
-std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
-                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                             int64_t blank) {
+std::tuple<at::Tensor, at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                                        const at::Tensor& input_lengths,
+                                                        const at::Tensor& target_lengths, int64_t blank) {
   const AlignBatch b = read_align_batch(log_probs, targets, input_lengths, target_lengths, blank);
   const at::Tensor lp = log_probs.contiguous(), tg = targets.contiguous();
   const int64_t ld = 2 * b.S_max + 1;
@@ -68,4 +71,10 @@ std::vector<at::Tensor> ctc_forced_align_cpu(const at::Tensor& log_probs, const 
   return {labels, scores};
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ctc_greedy_decode", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_greedy_decode_cpu));
+  m.impl("ctc_forced_align", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_forced_align_cpu));
+}

@@ -1,40 +1,45 @@
-// The CTC ops registered as torch operators in C++: the loss with its autograd kernel (registered here rather than in
-// Python for the reason given in csrc/crf/crf_ops.cpp: the Python custom-op wrapper's per-call cost, forward and
-// backward), greedy decoding and forced alignment (not differentiable). The fake kernels stay in Python
-// (pyseq/_ops/ctc.py). Beam search returns Python objects and stays a pybind11 function (csrc/bindings.cpp).
-#include <torch/autograd.h>
+// The CTC ops registered as torch operators in C++: the schemas, the front functions that call them (ctc_ops.h), the
+// loss's autograd (registered here rather than in Python for the reason given in csrc/crf/crf_ops.cpp: the Python
+// custom-op wrapper's per-call cost, forward and backward) and the autocast policy. Greedy decoding and forced
+// alignment are not differentiable. The fake kernels stay in Python (pyseq/_ops/ctc.py). Beam search returns Python
+// objects and stays a pybind11 function (csrc/bindings.cpp).
+#include "ctc_ops.h"
+
 #include <torch/library.h>
 
+#include <array>
 #include <tuple>
 
 #include "../common/autocast.h"
-#include "../common/double_backward.h"
-#include "../common/float32_compute.h"
+#include "../common/autograd_kernel.h"
 #include "../common/ops.h"
-#include "ctc.h"
 
 namespace pyseq {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> loss_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+std::tuple<at::Tensor, at::Tensor> ctc_loss(const at::Tensor& log_probs, const at::Tensor& targets,
                                             const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                             int64_t blank) {
-  std::vector<at::Tensor> out = ctc_loss_forward_cpu(log_probs, targets, input_lengths, target_lengths, blank);
-  return {out[0], out[1]};
+  PYSEQ_CALL_OP(ctc_loss, log_probs, targets, input_lengths, target_lengths, blank);
 }
 
-std::tuple<at::Tensor, at::Tensor> greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+at::Tensor ctc_loss_backward(const at::Tensor& grad_nll, const at::Tensor& log_probs, const at::Tensor& targets,
+                             const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& nll,
+                             const at::Tensor& log_alpha, int64_t blank) {
+  PYSEQ_CALL_OP(ctc_loss_backward, grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank);
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode(const at::Tensor& log_probs, const at::Tensor& input_lengths,
                                                      int64_t blank) {
-  std::vector<at::Tensor> out = ctc_greedy_decode_cpu(log_probs, input_lengths, blank);
-  return {out[0], out[1]};
+  PYSEQ_CALL_OP(ctc_greedy_decode, log_probs, input_lengths, blank);
 }
 
-std::tuple<at::Tensor, at::Tensor> forced_align_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+std::tuple<at::Tensor, at::Tensor> ctc_forced_align(const at::Tensor& log_probs, const at::Tensor& targets,
                                                     const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                                                     int64_t blank) {
-  std::vector<at::Tensor> out = ctc_forced_align_cpu(log_probs, targets, input_lengths, target_lengths, blank);
-  return {out[0], out[1]};
+  PYSEQ_CALL_OP(ctc_forced_align, log_probs, targets, input_lengths, target_lengths, blank);
 }
+
+namespace {
 
 // The loss as differentiable ATen ops, for backward with create_graph (csrc/common/double_backward.h): the forward
 // variables over the extended label sequence (blank, l_1, blank, ..., l_S, blank) of every sequence at once, step by
@@ -86,49 +91,41 @@ at::Tensor loss_composite(const at::Tensor& log_probs, const at::Tensor& targets
   return -impossible_as_neginf(at::logsumexp(at::stack({end_blank, end_label}), 0));
 }
 
-class Loss : public torch::autograd::Function<Loss> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& log_probs,
-                                                const at::Tensor& targets, const at::Tensor& input_lengths,
-                                                const at::Tensor& target_lengths, int64_t blank) {
-    static const auto op = find_op<decltype(loss_cpu)>("pyseq::ctc_loss");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [nll, log_alpha] = op.call(log_probs, targets, input_lengths, target_lengths, blank);
+// The loss's derivative (csrc/common/autograd_kernel.h): with respect to the log-probs only.
+struct LossDerivative {
+  static constexpr auto forward = &ctc_loss;
+  static constexpr std::array<size_t, 1> kDifferentiable{0};
+
+  static void save(AutogradContext* ctx, const std::tuple<at::Tensor, at::Tensor>& results,
+                   const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
+                   const at::Tensor& target_lengths, int64_t blank) {
+    const auto& [nll, log_alpha] = results;
     ctx->save_for_backward({log_probs, targets, input_lengths, target_lengths, nll, log_alpha});
     ctx->saved_data["blank"] = blank;
     ctx->mark_non_differentiable({log_alpha});
-    ctx->set_materialize_grads(false);
-    return {nll, log_alpha};
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    if (!grads[0].defined()) return torch::autograd::variable_list(5);
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
+  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return {ctc_loss_backward(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5],
+                              ctx->saved_data["blank"].toInt())};
+  }
+
+  static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
+    const variable_list s = ctx->get_saved_variables();
     const int64_t blank = ctx->saved_data["blank"].toInt();
-    if (backward_builds_graph()) {
-      torch::autograd::variable_list g = differentiable_vjp({grads[0]}, {s[0]}, [&](const auto& in) {
-        return torch::autograd::variable_list{loss_composite(in[0], s[1], s[2], s[3], blank)};
-      });
-      g.resize(5);
-      return g;
-    }
-    static const auto op = find_op<decltype(ctc_loss_backward_cpu)>("pyseq::ctc_loss_backward");
-    at::Tensor grad =
-        op.call(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], blank);
-    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return differentiable_vjp({grads[0]}, {s[0]}, [&](const auto& in) {
+      return variable_list{loss_composite(in[0], s[1], s[2], s[3], blank)};
+    });
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> composite(const at::Tensor& log_probs, const at::Tensor& targets,
+                                                      const at::Tensor& input_lengths,
+                                                      const at::Tensor& target_lengths, int64_t blank) {
+    return {loss_composite(log_probs, targets, input_lengths, target_lengths, blank),
+            at::empty({0}, log_probs.options())};
   }
 };
-
-std::tuple<at::Tensor, at::Tensor> loss_autograd(const at::Tensor& log_probs, const at::Tensor& targets,
-                                                 const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                                 int64_t blank) {
-  if (inside_functorch_transform()) {
-    return {loss_composite(log_probs, targets, input_lengths, target_lengths, blank), at::empty({0}, log_probs.options())};
-  }
-  torch::autograd::variable_list out = Loss::apply(log_probs, targets, input_lengths, target_lengths, blank);
-  return {out[0], out[1]};
-}
 
 }  // namespace
 }  // namespace pyseq
@@ -146,15 +143,8 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "-> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("ctc_loss", PYSEQ_FLOAT32_RESULTS(pyseq::loss_cpu));
-  m.impl("ctc_loss_backward", PYSEQ_FLOAT32_RESULTS(pyseq::ctc_loss_backward_cpu));
-  m.impl("ctc_greedy_decode", PYSEQ_FLOAT32_RESULTS(pyseq::greedy_decode_cpu));
-  m.impl("ctc_forced_align", PYSEQ_FLOAT32_RESULTS(pyseq::forced_align_cpu));
-}
-
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {
-  m.impl("ctc_loss", &pyseq::loss_autograd);
+  m.impl("ctc_loss", PYSEQ_AUTOGRAD_KERNEL(pyseq::LossDerivative));
   // Decoding and alignment are not differentiable: results that never require grad (see csrc/crf/crf_ops.cpp).
   m.impl("ctc_greedy_decode", torch::CppFunction::makeFallthrough());
   m.impl("ctc_forced_align", torch::CppFunction::makeFallthrough());

@@ -3,14 +3,16 @@
 // vectorize, the reductions between them in eight lanes. The addressing makes one pass over an entry's memory for
 // every head's dot products; the rest runs on N-long rows in cache. The backward recomputes the forward's phases.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
+#include "../common/float32_compute.h"
 #include "ntm.h"
 #include "ntm_cpu_heads.h"
-#include "ntm_run.h"
+#include "ntm_schedule.h"
 
 namespace pyseq {
 namespace {
@@ -230,7 +232,8 @@ void for_each_entry(const NtmAddressArgs<T>& a, const Entry& entry) {
   });
 }
 
-struct RowLoops {
+// The per-row work of each phase on the CPU (ntm_schedule.h): loops over batch entries or memory rows, in parallel.
+struct CpuKernels {
   c10::DeviceType device() const { return c10::DeviceType::CPU; }
 
   template <typename T>
@@ -270,27 +273,37 @@ void ntm_address_entry_backward(const NtmAddressArgs<double>& a, const NtmEntryS
   address_entry_backward(a, s, b);
 }
 
+namespace {
+
 at::Tensor ntm_address_cpu(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                            const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                            const at::Tensor& prev_weights) {
-  return ntm_address_on(RowLoops{}, memory, key, beta, gate, shift, gamma, prev_weights);
+  return ntm_address_on(CpuKernels{}, memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
 NtmAddressGradients ntm_address_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& memory,
                                              const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
                                              const at::Tensor& shift, const at::Tensor& gamma,
                                              const at::Tensor& prev_weights) {
-  return ntm_address_backward_on(RowLoops{}, grad_weights, memory, key, beta, gate, shift, gamma, prev_weights);
+  return ntm_address_backward_on(CpuKernels{}, grad_weights, memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
 at::Tensor ntm_write_cpu(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
                          const at::Tensor& add) {
-  return ntm_write_on(RowLoops{}, memory, weights, erase, add);
+  return ntm_write_on(CpuKernels{}, memory, weights, erase, add);
 }
 
 NtmWriteGradients ntm_write_backward_cpu(const at::Tensor& grad_memory, const at::Tensor& memory,
                                          const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
-  return ntm_write_backward_on(RowLoops{}, grad_memory, memory, weights, erase, add);
+  return ntm_write_backward_on(CpuKernels{}, grad_memory, memory, weights, erase, add);
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ntm_address", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_cpu));
+  m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_backward_cpu));
+  m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_cpu));
+  m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_backward_cpu));
+}

@@ -1,6 +1,6 @@
 // The NTM memory ops on CUDA: the glue between the ops and the kernels of ntm_cuda.cu (device-generic ATen only, so
-// that it builds against a CPU torch too; see CMakeLists.txt). The ops' bodies (checks, outputs, argument structs)
-// are ntm_run.h's, shared with the CPU kernels, which run the same row functions (ntm_rows.h) in loops; the CUDA
+// that it builds against a CPU torch too; see CMakeLists.txt). The ops' schedule (checks, outputs, argument structs)
+// is ntm_schedule.h's, shared with the CPU kernels, which run the same row functions (ntm_rows.h) in loops; the CUDA
 // path adds only the kernels' thread indexing and block reductions. 16-bit inputs are computed in float32.
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
@@ -11,12 +11,12 @@
 #include "../common/float32_compute.h"
 #include "ntm.h"
 #include "ntm_cuda.h"
-#include "ntm_run.h"
+#include "ntm_schedule.h"
 
 namespace pyseq {
 namespace {
 
-// The kernels on the current stream of the memory's device.
+// The per-row work of each phase (ntm_schedule.h) as kernels on the current stream of the memory's device.
 struct CudaKernels {
   at::Tensor memory;
   void* stream;
@@ -52,14 +52,14 @@ struct CudaKernels {
   }
 };
 
-at::Tensor address_cuda(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
+at::Tensor ntm_address_cuda(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                         const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                         const at::Tensor& prev_weights) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_address_on(CudaKernels(memory), memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
-NtmAddressGradients address_backward_cuda(const at::Tensor& grad_weights, const at::Tensor& memory,
+NtmAddressGradients ntm_address_backward_cuda(const at::Tensor& grad_weights, const at::Tensor& memory,
                                           const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
                                           const at::Tensor& shift, const at::Tensor& gamma,
                                           const at::Tensor& prev_weights) {
@@ -68,13 +68,13 @@ NtmAddressGradients address_backward_cuda(const at::Tensor& grad_weights, const 
                                  prev_weights);
 }
 
-at::Tensor write_cuda(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
+at::Tensor ntm_write_cuda(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
                       const at::Tensor& add) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_write_on(CudaKernels(memory), memory, weights, erase, add);
 }
 
-NtmWriteGradients write_backward_cuda(const at::Tensor& grad_memory, const at::Tensor& memory,
+NtmWriteGradients ntm_write_backward_cuda(const at::Tensor& grad_memory, const at::Tensor& memory,
                                       const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_write_backward_on(CudaKernels(memory), grad_memory, memory, weights, erase, add);
@@ -84,10 +84,10 @@ NtmWriteGradients write_backward_cuda(const at::Tensor& grad_memory, const at::T
 }  // namespace pyseq
 
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
-  m.impl("ntm_address", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_cuda));
-  m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::address_backward_cuda));
-  m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_cuda));
-  m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::write_backward_cuda));
+  m.impl("ntm_address", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_cuda));
+  m.impl("ntm_address_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_address_backward_cuda));
+  m.impl("ntm_write", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_cuda));
+  m.impl("ntm_write_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_write_backward_cuda));
   // The step: the composite of the ops above and ATen ops (ntm_step.cpp; the CPU has a fused kernel).
   m.impl("ntm_step", &pyseq::ntm_step_composite);
   m.impl("ntm_step_backward", &pyseq::ntm_step_backward_composite);

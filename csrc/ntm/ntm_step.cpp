@@ -1,19 +1,13 @@
 // One step of an NTM's heads as one op (pyseq::ntm_step): the activations of the heads' parameters (as the
 // controller's linear layer emits them), the addressing of every head, the reads, and the writes in turn, with one
 // autograd node and one backward op instead of the two dozen small ops and autograd nodes per step of the same thing
-// written in Python (at NTM sizes the per-op overhead is most of a step's time). Here: the schemas, the argument
-// checks, the autograd kernel, and the composite of pyseq's NTM ops and ATen ops (called through the dispatcher)
-// that is the CUDA kernel; the CPU kernel is one fused pass per batch entry (ntm_step_cpu.cpp).
-#include <torch/autograd.h>
-#include <torch/library.h>
-
+// written in Python (at NTM sizes the per-op overhead is most of a step's time). Here: the argument checks and the
+// composite of pyseq's NTM ops and ATen ops that is the CUDA kernel (ntm_cuda.cpp registers it) and what torch.func
+// differentiates; the CPU kernel is one fused pass per batch entry (ntm_step_cpu.cpp).
 #include <tuple>
 #include <vector>
 
 #include "../common/checks.h"
-#include "../common/double_backward.h"
-#include "../common/float32_compute.h"
-#include "../common/ops.h"
 #include "ntm.h"
 
 namespace pyseq {
@@ -46,15 +40,6 @@ struct HeadParams : NtmStepShape {
   }
 };
 
-const auto& address_op() {
-  static const auto op = find_op<decltype(ntm_address_cpu)>("pyseq::ntm_address");
-  return op;
-}
-const auto& write_op() {
-  static const auto op = find_op<decltype(ntm_write_cpu)>("pyseq::ntm_write");
-  return op;
-}
-
 }  // namespace
 
 NtmStepShape check_ntm_step(const at::Tensor& memory, const at::Tensor& params, int64_t read_heads,
@@ -80,12 +65,12 @@ NtmStepTensors ntm_step_composite(const at::Tensor& memory, const at::Tensor& pa
                                   int64_t read_heads, int64_t write_heads) {
   const HeadParams h(memory, params, read_heads, write_heads);
   const at::Tensor weights =
-      address_op().call(memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);  // checks prev_weights
+      ntm_address(memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);  // checks prev_weights
   const at::Tensor reads = at::bmm(weights.narrow(1, 0, h.R), memory).contiguous();
   at::Tensor written = memory.contiguous();
   if (h.W == 0) written = written.clone();  // an output never aliases an input
   for (int64_t w = 0; w < h.W; ++w) {
-    written = write_op().call(written, weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w));
+    written = ntm_write(written, weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w));
   }
   return {weights, reads, written};
 }
@@ -94,8 +79,6 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
                                            const at::Tensor& grad_memory, const at::Tensor& memory,
                                            const at::Tensor& params, const at::Tensor& prev_weights,
                                            const at::Tensor& weights, int64_t read_heads, int64_t write_heads) {
-  static const auto write_backward_op = find_op<NtmWriteBackwardOp>("pyseq::ntm_write_backward");
-  static const auto address_backward_op = find_op<NtmAddressBackwardOp>("pyseq::ntm_address_backward");
   const HeadParams h(memory, params, read_heads, write_heads);
   check_shape(weights, "weights", {h.B, h.R + h.W, h.N});
   check_shape(grad_weights, "grad_weights", {h.B, h.R + h.W, h.N});
@@ -105,12 +88,12 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
   std::vector<at::Tensor> given{memory};
   for (int64_t w = 0; w + 1 < h.W; ++w) {
     given.push_back(
-        write_op().call(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
+        ntm_write(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
   }
   at::Tensor d_weights = grad_weights.clone(at::MemoryFormat::Contiguous), d_memory = grad_memory;
   std::vector<at::Tensor> d_erase(h.W), d_add(h.W);
   for (int64_t w = h.W - 1; w >= 0; --w) {
-    auto [dm, dw, de, da] = write_backward_op.call(d_memory, given[w], weights.select(1, h.R + w),
+    auto [dm, dw, de, da] = ntm_write_backward(d_memory, given[w], weights.select(1, h.R + w),
                                                    h.erase.select(1, w), h.add.select(1, w));
     d_memory = dm;
     d_weights.select(1, h.R + w).add_(dw);
@@ -121,7 +104,7 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
   d_weights.narrow(1, 0, h.R).add_(at::bmm(grad_reads, memory.transpose(1, 2)));
   d_memory = d_memory + at::bmm(weights.narrow(1, 0, h.R).transpose(1, 2), grad_reads);
   auto [dm, d_key, d_beta, d_gate, d_shift, d_gamma, d_prev] =
-      address_backward_op.call(d_weights, memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);
+      ntm_address_backward(d_weights, memory, h.key, h.beta, h.gate, h.shift, h.gamma, prev_weights);
   d_memory = d_memory + dm;
   const at::Tensor d_address = at::cat(
       {d_key, at::softplus_backward(d_beta, h.beta_raw, kSoftplusBeta, kNtmSoftplusThreshold).unsqueeze(2),
@@ -139,74 +122,4 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
   return {d_memory.contiguous(), at::cat(d_params, 1), d_prev};
 }
 
-namespace {
-
-class Step : public torch::autograd::Function<Step> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& memory,
-                                                const at::Tensor& params, const at::Tensor& prev_weights,
-                                                int64_t read_heads, int64_t write_heads) {
-    static const auto op = find_op<decltype(ntm_step_cpu)>("pyseq::ntm_step");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [weights, reads, written] = op.call(memory, params, prev_weights, read_heads, write_heads);
-    ctx->save_for_backward({memory, params, prev_weights, weights});
-    ctx->saved_data["read_heads"] = read_heads;
-    ctx->saved_data["write_heads"] = write_heads;
-    return {weights, reads, written};
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
-    const int64_t R = ctx->saved_data["read_heads"].toInt(), W = ctx->saved_data["write_heads"].toInt();
-    if (backward_builds_graph()) {
-      // The composite of the NTM ops, whose autograd kernels differentiate their own composites in turn.
-      torch::autograd::variable_list g = differentiable_vjp(grads, {s[0], s[1], s[2]}, [&](const auto& in) {
-        auto [weights, reads, written] = ntm_step_composite(in[0], in[1], in[2], R, W);
-        return torch::autograd::variable_list{weights, reads, written};
-      });
-      g.resize(5);
-      return g;
-    }
-    static const auto op = find_op<decltype(ntm_step_backward_cpu)>("pyseq::ntm_step_backward");
-    const at::Tensor& memory = s[0];
-    const auto zeros_if_undefined = [](const at::Tensor& g, at::IntArrayRef sizes, const at::Tensor& like) {
-      return g.defined() ? g : at::zeros(sizes, like.options());
-    };
-    const int64_t B = memory.size(0), N = memory.size(1), M = memory.size(2);
-    auto [d_memory, d_params, d_prev] =
-        op.call(zeros_if_undefined(grads[0], {B, R + W, N}, memory), zeros_if_undefined(grads[1], {B, R, M}, memory),
-                zeros_if_undefined(grads[2], {B, N, M}, memory), memory, s[1], s[2], s[3], R, W);
-    return {d_memory, d_params, d_prev, at::Tensor(), at::Tensor()};
-  }
-};
-
-NtmStepTensors step_autograd(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
-                             int64_t read_heads, int64_t write_heads) {
-  if (!records_autograd(memory, params, prev_weights)) {
-    static const auto op = find_op<decltype(ntm_step_cpu)>("pyseq::ntm_step");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(memory, params, prev_weights, read_heads, write_heads);
-  }
-  if (inside_functorch_transform()) return ntm_step_composite(memory, params, prev_weights, read_heads, write_heads);
-  torch::autograd::variable_list out = Step::apply(memory, params, prev_weights, read_heads, write_heads);
-  return {out[0], out[1], out[2]};
-}
-
-}  // namespace
 }  // namespace pyseq
-
-TORCH_LIBRARY_FRAGMENT(pyseq, m) {
-  m.def("ntm_step(Tensor memory, Tensor params, Tensor prev_weights, int read_heads, int write_heads) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def(
-      "ntm_step_backward(Tensor grad_weights, Tensor grad_reads, Tensor grad_memory, Tensor memory, Tensor params, "
-      "Tensor prev_weights, Tensor weights, int read_heads, int write_heads) -> (Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("ntm_step", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_cpu));
-  m.impl("ntm_step_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_backward_cpu));
-}
-
-TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("ntm_step", &pyseq::step_autograd); }

@@ -3,12 +3,14 @@
 // reads and the writes, then in the backward all of their gradients, in loops over the entry's rows: no ATen op
 // between the phases, no intermediate tensor. (The CUDA kernel is the composite of ntm_step.cpp.)
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/float32_compute.h"
 #include "../common/math.h"
 #include "ntm.h"
 #include "ntm_cpu_heads.h"
@@ -218,8 +220,6 @@ void step_backward(const NtmStepShape& s, const T* memory, const T* params, cons
   });
 }
 
-}  // namespace
-
 NtmStepTensors ntm_step_cpu(const at::Tensor& memory, const at::Tensor& params, const at::Tensor& prev_weights,
                             int64_t read_heads, int64_t write_heads) {
   const NtmStepShape s = check_ntm_step(memory, params, read_heads, write_heads);
@@ -268,4 +268,10 @@ NtmStepTensors ntm_step_backward_cpu(const at::Tensor& grad_weights, const at::T
   return {d_memory, d_params, d_prev};
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("ntm_step", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_cpu));
+  m.impl("ntm_step_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::ntm_step_backward_cpu));
+}

@@ -2,9 +2,11 @@
 // projection) or in the ATen-GEMM schedule of rnn_schedule.h (shared with CUDA), whose cell updates are the row
 // kernels below, run on the CPU threads.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "../common/scratch.h"
 #include "packed_cpu.h"
 #include "rnn.h"
+#include "rnn_ops.h"
 #include "rnn_schedule.h"
 
 namespace pyseq {
@@ -139,7 +142,7 @@ void for_rows(int64_t n, int64_t row_elements, const Args& args,
 }
 
 // The cell updates of the schedule in rnn_schedule.h, on the CPU threads.
-struct CpuCells {
+struct CpuKernels {
   template <typename S>
   void run(const LstmForwardRows<S>& a, int64_t n) const { for_rows(n, 5 * a.H, a, &lstm_forward_rows); }
   template <typename S>
@@ -180,8 +183,11 @@ std::vector<at::Tensor> to_dtype(std::vector<at::Tensor> tensors, at::ScalarType
 }
 // The forward's results (y, h_n, c_n, workspace) of a 16-bit layer: the workspace stays float32, so that the
 // backward reads the saved gates at the precision they were computed in (and converts nothing).
-std::vector<at::Tensor> forward_results_to(std::vector<at::Tensor> results, at::ScalarType dtype) {
-  for (size_t i = 0; i < 3; ++i) results[i] = results[i].to(dtype);
+RnnLayerResults forward_results_to(RnnLayerResults results, at::ScalarType dtype) {
+  auto& [y, h_n, c_n, workspace] = results;
+  y = y.to(dtype);
+  h_n = h_n.to(dtype);
+  c_n = c_n.to(dtype);
   return results;
 }
 
@@ -276,7 +282,7 @@ std::vector<at::Tensor> forward_impl(const Dims& d, const Steps& steps, const at
       return {st.y, st.h, st.c, st.ws};
     }
   }
-  forward_steps<T>(d, steps, st, w_hh, w_hr, reverse, long_enough_to_copy_weights(steps), CpuCells{});
+  forward_steps<T>(d, steps, st, w_hh, w_hr, reverse, long_enough_to_copy_weights(steps), CpuKernels{});
   return {st.y, st.h, st.c, st.ws};
 }
 
@@ -315,7 +321,7 @@ std::vector<at::Tensor> backward_impl(const Dims& d, const Steps& steps, const a
       done = true;
     }
   }
-  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuCells{});
+  if (!done) backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, CpuKernels{});
   return parameter_gradients(d, x, w_ih, previous_states(d, ws), b, need_dx, need_dh0);
 }
 
@@ -356,36 +362,36 @@ int64_t rnn_workspace_columns(CellMode mode, int64_t H, int64_t Hr) {
   }
 }
 
-std::vector<at::Tensor> rnn_forward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                        const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                        const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                                        const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+namespace {
+
+RnnLayerResults rnn_layer_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                              const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
+                              bool save_workspace) {
   check_cpu(x);
   const at::Tensor rows = input_rows(x);
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   if (use_packed_bf16(x, d, steps)) {
-    std::vector<at::Tensor> out = forward_results_to(
-        forward_bf16(d, steps, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save_workspace), x.scalar_type());
-    out[0] = in_layout_of(out[0], x);
-    return out;
+    const std::vector<at::Tensor> out =
+        forward_bf16(d, steps, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save_workspace);
+    return forward_results_to({in_layout_of(out[0], x), out[1], out[2], out[3]}, x.scalar_type());
   }
   if (is_16_bit_float(x)) {
-    return forward_results_to(rnn_forward_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0),
-                                              as_float(w_ih), as_float(w_hh), as_float(b_ih), as_float(b_hh),
-                                              as_float(w_hr), reverse, save_workspace),
+    return forward_results_to(rnn_layer_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0),
+                                            as_float(w_ih), as_float(w_hh), as_float(b_ih), as_float(b_hh),
+                                            as_float(w_hr), reverse, save_workspace),
                               x.scalar_type());
   }
   const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out =
+  const std::vector<at::Tensor> out =
       x.scalar_type() == at::kFloat
           ? forward_impl<float>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace)
           : forward_impl<double>(d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-  out[0] = in_layout_of(out[0], x);
-  return out;
+  return {in_layout_of(out[0], x), out[1], out[2], out[3]};
 }
 
-std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+RnnLayerGradients rnn_layer_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                                          const at::Tensor& workspace, const at::Tensor& grad_y,
                                          const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
@@ -396,26 +402,30 @@ std::vector<at::Tensor> rnn_backward_cpu(int64_t mode, const at::Tensor& x, cons
                                      /*reduced_precision=*/true, /*float32_workspace=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   if (use_packed_bf16(x, d, steps)) {
-    std::vector<at::Tensor> out = backward_bf16(d, steps, rows, w_ih, w_hh, workspace, gy, grad_hn, grad_cn, reverse,
-                                                need_dx, need_dh0);
-    out[0] = in_layout_of(out[0], x);
-    return out;
+    return layer_gradients(
+        backward_bf16(d, steps, rows, w_ih, w_hh, workspace, gy, grad_hn, grad_cn, reverse, need_dx, need_dh0), x);
   }
   if (is_16_bit_float(x)) {
-    return to_dtype(rnn_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh), as_float(w_hr),
-                                     as_float(workspace), as_float(grad_y), as_float(grad_hn), as_float(grad_cn),
-                                     reverse, has_bias, need_dx, need_dh0),
-                    x.scalar_type());
+    RnnLayerGradients g = rnn_layer_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh),
+                                                 as_float(w_hr), as_float(workspace), as_float(grad_y),
+                                                 as_float(grad_hn), as_float(grad_cn), reverse, has_bias, need_dx,
+                                                 need_dh0);
+    std::apply([&](auto&... t) { ((t = t.to(x.scalar_type())), ...); }, g);
+    return g;
   }
   const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out =
-      x.scalar_type() == at::kFloat
-          ? backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, reverse, need_dx,
-                                 need_dh0)
-          : backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn, reverse, need_dx,
-                                  need_dh0);
-  out[0] = in_layout_of(out[0], x);
-  return out;
+  return layer_gradients(x.scalar_type() == at::kFloat
+                          ? backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
+                                                 reverse, need_dx, need_dh0)
+                          : backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
+                                                  reverse, need_dx, need_dh0),
+                      x);
 }
 
+}  // namespace
 }  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("rnn_layer", &pyseq::rnn_layer_cpu);
+  m.impl("rnn_layer_backward", &pyseq::rnn_layer_backward_cpu);
+}

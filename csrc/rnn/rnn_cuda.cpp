@@ -14,14 +14,15 @@
 
 #include "../common/cuda_glue.h"
 #include "rnn.h"
+#include "rnn_ops.h"
 #include "rnn_cuda.h"
 #include "rnn_schedule.h"
 
 namespace pyseq {
 namespace {
 
-// The cell updates as kernels on the current stream of the tensors' device.
-struct CudaCells {
+// The cell updates (rnn_schedule.h) as kernels on the current stream of the tensors' device.
+struct CudaKernels {
   void* stream;
   template <typename Rows>
   void run(const Rows& a, int64_t n) const {
@@ -30,60 +31,60 @@ struct CudaCells {
   }
 };
 
-CudaCells cells_on(const at::Tensor& x) { return {cuda_stream_of(x, "x")}; }
+CudaKernels kernels_on(const at::Tensor& x) { return {cuda_stream_of(x, "x")}; }
 
 // run(T()) for the scalar type T of `dtype` (already checked): float, double, bfloat16 or float16.
 template <typename Run>
-std::vector<at::Tensor> for_dtype(at::ScalarType dtype, const Run& run) {
+auto for_dtype(at::ScalarType dtype, const Run& run) {
   if (dtype == at::kBFloat16) return run(at::BFloat16());
   if (dtype == at::kHalf) return run(at::Half());
   return dtype == at::kDouble ? run(double()) : run(float());
 }
 
 // The whole op: checks, then the schedule in the tensors' dtype.
-std::vector<at::Tensor> forward_on(const CudaCells& cells, int64_t mode, const at::Tensor& x,
-                                   const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-                                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
+RnnLayerResults steps_forward(const CudaKernels& kernels, int64_t mode, const at::Tensor& x,
+                              const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+                              const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                              const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
   const at::Tensor rows = input_rows(x);
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out = for_dtype(x.scalar_type(), [&](auto scalar) {
+  RnnLayerResults out = for_dtype(x.scalar_type(), [&](auto scalar) {
     using T = decltype(scalar);
-    return forward_with<T>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
+    return forward_with<T>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save);
   });
-  out[0] = in_layout_of(out[0], x);
+  std::get<0>(out) = in_layout_of(std::get<0>(out), x);
   return out;
 }
 
-std::vector<at::Tensor> backward_on(const CudaCells& cells, int64_t mode, const at::Tensor& x,
-                                    const at::Tensor& batch_sizes, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                    const at::Tensor& w_hr, const at::Tensor& ws, const at::Tensor& grad_y,
-                                    const at::Tensor& grad_hn, const at::Tensor& grad_cn, bool reverse,
-                                    bool has_bias, bool need_dx, bool need_dh0) {
+RnnLayerGradients rnn_layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                                          const at::Tensor& ws, const at::Tensor& grad_y, const at::Tensor& grad_hn,
+                                          const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx,
+                                          bool need_dh0) {
+  const c10::DeviceGuard guard(x.device());
+  const CudaKernels kernels = kernels_on(x);
   const at::Tensor rows = input_rows(x), gy = input_rows(grad_y);
   const Dims d =
       check_backward_args(mode, rows, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, has_bias, /*reduced_precision=*/true,
                           /*float32_workspace=*/false);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
   const at::Tensor xc = rows.contiguous();
-  std::vector<at::Tensor> out = for_dtype(x.scalar_type(), [&](auto scalar) {
-    using T = decltype(scalar);
-    return backward_with<T>(cells, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn, grad_cn, reverse, need_dx,
-                            need_dh0);
-  });
-  out[0] = in_layout_of(out[0], x);
-  return out;
+  return layer_gradients(for_dtype(x.scalar_type(),
+                                   [&](auto scalar) {
+                                     using T = decltype(scalar);
+                                     return backward_with<T>(kernels, d, steps, xc, w_ih, w_hh, w_hr, ws, gy,
+                                                             grad_hn, grad_cn, reverse, need_dx, need_dh0);
+                                   }),
+                         x);
 }
-
-using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // The forward in the persistent kernel (rnn_cuda.h), where the setting asks for it and it takes the layer: padded
 // input (every sequence runs every step), no projection, B <= kPersistentMaxBatch, 32- or 16-bit floats, and a size
 // whose W_hh share fits each block's shared memory. nullopt otherwise.
 template <typename T>
-std::optional<Forward> persistent_forward_typed(const CudaCells& cells, const Dims& d, const Steps& steps,
+std::optional<RnnLayerResults> persistent_forward_typed(const CudaKernels& kernels, const Dims& d, const Steps& steps,
                                                 const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                 const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse,
@@ -110,12 +111,12 @@ std::optional<Forward> persistent_forward_typed(const CudaCells& cells, const Di
                                              data_of<T>(st.y),
                                              save ? data_of<T>(st.ws) : nullptr,
                                              st.saved_ld};
-  if (!launch_persistent_forward(args, cells.stream)) return std::nullopt;
+  if (!launch_persistent_forward(args, kernels.stream)) return std::nullopt;
   st.h.copy_(h.select(0, T_steps % 2));
-  return Forward{st.y, st.h, st.c, st.ws};
+  return RnnLayerResults{st.y, st.h, st.c, st.ws};
 }
 
-std::optional<Forward> persistent_forward(const CudaCells& cells, int64_t mode, const at::Tensor& x,
+std::optional<RnnLayerResults> persistent_forward(const CudaKernels& kernels, int64_t mode, const at::Tensor& x,
                                           const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                                           const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
@@ -125,16 +126,16 @@ std::optional<Forward> persistent_forward(const CudaCells& cells, int64_t mode, 
   const bool padded = std::all_of(steps.sizes.begin(), steps.sizes.end(), [&](int64_t n) { return n == d.B; });
   if (d.proj || !padded || d.B < 1 || d.B > kPersistentMaxBatch) return std::nullopt;
   const at::Tensor xc = rows.contiguous();
-  std::optional<Forward> out;
+  std::optional<RnnLayerResults> out;
   switch (x.scalar_type()) {
     case at::kFloat:
-      out = persistent_forward_typed<float>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      out = persistent_forward_typed<float>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
       break;
     case at::kBFloat16:
-      out = persistent_forward_typed<at::BFloat16>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      out = persistent_forward_typed<at::BFloat16>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
       break;
     case at::kHalf:
-      out = persistent_forward_typed<at::Half>(cells, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      out = persistent_forward_typed<at::Half>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
       break;
     default: break;
   }
@@ -142,38 +143,24 @@ std::optional<Forward> persistent_forward(const CudaCells& cells, int64_t mode, 
   return out;
 }
 
-using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                            at::Tensor>;
-
-Forward layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                   const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+RnnLayerResults rnn_layer_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                               const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                               const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
+                               bool save_workspace) {
   const c10::DeviceGuard guard(x.device());
-  const CudaCells cells = cells_on(x);
+  const CudaKernels kernels = kernels_on(x);
   if (cuda_persistent_forward_requested()) {
-    std::optional<Forward> out =
-        persistent_forward(cells, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+    std::optional<RnnLayerResults> out = persistent_forward(kernels, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih,
+                                                            b_hh, w_hr, reverse, save_workspace);
     if (out) return *out;
   }
-  std::vector<at::Tensor> out =
-      forward_on(cells, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-  return {out[0], out[1], out[2], out[3]};
-}
-
-Backward layer_backward_cuda(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                             const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                             const at::Tensor& workspace, const at::Tensor& grad_y, const at::Tensor& grad_hn,
-                             const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx, bool need_dh0) {
-  const c10::DeviceGuard guard(x.device());
-  std::vector<at::Tensor> g = backward_on(cells_on(x), mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y,
-                                          grad_hn, grad_cn, reverse, has_bias, need_dx, need_dh0);
-  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+  return steps_forward(kernels, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
 }
 
 }  // namespace
 }  // namespace pyseq
 
 PYSEQ_CUDA_LIBRARY_IMPL(m) {
-  m.impl("rnn_layer", &pyseq::layer_cuda);
-  m.impl("rnn_layer_backward", &pyseq::layer_backward_cuda);
+  m.impl("rnn_layer", &pyseq::rnn_layer_cuda);
+  m.impl("rnn_layer_backward", &pyseq::rnn_layer_backward_cuda);
 }

@@ -1,49 +1,47 @@
 // The recurrent layer ops (one layer, one direction, a whole sequence) registered as torch operators in C++: the
-// schemas, and the autograd kernel, once for every device. A decoder loop calls a layer once per token, and the
-// Python custom-op wrapper cost ~40 us per call each way, most of a one-step call at B=1 (see csrc/crf/crf_ops.cpp);
-// from here eager calls go from the dispatcher to the kernel. The fake kernels stay in Python (pyseq/_ops/rnn.py).
-#include <torch/autograd.h>
+// schemas, the front functions that call them (rnn_ops.h), the autograd and the autocast policy, once for every
+// device. A decoder loop calls a layer once per token, and the Python custom-op wrapper cost ~40 us per call each
+// way, most of a one-step call at B=1 (see csrc/crf/crf_ops.cpp); from here eager calls go from the dispatcher to
+// the kernel. The fake kernels stay in Python (pyseq/_ops/rnn.py).
+#include "rnn_ops.h"
+
 #include <torch/library.h>
 
+#include <array>
 #include <atomic>
 #include <string>
 #include <tuple>
 
 #include "../common/autocast.h"
-#include "../common/double_backward.h"
+#include "../common/autograd_kernel.h"
 #include "../common/ops.h"
 #include "rnn.h"
 
 namespace pyseq {
+
+RnnLayerResults rnn_layer(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                          const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                          const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+  PYSEQ_CALL_OP(rnn_layer, mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+}
+
+RnnLayerGradients rnn_layer_backward(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                                     const at::Tensor& workspace, const at::Tensor& grad_y, const at::Tensor& grad_hn,
+                                     const at::Tensor& grad_cn, bool reverse, bool has_bias, bool need_dx,
+                                     bool need_dh0) {
+  PYSEQ_CALL_OP(rnn_layer_backward, mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn, grad_cn,
+                reverse, has_bias, need_dx, need_dh0);
+}
+
 namespace {
-
-using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                            at::Tensor>;
-
-Forward layer_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                  const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                  const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
-  std::vector<at::Tensor> out =
-      rnn_forward_cpu(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-  return {out[0], out[1], out[2], out[3]};
-}
-
-Backward layer_backward_cpu(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& w_ih,
-                            const at::Tensor& w_hh, const at::Tensor& w_hr, const at::Tensor& workspace,
-                            const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                            bool reverse, bool has_bias, bool need_dx, bool need_dh0) {
-  std::vector<at::Tensor> g = rnn_backward_cpu(mode, x, batch_sizes, w_ih, w_hh, w_hr, workspace, grad_y, grad_hn,
-                                               grad_cn, reverse, has_bias, need_dx, need_dh0);
-  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
-}
 
 // Whether an optional argument (bias, projection: empty when absent) is given.
 bool is_present(const at::Tensor& t) { return t.sym_numel().sym_gt(0).guard_bool(__FILE__, __LINE__); }
 
 // The layer as differentiable ATen ops, step by step, for backward with create_graph
 // (csrc/common/double_backward.h). Arguments as the op's; returns (y, h_n, c_n), c_n undefined but for the LSTM.
-torch::autograd::variable_list layer_composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+variable_list layer_composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
                                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
                                                const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
                                                const at::Tensor& w_hr, bool reverse) {
@@ -85,18 +83,17 @@ torch::autograd::variable_list layer_composite(int64_t mode, const at::Tensor& x
   return {out, h, cell == CellMode::Lstm ? c : at::Tensor()};
 }
 
-class Layer : public torch::autograd::Function<Layer> {
- public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t mode,
-                                                const at::Tensor& x, const at::Tensor& batch_sizes,
-                                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                                const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                                const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
-                                                bool save_workspace) {
-    static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, h_n, c_n, workspace] =
-        op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+// The layer's derivative (csrc/common/autograd_kernel.h): with respect to x, h0, c0 and the weights.
+struct LayerDerivative {
+  static constexpr auto forward = &rnn_layer;
+  // x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
+  static constexpr std::array<size_t, 8> kDifferentiable{1, 3, 4, 5, 6, 7, 8, 9};
+
+  static void save(AutogradContext* ctx, const RnnLayerResults& results, int64_t mode, const at::Tensor& x,
+                   const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr,
+                   bool reverse, bool save_workspace) {
+    const at::Tensor& workspace = std::get<3>(results);
     ctx->save_for_backward({x, batch_sizes, w_ih, w_hh, w_hr, workspace, h0, c0, b_ih, b_hh});
     ctx->saved_data["mode"] = mode;
     ctx->saved_data["reverse"] = reverse;
@@ -104,32 +101,16 @@ class Layer : public torch::autograd::Function<Layer> {
     ctx->saved_data["has_bias"] = is_present(b_ih);
     ctx->saved_data["has_workspace"] = save_workspace;
     ctx->saved_data["batch"] = h0.sym_size(0);
+    // (Results a loss does not use arrive in backward undefined: the workspace alone is N x 2H to 6H; backward fills
+    // in the small ones it needs.)
     ctx->mark_non_differentiable({workspace});
-    // Outputs a loss does not use arrive undefined instead of as materialized zeros (the workspace alone is N x 2H
-    // to 6H); backward fills in the small ones it needs.
-    ctx->set_materialize_grads(false);
-    return {y, h_n, c_n, workspace};
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    TORCH_CHECK(ctx->saved_data["has_workspace"].toBool(),
-                "pyseq::rnn_layer ran with save_workspace=False, so it cannot be differentiated; run it with "
-                "save_workspace=True when gradients are needed");
-    const torch::autograd::variable_list s = ctx->get_saved_variables();
+  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
+    check_saved_workspace(ctx);
+    const variable_list s = ctx->get_saved_variables();
     const at::Tensor &x = s[0], &w_hh = s[3], &w_hr = s[4];
     const int64_t mode = ctx->saved_data["mode"].toInt();
-    if (backward_builds_graph()) {
-      const bool reverse = ctx->saved_data["reverse"].toBool();
-      // Tensor inputs in the forward's order: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr.
-      const torch::autograd::variable_list g = differentiable_vjp(
-          {grads[0], grads[1], grads[2]}, {x, s[6], s[7], s[2], w_hh, s[8], s[9], w_hr}, [&](const auto& in) {
-            return layer_composite(mode, in[0], s[1], in[1], in[2], in[3], in[4], in[5], in[6], in[7], reverse);
-          });
-      const at::Tensor none;
-      return {none, g[0], none, g[1], g[2], g[3], g[4], g[5], g[6], g[7], none, none};
-    }
-    static const auto op = find_op<decltype(layer_backward_cpu)>("pyseq::rnn_layer_backward");
     const c10::SymInt batch = ctx->saved_data["batch"].toSymInt(), Hr = w_hh.sym_size(1);
     const bool lstm = static_cast<CellMode>(mode) == CellMode::Lstm;
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
@@ -141,47 +122,44 @@ class Layer : public torch::autograd::Function<Layer> {
     at::Tensor grad_cn = !lstm ? at::empty({0}, x.options())
                          : grads[2].defined() ? grads[2]
                                               : at::zeros_symint({batch, w_hh.sym_size(0) / 4}, x.options());
-    // Tensor inputs in order: x, batch_sizes, h0, ...
+    // (needs_input_grad counts the tensor arguments only: x, batch_sizes, h0, ...)
     const bool need_dx = ctx->needs_input_grad(0), need_dh0 = ctx->needs_input_grad(2);
     auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
-        op.call(mode, x, s[1], s[2], w_hh, w_hr, s[5], grad_y, grad_hn, grad_cn,
-                ctx->saved_data["reverse"].toBool(), has_bias, need_dx, need_dh0);
+        rnn_layer_backward(mode, x, s[1], s[2], w_hh, w_hr, s[5], grad_y, grad_hn, grad_cn,
+                           ctx->saved_data["reverse"].toBool(), has_bias, need_dx, need_dh0);
     const at::Tensor none;
-    // One gradient per forward argument: mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save.
-    return {none,
-            need_dx ? dx : none,
-            none,
-            need_dh0 ? dh0 : none,
-            lstm ? dc0 : none,
-            dw_ih,
-            dw_hh,
-            has_bias ? db_ih : none,
-            has_bias ? db_hh : none,
-            is_present(w_hr) ? dw_hr : none,
-            none,
-            none};
+    return {need_dx ? dx : none,           need_dh0 ? dh0 : none, lstm ? dc0 : none, dw_ih, dw_hh,
+            has_bias ? db_ih : none,       has_bias ? db_hh : none, is_present(w_hr) ? dw_hr : none};
   }
-};
 
-Forward layer_autograd(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                       const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                       const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save_workspace) {
-  // A decoder step under torch.no_grad() skips building the autograd node (a few microseconds of a ~25 us call).
-  if (!records_autograd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)) {
-    static const auto op = find_op<decltype(layer_cpu)>("pyseq::rnn_layer");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
+  static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
+    check_saved_workspace(ctx);
+    const variable_list s = ctx->get_saved_variables();
+    const int64_t mode = ctx->saved_data["mode"].toInt();
+    const bool reverse = ctx->saved_data["reverse"].toBool();
+    // Tensor inputs in the forward's order: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr.
+    return differentiable_vjp({grads[0], grads[1], grads[2]}, {s[0], s[6], s[7], s[2], s[3], s[8], s[9], s[4]},
+                              [&](const auto& in) {
+                                return layer_composite(mode, in[0], s[1], in[1], in[2], in[3], in[4], in[5], in[6],
+                                                       in[7], reverse);
+                              });
   }
-  if (inside_functorch_transform()) {
-    const torch::autograd::variable_list out =
-        layer_composite(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+
+  static RnnLayerResults composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
+                                   const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                                   const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                                   const at::Tensor& w_hr, bool reverse, bool save_workspace) {
+    const variable_list out = layer_composite(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
     const at::Tensor none = at::empty({0}, out[0].options());
     return {out[0], out[1], out[2].defined() ? out[2] : none, none};
   }
-  torch::autograd::variable_list out =
-      Layer::apply(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace);
-  return {out[0], out[1], out[2], out[3]};
-}
+
+  static void check_saved_workspace(AutogradContext* ctx) {
+    TORCH_CHECK(ctx->saved_data["has_workspace"].toBool(),
+                "pyseq::rnn_layer ran with save_workspace=False, so it cannot be differentiated; run it with "
+                "save_workspace=True when gradients are needed");
+  }
+};
 
 std::atomic<bool> g_cuda_persistent{false};
 
@@ -210,12 +188,7 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
-  m.impl("rnn_layer", &pyseq::layer_cpu);
-  m.impl("rnn_layer_backward", &pyseq::layer_backward_cpu);
-}
-
-TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", &pyseq::layer_autograd); }
+TORCH_LIBRARY_IMPL(pyseq, Autograd, m) { m.impl("rnn_layer", PYSEQ_AUTOGRAD_KERNEL(pyseq::LayerDerivative)); }
 
 // Under autocast the layer runs in the autocast dtype, as torch.nn's LSTM, GRU and RNN do (csrc/common/autocast.h);
 // the casts are recorded by autograd, so the float32 parameters get float32 gradients. (Which results torch's modules

@@ -3,8 +3,8 @@
 // the CPU, cuBLAS on CUDA — into a preallocated buffer, then the fused cell update of the active rows), and for the
 // backward whole-sequence GEMMs for the input and weight gradients.
 //
-// The cell update is the backend's: a `Cells` object with run(rows, n) for each *Rows struct of rnn_steps.h (the CPU
-// runs row kernels on its threads, CUDA launches one kernel per step). Nothing here reads device memory from the
+// The cell update is the backend's: a `Kernels` object (CpuKernels, CudaKernels) with run(rows, n) for each *Rows
+// struct of rnn_steps.h (the CPU runs row kernels on its threads, CUDA launches one kernel per step). Nothing here reads device memory from the
 // host, so a CUDA time loop only queues work on the stream.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include "../common/checks.h"
 #include "../common/float32_compute.h"
 #include "rnn.h"
+#include "rnn_ops.h"
 #include "rnn_steps.h"
 
 namespace pyseq {
@@ -84,6 +85,11 @@ inline at::Tensor input_rows(const at::Tensor& x) {
 // rows: [N, C] in the layout of x: [T, B, C] for a 3-D x (an absent output, 1-D and empty, stays as it is).
 inline at::Tensor in_layout_of(const at::Tensor& rows, const at::Tensor& x) {
   return x.dim() == 3 && rows.dim() == 2 ? rows.view({x.size(0), x.size(1), rows.size(1)}) : rows;
+}
+
+// The backward's gradients (parameter_gradients' list) as rnn_layer_backward returns them: dx in the layout of x.
+inline RnnLayerGradients layer_gradients(const std::vector<at::Tensor>& g, const at::Tensor& x) {
+  return {in_layout_of(g[0], x), g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 
 inline Dims check_weights(int64_t mode_id, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -233,9 +239,9 @@ inline ForwardState forward_setup(const Dims& d, const at::Tensor& x, const at::
 
 // The time loop of the forward. copy_weights: transpose W_hh (and W_hr) into row-major copies first, which the CPU's
 // GEMM library multiplies faster over many steps; cuBLAS takes the transposed operand as it is.
-template <typename T, typename Cells>
+template <typename T, typename Kernels>
 void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at::Tensor& w_hh,
-                   const at::Tensor& w_hr, bool reverse, bool copy_weights, const Cells& cells) {
+                   const at::Tensor& w_hr, bool reverse, bool copy_weights, const Kernels& kernels) {
   using S = storage_t<T>;
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const auto opts = st.y.options();
@@ -265,17 +271,17 @@ void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at
     S* saved = ws_p ? ws_p + row * saved_ld : nullptr;
     switch (d.mode) {
       case CellMode::Lstm:
-        cells.run(LstmForwardRows<S>{H, Hr, gi_p + row * GH, gh_p, data_of<T>(st.c), h_p, y_p + row * Hr,
+        kernels.run(LstmForwardRows<S>{H, Hr, gi_p + row * GH, gh_p, data_of<T>(st.c), h_p, y_p + row * Hr,
                                      d.proj ? data_of<T>(h_raw) : nullptr, saved, saved_ld},
                   n);
         break;
       case CellMode::Gru:
-        cells.run(GruForwardRows<S>{H, gi_p + row * GH, gh_p, data_of<T>(st.gru_b_hh), h_p, y_p + row * H, saved,
+        kernels.run(GruForwardRows<S>{H, gi_p + row * GH, gh_p, data_of<T>(st.gru_b_hh), h_p, y_p + row * H, saved,
                                     saved_ld},
                   n);
         break;
       default:
-        cells.run(RnnForwardRows<S>{H, d.mode == CellMode::RnnRelu, gi_p + row * GH, gh_p, h_p, y_p + row * H, saved,
+        kernels.run(RnnForwardRows<S>{H, d.mode == CellMode::RnnRelu, gi_p + row * GH, gh_p, h_p, y_p + row * H, saved,
                                     saved_ld},
                   n);
     }
@@ -314,9 +320,9 @@ inline int64_t dgates_columns(const Dims& d) { return d.mode == CellMode::Gru ? 
 
 // The time loop of the backward: fills dgates (and, with a projection, dh_all and h_raw_all) and leaves dc, and dh
 // when need_dh0, at the initial states' gradients (without need_dh0 the last step's product with W_hh is skipped).
-template <typename T, typename Cells>
+template <typename T, typename Kernels>
 void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, const at::Tensor& w_hr,
-                    const at::Tensor& ws, BackwardState& b, bool reverse, bool need_dh0, const Cells& cells) {
+                    const at::Tensor& ws, BackwardState& b, bool reverse, bool need_dh0, const Kernels& kernels) {
   using S = storage_t<T>;
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const bool gru = d.mode == CellMode::Gru;
@@ -356,17 +362,17 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
           dy = nullptr;
           h_raw = data_of<T>(b.h_raw_all) + row * H;
         }
-        cells.run(LstmBackwardRows<S>{H, saved, saved_ld, dh_in, dy, data_of<T>(b.dc), dg_p + row * dg_cols, h_raw},
+        kernels.run(LstmBackwardRows<S>{H, saved, saved_ld, dh_in, dy, data_of<T>(b.dc), dg_p + row * dg_cols, h_raw},
                   n);
         break;
       }
       case CellMode::Gru:
-        cells.run(GruBackwardRows<S>{H, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * dg_cols,
+        kernels.run(GruBackwardRows<S>{H, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * dg_cols,
                                      data_of<T>(dh_skip)},
                   n);
         break;
       default:
-        cells.run(RnnBackwardRows<S>{H, d.mode == CellMode::RnnRelu, saved, saved_ld, dh_p, gy_p + row * H,
+        kernels.run(RnnBackwardRows<S>{H, d.mode == CellMode::RnnRelu, saved, saved_ld, dh_p, gy_p + row * H,
                                      dg_p + row * H},
                   n);
     }
@@ -427,26 +433,26 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
   return {dx, need_dh0 ? b.dh : at::empty({0}, opts), b.dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 
-// ---- a whole op on a backend that runs the cell updates through `cells` (no packed path) -------------------------
+// ---- a whole op on a backend that runs the cell updates through `kernels` (no packed path) -------------------------
 
-template <typename T, typename Cells>
-std::vector<at::Tensor> forward_with(const Cells& cells, const Dims& d, const Steps& steps, const at::Tensor& x,
-                                     const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                     const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                                     const at::Tensor& w_hr, bool reverse, bool save) {
+template <typename T, typename Kernels>
+RnnLayerResults forward_with(const Kernels& kernels, const Dims& d, const Steps& steps, const at::Tensor& x,
+                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                             const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                             const at::Tensor& w_hr, bool reverse, bool save) {
   ForwardState st =
       forward_setup(d, x, h0, c0, w_ih, b_ih, b_hh, save, at::empty({d.N, d.G * d.H}, x.options()));
-  forward_steps<T>(d, steps, st, w_hh, w_hr, reverse, /*copy_weights=*/false, cells);
+  forward_steps<T>(d, steps, st, w_hh, w_hr, reverse, /*copy_weights=*/false, kernels);
   return {st.y, st.h, st.c, st.ws};
 }
 
-template <typename T, typename Cells>
-std::vector<at::Tensor> backward_with(const Cells& cells, const Dims& d, const Steps& steps, const at::Tensor& x,
+template <typename T, typename Kernels>
+std::vector<at::Tensor> backward_with(const Kernels& kernels, const Dims& d, const Steps& steps, const at::Tensor& x,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& w_hr,
                                       const at::Tensor& ws, const at::Tensor& grad_y, const at::Tensor& grad_hn,
                                       const at::Tensor& grad_cn, bool reverse, bool need_dx, bool need_dh0) {
   BackwardState b = backward_setup(d, grad_y, grad_hn, grad_cn, at::empty({d.N, dgates_columns(d)}, x.options()));
-  backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, cells);
+  backward_steps<T>(d, steps, w_hh, w_hr, ws, b, reverse, need_dh0, kernels);
   return parameter_gradients(d, x, w_ih, previous_states(d, ws), b, need_dx, need_dh0);
 }
 

@@ -1,5 +1,6 @@
-// The NTM ops' bodies for either device: argument checks, outputs, the argument structs of ntm_rows.h; a Runner
-// (ntm_cpu.cpp's host loops, ntm_cuda.cpp's kernels) runs the rows' phases.
+// The NTM ops' device-independent schedule: argument checks, outputs, the argument structs of ntm_rows.h, the order
+// of the phases; `Kernels` (CpuKernels: ntm_cpu.cpp's loops over rows; CudaKernels: ntm_cuda.cpp's kernels) runs
+// each phase's per-row work.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -76,28 +77,28 @@ struct NtmAddressInputs {
   }
 };
 
-template <typename Runner>
-at::Tensor ntm_address_on(const Runner& run, const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
+template <typename Kernels>
+at::Tensor ntm_address_on(const Kernels& kernels, const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
                           const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                           const at::Tensor& prev_weights) {
-  check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, run.device());
+  check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, kernels.device());
   const NtmAddressInputs in{memory.contiguous(), key.contiguous(),   beta.contiguous(),        gate.contiguous(),
                             shift.contiguous(),  gamma.contiguous(), prev_weights.contiguous()};
   at::Tensor out = at::empty(prev_weights.sizes(), memory.options());
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "ntm_address", [&] {
     NtmAddressArgs<scalar_t> a = in.args<scalar_t>();
     a.weights = out.data_ptr<scalar_t>();
-    run.address(a);
+    kernels.address(a);
   });
   return out;
 }
 
-template <typename Runner>
-NtmAddressGradients ntm_address_backward_on(const Runner& run, const at::Tensor& grad_weights, const at::Tensor& memory,
+template <typename Kernels>
+NtmAddressGradients ntm_address_backward_on(const Kernels& kernels, const at::Tensor& grad_weights, const at::Tensor& memory,
                                             const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
                                             const at::Tensor& shift, const at::Tensor& gamma,
                                             const at::Tensor& prev_weights) {
-  check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, run.device());
+  check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, kernels.device());
   check_shape(grad_weights, "grad_weights", prev_weights.sizes().vec());
   check_like(grad_weights, "grad_weights", memory, "memory");
   const NtmAddressInputs in{memory.contiguous(), key.contiguous(),   beta.contiguous(),        gate.contiguous(),
@@ -119,7 +120,7 @@ NtmAddressGradients ntm_address_backward_on(const Runner& run, const at::Tensor&
     a.d_shift = d[4].data_ptr<T>();
     a.d_gamma = d[5].data_ptr<T>();
     a.d_prev = d[6].data_ptr<T>();
-    run.address_backward(a);
+    kernels.address_backward(a);
   });
   return {d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
 }
@@ -142,24 +143,24 @@ NtmWriteArgs<T> ntm_write_args(const at::Tensor& memory, const at::Tensor& weigh
   return a;
 }
 
-template <typename Runner>
-at::Tensor ntm_write_on(const Runner& run, const at::Tensor& memory, const at::Tensor& weights,
+template <typename Kernels>
+at::Tensor ntm_write_on(const Kernels& kernels, const at::Tensor& memory, const at::Tensor& weights,
                         const at::Tensor& erase, const at::Tensor& add) {
-  check_ntm_write(memory, weights, erase, add, run.device());
+  check_ntm_write(memory, weights, erase, add, kernels.device());
   const at::Tensor m = memory.contiguous(), w = rows_contiguous(weights), e = erase.contiguous(), ad = add.contiguous();
   at::Tensor out = at::empty(memory.sizes(), memory.options());
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "ntm_write", [&] {
     NtmWriteArgs<scalar_t> a = ntm_write_args<scalar_t>(m, w, e, ad);
     a.out = out.data_ptr<scalar_t>();
-    run.write(a);
+    kernels.write(a);
   });
   return out;
 }
 
-template <typename Runner>
-NtmWriteGradients ntm_write_backward_on(const Runner& run, const at::Tensor& grad_memory, const at::Tensor& memory,
+template <typename Kernels>
+NtmWriteGradients ntm_write_backward_on(const Kernels& kernels, const at::Tensor& grad_memory, const at::Tensor& memory,
                                         const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
-  check_ntm_write(memory, weights, erase, add, run.device());
+  check_ntm_write(memory, weights, erase, add, kernels.device());
   check_shape(grad_memory, "grad_memory", memory.sizes().vec());
   check_like(grad_memory, "grad_memory", memory, "memory");
   const at::Tensor m = memory.contiguous(), w = rows_contiguous(weights), e = erase.contiguous(), ad = add.contiguous();
@@ -175,7 +176,7 @@ NtmWriteGradients ntm_write_backward_on(const Runner& run, const at::Tensor& gra
     a.d_weights = d[1].data_ptr<T>();
     a.d_erase = d[2].data_ptr<T>();
     a.d_add = d[3].data_ptr<T>();
-    run.write_backward(a);
+    kernels.write_backward(a);
   });
   return {d[0], d[1], d[2], d[3]};
 }
