@@ -6,13 +6,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <memory>
-#include <utility>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../common/checks.h"
@@ -344,7 +344,8 @@ std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(const at::Tensor& quer
                                                           const at::Tensor& v, const at::Tensor& value,
                                                           const Optional& mask, const Optional& key_exp2x,
                                                           const Optional& key_maxabs) {
-  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask.value_or(at::Tensor()));
+  const MaskView m =
+      check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask.value_or(at::Tensor()));
   check_additive(query_proj, key_proj, v);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
   const auto [ke, km] =
@@ -433,12 +434,9 @@ std::tuple<at::Tensor, at::Tensor> dot_attention_cpu(const at::Tensor& query, co
   return {at::bmm(weights, value), weights};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(const at::Tensor& grad_context,
-                                                                          const Optional& grad_weights_given,
-                                                                          const at::Tensor& query,
-                                                                          const at::Tensor& key,
-                                                                          const at::Tensor& value,
-                                                                          const at::Tensor& weights, double scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(
+    const at::Tensor& grad_context, const Optional& grad_weights_given, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& weights, double scale) {
   const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());
   check_attention(query, "query", key, "key", value, at::Tensor());
   check_backward_inputs(grad_context, grad_weights, weights, query.size(0), query.size(1), key.size(1),

@@ -78,8 +78,8 @@ std::tuple<at::Tensor, at::Tensor> additive_attention_cuda(const at::Tensor& que
                                                            const Optional& key_maxabs) {
   const c10::DeviceGuard guard(query_proj.device());
   const CudaKernels r = kernels_on(query_proj);
-  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value,
-                                     mask.value_or(at::Tensor()), query_proj.device().type());
+  const MaskView m = check_attention(query_proj, "query_proj", key_proj, "key_proj", value, mask.value_or(at::Tensor()),
+                                     query_proj.device().type());
   check_additive(query_proj, key_proj, v);
   check_key_factors(key_exp2x.value_or(at::Tensor()), key_maxabs.value_or(at::Tensor()), key_proj);
   const int64_t B = query_proj.size(0), Tq = query_proj.size(1), Tk = key_proj.size(1), A = query_proj.size(2);
@@ -133,12 +133,9 @@ std::tuple<at::Tensor, at::Tensor> dot_attention_cuda(const at::Tensor& query, c
   return {at::bmm(weights, value), weights};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(const at::Tensor& grad_context,
-                                                                           const Optional& grad_weights_given,
-                                                                           const at::Tensor& query,
-                                                                           const at::Tensor& key,
-                                                                           const at::Tensor& value,
-                                                                           const at::Tensor& weights, double scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
+    const at::Tensor& grad_context, const Optional& grad_weights_given, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& weights, double scale) {
   const c10::DeviceGuard guard(query.device());
   const CudaKernels r = kernels_on(query);
   const at::Tensor grad_weights = grad_weights_given.value_or(at::Tensor());

@@ -66,8 +66,7 @@ Optional optional_of(const at::Tensor& t) { return t.defined() ? Optional(t) : s
 
 // The weights and context from scores [B, Tq, Tk] as differentiable ATen ops (csrc/common/double_backward.h): masked
 // keys get weight 0, a query whose keys are all masked gets zero weights (no NaN on the way, gradients included).
-variable_list softmax_context_composite(at::Tensor scores, const at::Tensor& mask,
-                                                         const at::Tensor& value) {
+variable_list softmax_context_composite(at::Tensor scores, const at::Tensor& mask, const at::Tensor& value) {
   at::Tensor weights;
   if (mask.defined()) {
     const at::Tensor attend = (mask.dim() == 2 ? mask.unsqueeze(1) : mask).to(at::kBool).expand_as(scores);
@@ -82,15 +81,14 @@ variable_list softmax_context_composite(at::Tensor scores, const at::Tensor& mas
 }
 
 // v . tanh(q_i + k_j) as ATen ops (with the [B, Tq, Tk, A] tensor the kernels avoid).
-variable_list additive_composite(const at::Tensor& query_proj, const at::Tensor& key_proj,
-                                                  const at::Tensor& v, const at::Tensor& value,
-                                                  const at::Tensor& mask) {
+variable_list additive_composite(const at::Tensor& query_proj, const at::Tensor& key_proj, const at::Tensor& v,
+                                 const at::Tensor& value, const at::Tensor& mask) {
   const at::Tensor scores = at::matmul((query_proj.unsqueeze(2) + key_proj.unsqueeze(1)).tanh(), v);
   return softmax_context_composite(scores, mask, value);
 }
 
 variable_list dot_composite(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                             const at::Tensor& mask, double scale) {
+                            const at::Tensor& mask, double scale) {
   return softmax_context_composite(at::bmm(query, key.transpose(1, 2)) * scale, mask, value);
 }
 
@@ -150,8 +148,8 @@ struct DotDerivative {
   static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
     const variable_list s = ctx->get_saved_variables();
     const double scale = ctx->saved_data["scale"].toDouble();
-    return differentiable_vjp(
-        grads, {s[0], s[1], s[2]}, [&](const auto& in) { return dot_composite(in[0], in[1], in[2], s[4], scale); });
+    return differentiable_vjp(grads, {s[0], s[1], s[2]},
+                              [&](const auto& in) { return dot_composite(in[0], in[1], in[2], s[4], scale); });
   }
 
   static Outputs composite(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,

@@ -98,8 +98,8 @@ class Node : public torch::autograd::Function<Node<Derivative>> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list all(Arity<ForwardOf<Derivative>>::value);
     if (std::none_of(grads.begin(), grads.end(), [](const at::Tensor& g) { return g.defined(); })) return all;
-    const variable_list g = backward_builds_graph() ? Derivative::backward_composite(ctx, grads)
-                                                    : Derivative::backward(ctx, grads);
+    const variable_list g =
+        backward_builds_graph() ? Derivative::backward_composite(ctx, grads) : Derivative::backward(ctx, grads);
     for (size_t k = 0; k < Derivative::kDifferentiable.size(); ++k) all[Derivative::kDifferentiable[k]] = g[k];
     return all;
   }

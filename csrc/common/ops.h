@@ -17,6 +17,6 @@ c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
 
 // The body of a front function `function` for op pyseq::`function`: the handle is found once, then each call is a
 // typed call through the dispatcher. (...): the front function's parameters, in order.
-#define PYSEQ_CALL_OP(function, ...)                                                                       \
-  static const auto op = ::pyseq::typed_op<decltype(function)>("pyseq::" #function);                      \
+#define PYSEQ_CALL_OP(function, ...)                                                 \
+  static const auto op = ::pyseq::typed_op<decltype(function)>("pyseq::" #function); \
   return op.call(__VA_ARGS__)

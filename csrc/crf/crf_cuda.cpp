@@ -4,20 +4,19 @@
 // the per-sequence sums of the backward added over the batch with ATen's (deterministic) sum. k-best Viterbi
 // (nbest > 1) runs on the CPU. (In the emulation build the same glue runs on CPU tensors, the kernels through the
 // CUDA emulator: cuda_glue.h.)
+#include "crf_cuda.h"
+
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <tuple>
 #include <vector>
 
-#include "crf_ops.h"
-#include "crf_args.h"
-#include "crf_chain.h"
-
-#include <c10/core/DeviceGuard.h>
-
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
-#include "crf_cuda.h"
+#include "crf_args.h"
+#include "crf_chain.h"
+#include "crf_ops.h"
 
 namespace pyseq {
 namespace {
@@ -142,8 +141,7 @@ using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // The forward recursion of checked arguments: (log Z, or the log-likelihood of the tags y when defined; log_alpha;
 // alpha_shift).
-Forward forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c,
-                                     const at::Tensor& y) {
+Forward forward_with(const CudaKernels& r, const CrfArgs& a, const ChainTensors& c, const at::Tensor& y) {
   const auto opts = a.emissions.options();
   at::Tensor out = at::empty({a.B}, opts);
   at::Tensor alpha = at::empty({a.T, a.B, padded_tags_of(a.emissions, a.K)}, opts);
@@ -199,7 +197,7 @@ Gradients backward_on(const at::Tensor& grad, const at::Tensor& emissions, const
 }
 
 Forward crf_log_partition_cuda(const at::Tensor& emissions, const at::Tensor& lengths, const at::Tensor& start,
-                                const at::Tensor& end, const at::Tensor& transitions) {
+                               const at::Tensor& end, const at::Tensor& transitions) {
   return forward_on(emissions, nullptr, lengths, start, end, transitions);
 }
 
@@ -212,15 +210,13 @@ Gradients crf_log_partition_backward_cuda(const at::Tensor& grad_log_z, const at
                                           const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
                                           const at::Tensor& transitions, const at::Tensor& log_alpha,
                                           const at::Tensor& alpha_shift) {
-  return backward_on(grad_log_z, emissions, nullptr, lengths, start, end, transitions, nullptr, log_alpha,
-                     alpha_shift);
+  return backward_on(grad_log_z, emissions, nullptr, lengths, start, end, transitions, nullptr, log_alpha, alpha_shift);
 }
 
 Gradients crf_log_likelihood_backward_cuda(const at::Tensor& grad_llh, const at::Tensor& emissions,
                                            const at::Tensor& tags, const at::Tensor& lengths, const at::Tensor& start,
-                                           const at::Tensor& end, const at::Tensor& transitions,
-                                           const at::Tensor& llh, const at::Tensor& log_alpha,
-                                           const at::Tensor& alpha_shift) {
+                                           const at::Tensor& end, const at::Tensor& transitions, const at::Tensor& llh,
+                                           const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
   return backward_on(grad_llh, emissions, &tags, lengths, start, end, transitions, &llh, log_alpha, alpha_shift);
 }
 
@@ -293,8 +289,8 @@ std::tuple<at::Tensor, at::Tensor> crf_viterbi_cuda(const at::Tensor& emissions,
   TORCH_CHECK_VALUE(nbest >= 1, "nbest must be at least 1, got ", nbest);
   if (nbest > 1) {  // k-best runs on the CPU
     const at::Device device = emissions.device();
-    const auto [paths, scores] = crf_viterbi(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(),
-                                             end.cpu(), transitions.cpu(), nbest);
+    const auto [paths, scores] = crf_viterbi(emissions.cpu(), at::tensor(a.lengths, at::kLong), start.cpu(), end.cpu(),
+                                             transitions.cpu(), nbest);
     return {paths.to(device), scores.to(device)};
   }
   r.check_tag_count(a.K);

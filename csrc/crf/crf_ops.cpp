@@ -57,8 +57,8 @@ Forward crf_log_likelihood(const at::Tensor& emissions, const at::Tensor& tags, 
 
 Gradients crf_log_likelihood_backward(const at::Tensor& grad_llh, const at::Tensor& emissions, const at::Tensor& tags,
                                       const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                                      const at::Tensor& transitions, const at::Tensor& llh,
-                                      const at::Tensor& log_alpha, const at::Tensor& alpha_shift) {
+                                      const at::Tensor& transitions, const at::Tensor& llh, const at::Tensor& log_alpha,
+                                      const at::Tensor& alpha_shift) {
   PYSEQ_CALL_OP(crf_log_likelihood_backward, grad_llh, emissions, tags, lengths, start, end, transitions, llh,
                 log_alpha, alpha_shift);
 }
@@ -131,9 +131,8 @@ struct LogPartitionDerivative {
   static constexpr auto forward = &crf_log_partition;
   static constexpr std::array<size_t, 4> kDifferentiable{0, 2, 3, 4};
 
-  static void save(AutogradContext* ctx, const Forward& results, const at::Tensor& emissions,
-                   const at::Tensor& lengths, const at::Tensor& start, const at::Tensor& end,
-                   const at::Tensor& transitions) {
+  static void save(AutogradContext* ctx, const Forward& results, const at::Tensor& emissions, const at::Tensor& lengths,
+                   const at::Tensor& start, const at::Tensor& end, const at::Tensor& transitions) {
     const auto& [log_z, log_alpha, alpha_shift] = results;
     ctx->save_for_backward({emissions, lengths, start, end, transitions, log_alpha, alpha_shift});
     ctx->mark_non_differentiable({log_alpha, alpha_shift});

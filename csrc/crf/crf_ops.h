@@ -4,7 +4,8 @@
 // kernels: crf_cpu.cpp, crf_viterbi_cpu.cpp, crf_cuda.cpp.
 //
 // Shared conventions of every function below:
-//   emissions:   [B, T, K] float32/float64 (16-bit computed in float32), any strides with the tag dimension contiguous (a time-major
+//   emissions:   [B, T, K] float32/float64 (16-bit computed in float32), any strides with the tag dimension contiguous
+//   (a time-major
 //                tensor passed as .transpose(0, 1) is read in place, without a copy);
 //   lengths:     [B] int64, each in [0, T]; sequence b covers steps 0 .. lengths[b] - 1, the rest is padding. Or a
 //                mask [B, T] (bool or uint8, any strides) that is a prefix in each row: ones, then zeros;
@@ -59,8 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crf_path_score_backwa
 // crf_log_partition. A forbidden tag path has llh = -inf.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> crf_log_likelihood(const at::Tensor& emissions, const at::Tensor& tags,
                                                                   const at::Tensor& lengths, const at::Tensor& start,
-                                                                  const at::Tensor& end,
-                                                                  const at::Tensor& transitions);
+                                                                  const at::Tensor& end, const at::Tensor& transitions);
 
 // grad_llh: [B]. Gradients of sum_b grad_llh[b] * llh[b] for (emissions, start, end, transitions): the path's
 // indicators minus the marginals, written in one pass; zero for sequences with llh = -inf.

@@ -14,8 +14,8 @@
 namespace pyseq {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs,
-                                                         const at::Tensor& input_lengths, int64_t blank) {
+std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs, const at::Tensor& input_lengths,
+                                                         int64_t blank) {
   check_log_probs(log_probs, blank);
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
   const std::vector<int64_t> lengths = read_lengths(input_lengths, "input_lengths", N, T, std::to_string(T));

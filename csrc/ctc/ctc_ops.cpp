@@ -96,9 +96,9 @@ struct LossDerivative {
   static constexpr auto forward = &ctc_loss;
   static constexpr std::array<size_t, 1> kDifferentiable{0};
 
-  static void save(AutogradContext* ctx, const std::tuple<at::Tensor, at::Tensor>& results,
-                   const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-                   const at::Tensor& target_lengths, int64_t blank) {
+  static void save(AutogradContext* ctx, const std::tuple<at::Tensor, at::Tensor>& results, const at::Tensor& log_probs,
+                   const at::Tensor& targets, const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                   int64_t blank) {
     const auto& [nll, log_alpha] = results;
     ctx->save_for_backward({log_probs, targets, input_lengths, target_lengths, nll, log_alpha});
     ctx->saved_data["blank"] = blank;
@@ -107,8 +107,8 @@ struct LossDerivative {
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const variable_list s = ctx->get_saved_variables();
-    return {ctc_loss_backward(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5],
-                              ctx->saved_data["blank"].toInt())};
+    return {
+        ctc_loss_backward(grads[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["blank"].toInt())};
   }
 
   static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
@@ -120,8 +120,8 @@ struct LossDerivative {
   }
 
   static std::tuple<at::Tensor, at::Tensor> composite(const at::Tensor& log_probs, const at::Tensor& targets,
-                                                      const at::Tensor& input_lengths,
-                                                      const at::Tensor& target_lengths, int64_t blank) {
+                                                      const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                                      int64_t blank) {
     return {loss_composite(log_probs, targets, input_lengths, target_lengths, blank),
             at::empty({0}, log_probs.options())};
   }

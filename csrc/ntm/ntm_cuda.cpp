@@ -2,6 +2,8 @@
 // that it builds against a CPU torch too; see CMakeLists.txt). The ops' schedule (checks, outputs, argument structs)
 // is ntm_schedule.h's, shared with the CPU kernels, which run the same row functions (ntm_rows.h) in loops; the CUDA
 // path adds only the kernels' thread indexing and block reductions. 16-bit inputs are computed in float32.
+#include "ntm_cuda.h"
+
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -10,7 +12,6 @@
 #include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
 #include "ntm.h"
-#include "ntm_cuda.h"
 #include "ntm_schedule.h"
 
 namespace pyseq {
@@ -53,29 +54,29 @@ struct CudaKernels {
 };
 
 at::Tensor ntm_address_cuda(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
-                        const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
-                        const at::Tensor& prev_weights) {
+                            const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
+                            const at::Tensor& prev_weights) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_address_on(CudaKernels(memory), memory, key, beta, gate, shift, gamma, prev_weights);
 }
 
 NtmAddressGradients ntm_address_backward_cuda(const at::Tensor& grad_weights, const at::Tensor& memory,
-                                          const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
-                                          const at::Tensor& shift, const at::Tensor& gamma,
-                                          const at::Tensor& prev_weights) {
+                                              const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
+                                              const at::Tensor& shift, const at::Tensor& gamma,
+                                              const at::Tensor& prev_weights) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_address_backward_on(CudaKernels(memory), grad_weights, memory, key, beta, gate, shift, gamma,
                                  prev_weights);
 }
 
 at::Tensor ntm_write_cuda(const at::Tensor& memory, const at::Tensor& weights, const at::Tensor& erase,
-                      const at::Tensor& add) {
+                          const at::Tensor& add) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_write_on(CudaKernels(memory), memory, weights, erase, add);
 }
 
 NtmWriteGradients ntm_write_backward_cuda(const at::Tensor& grad_memory, const at::Tensor& memory,
-                                      const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
+                                          const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
   const c10::DeviceGuard guard(memory.device());
   return ntm_write_backward_on(CudaKernels(memory), grad_memory, memory, weights, erase, add);
 }

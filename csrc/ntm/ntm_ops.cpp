@@ -33,8 +33,8 @@ at::Tensor ntm_write(const at::Tensor& memory, const at::Tensor& weights, const 
   PYSEQ_CALL_OP(ntm_write, memory, weights, erase, add);
 }
 
-NtmWriteGradients ntm_write_backward(const at::Tensor& grad_memory, const at::Tensor& memory,
-                                     const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
+NtmWriteGradients ntm_write_backward(const at::Tensor& grad_memory, const at::Tensor& memory, const at::Tensor& weights,
+                                     const at::Tensor& erase, const at::Tensor& add) {
   PYSEQ_CALL_OP(ntm_write_backward, grad_memory, memory, weights, erase, add);
 }
 
@@ -111,8 +111,8 @@ struct WriteDerivative {
   static constexpr auto forward = &ntm_write;
   static constexpr std::array<size_t, 4> kDifferentiable{0, 1, 2, 3};
 
-  static void save(AutogradContext* ctx, const at::Tensor& written, const at::Tensor& memory,
-                   const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add) {
+  static void save(AutogradContext* ctx, const at::Tensor& written, const at::Tensor& memory, const at::Tensor& weights,
+                   const at::Tensor& erase, const at::Tensor& add) {
     ctx->save_for_backward({memory, weights, erase, add});
   }
 
@@ -136,8 +136,7 @@ struct StepDerivative {
   static constexpr std::array<size_t, 3> kDifferentiable{0, 1, 2};
 
   static void save(AutogradContext* ctx, const NtmStepTensors& results, const at::Tensor& memory,
-                   const at::Tensor& params, const at::Tensor& prev_weights, int64_t read_heads,
-                   int64_t write_heads) {
+                   const at::Tensor& params, const at::Tensor& prev_weights, int64_t read_heads, int64_t write_heads) {
     ctx->save_for_backward({memory, params, prev_weights, std::get<0>(results)});
     ctx->saved_data["read_heads"] = read_heads;
     ctx->saved_data["write_heads"] = write_heads;

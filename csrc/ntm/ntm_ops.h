@@ -35,8 +35,8 @@ at::Tensor ntm_write(const at::Tensor& memory, const at::Tensor& weights, const 
                      const at::Tensor& add);
 
 // grad_memory [B, N, M]. Returns the gradients for (memory, weights, erase, add).
-NtmWriteGradients ntm_write_backward(const at::Tensor& grad_memory, const at::Tensor& memory,
-                                     const at::Tensor& weights, const at::Tensor& erase, const at::Tensor& add);
+NtmWriteGradients ntm_write_backward(const at::Tensor& grad_memory, const at::Tensor& memory, const at::Tensor& weights,
+                                     const at::Tensor& erase, const at::Tensor& add);
 
 // One step of an NTM's heads (pyseq.functional.ntm_step): memory [B, N, M], params [B, P] with
 // P = (R + W) (M + 3 + S) + W 2 M (per head, read heads first: key M, key strength, gate, sharpening, S shift logits;

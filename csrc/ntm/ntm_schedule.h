@@ -37,8 +37,12 @@ inline void check_ntm_address(const at::Tensor& memory, const at::Tensor& key, c
   check_shape(shift, "shift", {B, H, S});
   TORCH_CHECK_VALUE(S % 2 == 1, "shift must hold an odd number of shifts (2 r + 1, centred), got ", S);
   check_shape(prev_weights, "prev_weights", {B, H, N});
-  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{key, "key"}, {beta, "beta"}, {gate, "gate"},
-                                {shift, "shift"}, {gamma, "gamma"}, {prev_weights, "prev_weights"}}) {
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{key, "key"},
+                                {beta, "beta"},
+                                {gate, "gate"},
+                                {shift, "shift"},
+                                {gamma, "gamma"},
+                                {prev_weights, "prev_weights"}}) {
     check_like(t, name, memory, "memory");
   }
 }
@@ -78,9 +82,9 @@ struct NtmAddressInputs {
 };
 
 template <typename Kernels>
-at::Tensor ntm_address_on(const Kernels& kernels, const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
-                          const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
-                          const at::Tensor& prev_weights) {
+at::Tensor ntm_address_on(const Kernels& kernels, const at::Tensor& memory, const at::Tensor& key,
+                          const at::Tensor& beta, const at::Tensor& gate, const at::Tensor& shift,
+                          const at::Tensor& gamma, const at::Tensor& prev_weights) {
   check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, kernels.device());
   const NtmAddressInputs in{memory.contiguous(), key.contiguous(),   beta.contiguous(),        gate.contiguous(),
                             shift.contiguous(),  gamma.contiguous(), prev_weights.contiguous()};
@@ -94,9 +98,9 @@ at::Tensor ntm_address_on(const Kernels& kernels, const at::Tensor& memory, cons
 }
 
 template <typename Kernels>
-NtmAddressGradients ntm_address_backward_on(const Kernels& kernels, const at::Tensor& grad_weights, const at::Tensor& memory,
-                                            const at::Tensor& key, const at::Tensor& beta, const at::Tensor& gate,
-                                            const at::Tensor& shift, const at::Tensor& gamma,
+NtmAddressGradients ntm_address_backward_on(const Kernels& kernels, const at::Tensor& grad_weights,
+                                            const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,
+                                            const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& gamma,
                                             const at::Tensor& prev_weights) {
   check_ntm_address(memory, key, beta, gate, shift, gamma, prev_weights, kernels.device());
   check_shape(grad_weights, "grad_weights", prev_weights.sizes().vec());
@@ -105,9 +109,9 @@ NtmAddressGradients ntm_address_backward_on(const Kernels& kernels, const at::Te
                             shift.contiguous(),  gamma.contiguous(), prev_weights.contiguous()};
   const at::Tensor grad = grad_weights.contiguous();
   const auto opts = memory.options();
-  std::vector<at::Tensor> d = {at::empty(memory.sizes(), opts), at::empty(key.sizes(), opts),
-                               at::empty(beta.sizes(), opts),   at::empty(gate.sizes(), opts),
-                               at::empty(shift.sizes(), opts),  at::empty(gamma.sizes(), opts),
+  std::vector<at::Tensor> d = {at::empty(memory.sizes(), opts),      at::empty(key.sizes(), opts),
+                               at::empty(beta.sizes(), opts),        at::empty(gate.sizes(), opts),
+                               at::empty(shift.sizes(), opts),       at::empty(gamma.sizes(), opts),
                                at::empty(prev_weights.sizes(), opts)};
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "ntm_address_backward", [&] {
     using T = scalar_t;

@@ -87,14 +87,13 @@ NtmStepTensors ntm_step_backward_composite(const at::Tensor& grad_weights, const
   // The writes, last first, from the memories they were given (recomputed).
   std::vector<at::Tensor> given{memory};
   for (int64_t w = 0; w + 1 < h.W; ++w) {
-    given.push_back(
-        ntm_write(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
+    given.push_back(ntm_write(given.back(), weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w)));
   }
   at::Tensor d_weights = grad_weights.clone(at::MemoryFormat::Contiguous), d_memory = grad_memory;
   std::vector<at::Tensor> d_erase(h.W), d_add(h.W);
   for (int64_t w = h.W - 1; w >= 0; --w) {
-    auto [dm, dw, de, da] = ntm_write_backward(d_memory, given[w], weights.select(1, h.R + w),
-                                                   h.erase.select(1, w), h.add.select(1, w));
+    auto [dm, dw, de, da] =
+        ntm_write_backward(d_memory, given[w], weights.select(1, h.R + w), h.erase.select(1, w), h.add.select(1, w));
     d_memory = dm;
     d_weights.select(1, h.R + w).add_(dw);
     d_erase[w] = de;

@@ -378,10 +378,10 @@ RnnLayerResults rnn_layer_cpu(int64_t mode, const at::Tensor& x, const at::Tenso
     return forward_results_to({in_layout_of(out[0], x), out[1], out[2], out[3]}, x.scalar_type());
   }
   if (is_16_bit_float(x)) {
-    return forward_results_to(rnn_layer_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0),
-                                            as_float(w_ih), as_float(w_hh), as_float(b_ih), as_float(b_hh),
-                                            as_float(w_hr), reverse, save_workspace),
-                              x.scalar_type());
+    return forward_results_to(
+        rnn_layer_cpu(mode, as_float(x), batch_sizes, as_float(h0), as_float(c0), as_float(w_ih), as_float(w_hh),
+                      as_float(b_ih), as_float(b_hh), as_float(w_hr), reverse, save_workspace),
+        x.scalar_type());
   }
   const at::Tensor xc = rows.contiguous();
   const std::vector<at::Tensor> out =
@@ -406,20 +406,19 @@ RnnLayerGradients rnn_layer_backward_cpu(int64_t mode, const at::Tensor& x, cons
         backward_bf16(d, steps, rows, w_ih, w_hh, workspace, gy, grad_hn, grad_cn, reverse, need_dx, need_dh0), x);
   }
   if (is_16_bit_float(x)) {
-    RnnLayerGradients g = rnn_layer_backward_cpu(mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh),
-                                                 as_float(w_hr), as_float(workspace), as_float(grad_y),
-                                                 as_float(grad_hn), as_float(grad_cn), reverse, has_bias, need_dx,
-                                                 need_dh0);
+    RnnLayerGradients g = rnn_layer_backward_cpu(
+        mode, as_float(x), batch_sizes, as_float(w_ih), as_float(w_hh), as_float(w_hr), as_float(workspace),
+        as_float(grad_y), as_float(grad_hn), as_float(grad_cn), reverse, has_bias, need_dx, need_dh0);
     std::apply([&](auto&... t) { ((t = t.to(x.scalar_type())), ...); }, g);
     return g;
   }
   const at::Tensor xc = rows.contiguous();
   return layer_gradients(x.scalar_type() == at::kFloat
-                          ? backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
-                                                 reverse, need_dx, need_dh0)
-                          : backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
-                                                  reverse, need_dx, need_dh0),
-                      x);
+                             ? backward_impl<float>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
+                                                    reverse, need_dx, need_dh0)
+                             : backward_impl<double>(d, steps, xc, w_ih, w_hh, w_hr, workspace, gy, grad_hn, grad_cn,
+                                                     reverse, need_dx, need_dh0),
+                         x);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 // of rnn_cuda.cu (the backward always runs the step schedule: the workspace is the same). Device-generic ATen only,
 // so that it builds against a CPU torch too (see CMakeLists.txt). (In the emulation build the same glue runs on CPU
 // tensors, the kernels through the CUDA emulator, the GEMMs through ATen's CPU kernels: cuda_glue.h.)
+#include "rnn_cuda.h"
+
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -15,7 +17,6 @@
 #include "../common/cuda_glue.h"
 #include "rnn.h"
 #include "rnn_ops.h"
-#include "rnn_cuda.h"
 #include "rnn_schedule.h"
 
 namespace pyseq {
@@ -74,8 +75,8 @@ RnnLayerGradients rnn_layer_backward_cuda(int64_t mode, const at::Tensor& x, con
   return layer_gradients(for_dtype(x.scalar_type(),
                                    [&](auto scalar) {
                                      using T = decltype(scalar);
-                                     return backward_with<T>(kernels, d, steps, xc, w_ih, w_hh, w_hr, ws, gy,
-                                                             grad_hn, grad_cn, reverse, need_dx, need_dh0);
+                                     return backward_with<T>(kernels, d, steps, xc, w_ih, w_hh, w_hr, ws, gy, grad_hn,
+                                                             grad_cn, reverse, need_dx, need_dh0);
                                    }),
                          x);
 }
@@ -85,10 +86,10 @@ RnnLayerGradients rnn_layer_backward_cuda(int64_t mode, const at::Tensor& x, con
 // whose W_hh share fits each block's shared memory. nullopt otherwise.
 template <typename T>
 std::optional<RnnLayerResults> persistent_forward_typed(const CudaKernels& kernels, const Dims& d, const Steps& steps,
-                                                const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                                                const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                                const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse,
-                                                bool save) {
+                                                        const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                                        const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                        const at::Tensor& b_ih, const at::Tensor& b_hh, bool reverse,
+                                                        bool save) {
   const auto opts = x.options();
   const int64_t T_steps = static_cast<int64_t>(steps.sizes.size()), GH = d.G * d.H;
   ForwardState st = forward_setup(d, x, h0, c0, w_ih, b_ih, b_hh, save, at::empty({d.N, GH}, opts));
@@ -117,9 +118,10 @@ std::optional<RnnLayerResults> persistent_forward_typed(const CudaKernels& kerne
 }
 
 std::optional<RnnLayerResults> persistent_forward(const CudaKernels& kernels, int64_t mode, const at::Tensor& x,
-                                          const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                          const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse, bool save) {
+                                                  const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                                  const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                  const at::Tensor& b_ih, const at::Tensor& b_hh,
+                                                  const at::Tensor& w_hr, bool reverse, bool save) {
   const at::Tensor rows = input_rows(x);
   const Dims d = check_forward_args(mode, rows, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, /*reduced_precision=*/true);
   const Steps steps = read_steps(batch_sizes, d.N, d.B);
@@ -132,7 +134,8 @@ std::optional<RnnLayerResults> persistent_forward(const CudaKernels& kernels, in
       out = persistent_forward_typed<float>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
       break;
     case at::kBFloat16:
-      out = persistent_forward_typed<at::BFloat16>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
+      out =
+          persistent_forward_typed<at::BFloat16>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);
       break;
     case at::kHalf:
       out = persistent_forward_typed<at::Half>(kernels, d, steps, xc, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save);

@@ -41,10 +41,9 @@ bool is_present(const at::Tensor& t) { return t.sym_numel().sym_gt(0).guard_bool
 
 // The layer as differentiable ATen ops, step by step, for backward with create_graph
 // (csrc/common/double_backward.h). Arguments as the op's; returns (y, h_n, c_n), c_n undefined but for the LSTM.
-variable_list layer_composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,
-                                               const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                                               const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                                               const at::Tensor& w_hr, bool reverse) {
+variable_list layer_composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                              const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse) {
   const CellMode cell = static_cast<CellMode>(mode);
   const bool has_bias = is_present(b_ih), has_proj = is_present(w_hr);
   const at::Tensor rows = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x;  // [N, I], packed
@@ -128,8 +127,14 @@ struct LayerDerivative {
         rnn_layer_backward(mode, x, s[1], s[2], w_hh, w_hr, s[5], grad_y, grad_hn, grad_cn,
                            ctx->saved_data["reverse"].toBool(), has_bias, need_dx, need_dh0);
     const at::Tensor none;
-    return {need_dx ? dx : none,           need_dh0 ? dh0 : none, lstm ? dc0 : none, dw_ih, dw_hh,
-            has_bias ? db_ih : none,       has_bias ? db_hh : none, is_present(w_hr) ? dw_hr : none};
+    return {need_dx ? dx : none,
+            need_dh0 ? dh0 : none,
+            lstm ? dc0 : none,
+            dw_ih,
+            dw_hh,
+            has_bias ? db_ih : none,
+            has_bias ? db_hh : none,
+            is_present(w_hr) ? dw_hr : none};
   }
 
   static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
@@ -138,11 +143,10 @@ struct LayerDerivative {
     const int64_t mode = ctx->saved_data["mode"].toInt();
     const bool reverse = ctx->saved_data["reverse"].toBool();
     // Tensor inputs in the forward's order: x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr.
-    return differentiable_vjp({grads[0], grads[1], grads[2]}, {s[0], s[6], s[7], s[2], s[3], s[8], s[9], s[4]},
-                              [&](const auto& in) {
-                                return layer_composite(mode, in[0], s[1], in[1], in[2], in[3], in[4], in[5], in[6],
-                                                       in[7], reverse);
-                              });
+    return differentiable_vjp(
+        {grads[0], grads[1], grads[2]}, {s[0], s[6], s[7], s[2], s[3], s[8], s[9], s[4]}, [&](const auto& in) {
+          return layer_composite(mode, in[0], s[1], in[1], in[2], in[3], in[4], in[5], in[6], in[7], reverse);
+        });
   }
 
   static RnnLayerResults composite(int64_t mode, const at::Tensor& x, const at::Tensor& batch_sizes,

@@ -4,8 +4,8 @@
 // backward whole-sequence GEMMs for the input and weight gradients.
 //
 // The cell update is the backend's: a `Kernels` object (CpuKernels, CudaKernels) with run(rows, n) for each *Rows
-// struct of rnn_steps.h (the CPU runs row kernels on its threads, CUDA launches one kernel per step). Nothing here reads device memory from the
-// host, so a CUDA time loop only queues work on the stream.
+// struct of rnn_steps.h (the CPU runs row kernels on its threads, CUDA launches one kernel per step). Nothing here
+// reads device memory from the host, so a CUDA time loop only queues work on the stream.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -240,8 +240,8 @@ inline ForwardState forward_setup(const Dims& d, const at::Tensor& x, const at::
 // The time loop of the forward. copy_weights: transpose W_hh (and W_hr) into row-major copies first, which the CPU's
 // GEMM library multiplies faster over many steps; cuBLAS takes the transposed operand as it is.
 template <typename T, typename Kernels>
-void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at::Tensor& w_hh,
-                   const at::Tensor& w_hr, bool reverse, bool copy_weights, const Kernels& kernels) {
+void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at::Tensor& w_hh, const at::Tensor& w_hr,
+                   bool reverse, bool copy_weights, const Kernels& kernels) {
   using S = storage_t<T>;
   const int64_t H = d.H, Hr = d.Hr, GH = d.G * d.H;
   const auto opts = st.y.options();
@@ -272,18 +272,18 @@ void forward_steps(const Dims& d, const Steps& steps, ForwardState& st, const at
     switch (d.mode) {
       case CellMode::Lstm:
         kernels.run(LstmForwardRows<S>{H, Hr, gi_p + row * GH, gh_p, data_of<T>(st.c), h_p, y_p + row * Hr,
-                                     d.proj ? data_of<T>(h_raw) : nullptr, saved, saved_ld},
-                  n);
+                                       d.proj ? data_of<T>(h_raw) : nullptr, saved, saved_ld},
+                    n);
         break;
       case CellMode::Gru:
-        kernels.run(GruForwardRows<S>{H, gi_p + row * GH, gh_p, data_of<T>(st.gru_b_hh), h_p, y_p + row * H, saved,
-                                    saved_ld},
-                  n);
+        kernels.run(
+            GruForwardRows<S>{H, gi_p + row * GH, gh_p, data_of<T>(st.gru_b_hh), h_p, y_p + row * H, saved, saved_ld},
+            n);
         break;
       default:
         kernels.run(RnnForwardRows<S>{H, d.mode == CellMode::RnnRelu, gi_p + row * GH, gh_p, h_p, y_p + row * H, saved,
-                                    saved_ld},
-                  n);
+                                      saved_ld},
+                    n);
     }
     if (d.proj) {
       at::mm_out(h_active, h_raw.narrow(0, 0, n), w_hr_t);
@@ -363,18 +363,17 @@ void backward_steps(const Dims& d, const Steps& steps, const at::Tensor& w_hh, c
           h_raw = data_of<T>(b.h_raw_all) + row * H;
         }
         kernels.run(LstmBackwardRows<S>{H, saved, saved_ld, dh_in, dy, data_of<T>(b.dc), dg_p + row * dg_cols, h_raw},
-                  n);
+                    n);
         break;
       }
       case CellMode::Gru:
-        kernels.run(GruBackwardRows<S>{H, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * dg_cols,
-                                     data_of<T>(dh_skip)},
-                  n);
+        kernels.run(
+            GruBackwardRows<S>{H, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * dg_cols, data_of<T>(dh_skip)}, n);
         break;
       default:
-        kernels.run(RnnBackwardRows<S>{H, d.mode == CellMode::RnnRelu, saved, saved_ld, dh_p, gy_p + row * H,
-                                     dg_p + row * H},
-                  n);
+        kernels.run(
+            RnnBackwardRows<S>{H, d.mode == CellMode::RnnRelu, saved, saved_ld, dh_p, gy_p + row * H, dg_p + row * H},
+            n);
     }
     if (s == 0 && !need_dh0) break;
     const at::Tensor dg_rows = b.dgates.as_strided({n, GH}, {dg_cols, 1}, row * dg_cols);
@@ -437,9 +436,9 @@ inline std::vector<at::Tensor> parameter_gradients(const Dims& d, const at::Tens
 
 template <typename T, typename Kernels>
 RnnLayerResults forward_with(const Kernels& kernels, const Dims& d, const Steps& steps, const at::Tensor& x,
-                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                             const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
-                             const at::Tensor& w_hr, bool reverse, bool save) {
+                             const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                             const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& w_hr, bool reverse,
+                             bool save) {
   ForwardState st =
       forward_setup(d, x, h0, c0, w_ih, b_ih, b_hh, save, at::empty({d.N, d.G * d.H}, x.options()));
   forward_steps<T>(d, steps, st, w_hh, w_hr, reverse, /*copy_weights=*/false, kernels);

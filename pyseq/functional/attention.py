@@ -16,6 +16,8 @@ from torch import Tensor
 
 from .._ops import attention as _attention_ops
 
+__all__ = ["additive_attention", "dot_attention", "project_keys", "ProjectedKeys"]
+
 
 def _attention_inputs(query: Tensor, key: Tensor, value: Tensor, mask, names: tuple[str, str]):
     for name, t in ((names[0], query), (names[1], key), ("value", value)):

@@ -18,6 +18,9 @@ from torch import Tensor
 from .._ops import crf as _crf_ops
 from ._lengths import lengths_tensor
 
+__all__ = ["crf_log_partition", "crf_score", "crf_log_likelihood", "crf_marginals", "crf_viterbi", "crf_hinge_loss",
+           "hmm_viterbi"]
+
 
 def _crf_inputs(emissions: Tensor, transitions: Tensor, start: Tensor, end: Tensor, lengths):
     if not isinstance(emissions, Tensor) or emissions.dim() != 3:

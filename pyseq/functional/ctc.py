@@ -8,6 +8,8 @@ from torch import Tensor
 from .._ops import ctc as _ctc_ops
 from ._lengths import lengths_tensor
 
+__all__ = ["ctc_loss"]
+
 
 def ctc_loss(
     log_probs: Tensor,

@@ -11,6 +11,8 @@ from torch import Tensor
 from .._ops import ntm as _ntm_ops
 from .._ops.checks import check_same_device
 
+__all__ = ["ntm_address", "ntm_read", "ntm_step", "ntm_write"]
+
 
 def ntm_address(memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift: Tensor, gamma: Tensor,
                 prev_weights: Tensor) -> Tensor:

@@ -17,6 +17,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .._ops import rnn as _rnn_ops
 
+__all__ = ["lstm", "gru", "rnn"]
+
 
 _NAMES = {_rnn_ops.RNN_TANH: "RNN", _rnn_ops.RNN_RELU: "RNN", _rnn_ops.LSTM: "LSTM", _rnn_ops.GRU: "GRU"}
 
