@@ -25,6 +25,7 @@ from harness import cpu_model, gemm_rate  # noqa: E402
 import attention_cases  # noqa: E402
 import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
+import memnet_cases  # noqa: E402
 import ntm_cases  # noqa: E402
 import rnn_cases  # noqa: E402
 
@@ -169,6 +170,7 @@ def main() -> int:
 
     ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
     ntm_rows += [ntm_cases.measure_layer(case, budget) for case in ntm_cases.all_cases()]
+    memnet_rows = measure_all(memnet_cases.measure, memnet_cases.all_cases(), CTC_COLUMNS, budget)
 
     print()
     step_rows = []
@@ -194,6 +196,7 @@ def main() -> int:
         "crf": (CRF_COLUMNS, crf_rows),
         "attention": (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
         "ntm": (CTC_COLUMNS, ntm_rows),
+        "memnet": (CTC_COLUMNS, memnet_rows),
         "recurrent_step": (STEP_COLUMNS, step_rows),
     }
     for columns, table in tables.values():

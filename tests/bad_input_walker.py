@@ -39,6 +39,7 @@ _LOC = pyseq.nn.LocationAwareAttention(3, 4, 5)
 _DOT = pyseq.nn.DotAttention(3, 4, score="general")
 _LSTM, _GRU, _RNN = pyseq.nn.LSTM(3, 4), pyseq.nn.GRU(3, 4), pyseq.nn.RNN(3, 4, nonlinearity="relu")
 _NTM = pyseq.nn.NTM(3, 2, 6, memory_size=(5, 3))
+_MEMNET = pyseq.nn.MemoryNetwork(7, 4, max_sentences=3, hops=2)
 _W = {mode: _rnn_weights(mode, 3, 4) for mode in ("LSTM", "GRU", "RNN")}
 
 # name -> (call(args) -> result, valid args). Tensors in args are walked; other values are passed as they are.
@@ -125,6 +126,17 @@ ENTRIES = {
                             {"memory": torch.randn(2, 5, 3), "params": torch.randn(2, 24),
                              "prev_weights": torch.softmax(torch.randn(2, 2, 5), -1)}),
     "nn.NTM": (lambda a: _NTM(a["input"]), {"input": torch.randn(4, 2, 3)}),
+    "functional.position_encoded_bag": (
+        lambda a: F.position_encoded_bag(a["indices"], a["weights"], a["lengths"], table=a["table"]),
+        {"indices": torch.tensor([[0, 2, 1], [3, 0, 0]]), "weights": torch.randn(3, 4),
+         "lengths": torch.tensor([3, 1]), "table": torch.randn(5, 4)}),
+    "functional.memory_hops": (
+        lambda a: F.memory_hops(a["u"], a["memory_in"], a["memory_out"], a["mask"], 2, a["H"]),
+        {"u": torch.randn(2, 4), "memory_in": torch.randn(2, 3, 4), "memory_out": torch.randn(2, 3, 4),
+         "mask": torch.ones(2, 3, dtype=torch.bool), "H": torch.randn(4, 4)}),
+    "nn.MemoryNetwork": (lambda a: _MEMNET(a["story"], a["question"]),
+                         {"story": torch.tensor([[[1, 2, 0], [3, 4, 5], [0, 0, 0]], [[6, 1, 0], [2, 0, 0], [1, 1, 1]]]),
+                          "question": torch.tensor([[1, 3], [2, 0]])}),
 }
 
 

@@ -62,6 +62,11 @@ def run_every_family():
     weights.sum().backward()
     F.ntm_write(memory, randn(2, 40).softmax(-1), randn(2, 6).sigmoid(), randn(2, 6)).sum().backward()
 
+    indices, word_lengths = torch.randint(0, 9, (40, 5), generator=g), torch.randint(0, 6, (40,), generator=g)
+    bags = F.position_encoded_bag(indices, randn(5, 6), word_lengths, table=randn(9, 6)).view(2, 20, 6)
+    mask = torch.rand(2, 20, generator=g) < 0.8
+    F.memory_hops(randn(2, 6), bags, bags * 2, mask, 3, randn(6, 6))[0].sum().backward()
+
     lstm = pyseq.nn.LSTM(4, 40)
     x = torch.randn(5, 2, 4, generator=g, requires_grad=True)
     lstm(x)[0].sum().backward()
@@ -91,7 +96,8 @@ def test_every_op_with_a_cuda_kernel_is_emulated():
             "crf_path_score", "crf_path_score_backward", "crf_viterbi", "additive_attention",
             "additive_attention_backward", "dot_attention", "dot_attention_backward", "ntm_address",
             "ntm_address_backward", "ntm_write", "ntm_write_backward", "ntm_step", "ntm_step_backward", "rnn_layer",
-            "rnn_layer_backward"} == ops
+            "rnn_layer_backward", "position_encoded_bag", "position_encoded_bag_backward", "memory_hops",
+            "memory_hops_backward"} == ops
     for name in ops:
         emulated, op = (str(getattr(ns, name).default._schema) for ns in (torch.ops.pyseq_emulated, torch.ops.pyseq))
         assert emulated.replace("pyseq_emulated::", "pyseq::") == op

@@ -226,7 +226,30 @@ def _ntm_cases(dtype):
     return {"ntm_address_read_write": address, "ntm_step": step, "ntm_module": module}
 
 
-FAMILIES = (_rnn_cases, _ctc_cases, _crf_cases, _attention_cases, _ntm_cases)
+def _memnet_cases(dtype):
+    def bags_and_hops(per_hop=True):
+        g = torch.Generator().manual_seed(12)
+        indices, lengths = torch.randint(0, 9, (2, 5, 4), generator=g), torch.randint(0, 5, (2, 5), generator=g)
+        table, weights, u, H = _inputs(13, (9, 6), (4, 6), (2, 6), (6, 6), dtype=dtype)
+
+        def call(table, weights, u, H):
+            memories = F.position_encoded_bag(indices, weights, lengths, table=table)
+            stacked = torch.stack([memories, memories * 0.5, memories.flip(1)])
+            memory_in, memory_out = (stacked[:-1], stacked[1:]) if per_hop else (memories, stacked[1])
+            return F.memory_hops(u, memory_in, memory_out, lengths > 0, 2, None if per_hop else H)
+        return call, [table, weights, u, H]
+
+    def module():
+        torch.manual_seed(5)
+        net = pyseq.nn.MemoryNetwork(9, 6, max_sentences=5, hops=3).to(dtype)
+        story = torch.randint(0, 9, (2, 5, 4), generator=torch.Generator().manual_seed(14))
+        question = torch.randint(1, 9, (2, 3), generator=torch.Generator().manual_seed(15))
+        return (lambda *params: net(story, question)), list(net.parameters())
+    return {"memnet_adjacent": bags_and_hops, "memnet_layerwise": lambda: bags_and_hops(False),
+            "memnet_module": module}
+
+
+FAMILIES = (_rnn_cases, _ctc_cases, _crf_cases, _attention_cases, _ntm_cases, _memnet_cases)
 
 
 def results() -> dict[str, list[torch.Tensor]]:

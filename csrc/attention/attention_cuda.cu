@@ -15,14 +15,7 @@ constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 
 
-unsigned blocks_for(int64_t threads) {
-  const int64_t blocks = (threads + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);  // grid-stride loops cover the rest
-}
-
-#define PYSEQ_GRID_STRIDE(i, n)                                                                        \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n);               \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+unsigned blocks_for(int64_t threads) { return grid_stride_blocks(threads, kThreads); }
 
 template <typename T>
 __global__ void additive_scores_kernel(const AdditiveArgs<T> a) {

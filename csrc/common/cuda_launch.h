@@ -23,6 +23,18 @@ inline int pow2_block_threads(int64_t n) {
   return threads;
 }
 
+// Blocks of `block` threads for a grid-stride loop over n items: enough for one item a thread, at most 65535 (the
+// loop covers the rest).
+inline unsigned grid_stride_blocks(int64_t n, int block) {
+  const int64_t blocks = (n + block - 1) / block;
+  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+}
+
+// for (i over [0, n)) across every thread of the grid, as many rounds as it takes.
+#define PYSEQ_GRID_STRIDE(i, n)                                                          \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
 // The dynamic shared memory of a kernel: `unsigned char name[]`, 16-byte aligned.

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "../common/cuda_launch.h"
+#include "../common/cuda_reduce.h"
 
 #include "ntm_cuda.h"
 
@@ -16,29 +17,6 @@ constexpr int kMaxThreads = kMaxBlockThreads;
 
 // Threads of a block over N rows: a power of two (the reductions' tree), at least a warp.
 int block_threads(int64_t N) { return pow2_block_threads(N); }
-
-template <typename T>
-struct Max {
-  __device__ T operator()(T a, T b) const { return a < b ? b : a; }  // as std::max: a NaN b is skipped
-};
-template <typename T>
-struct Sum {
-  __device__ T operator()(T a, T b) const { return a + b; }
-};
-
-// Every thread's x combined over the block in a fixed tree; every thread gets the result. buffer: [blockDim.x].
-template <typename T, typename Op>
-__device__ T block_reduce(T x, Op op, T* buffer) {
-  buffer[threadIdx.x] = x;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) buffer[threadIdx.x] = op(buffer[threadIdx.x], buffer[threadIdx.x + half]);
-    __syncthreads();
-  }
-  const T result = buffer[0];
-  __syncthreads();
-  return result;
-}
 
 // The forward phases of head h of batch entry b into v (as ntm_cpu.cpp's address_head).
 template <typename T>

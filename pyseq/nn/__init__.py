@@ -3,8 +3,9 @@
 from .attention import AdditiveAttention, DotAttention, LocationAwareAttention
 from .crf import CRF
 from .ctc import CTCLoss
+from .memnet import MemoryNetwork
 from .ntm import NTM, NTMState
 from .rnn import GRU, LSTM, RNN, init_irnn_
 
 __all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF", "AdditiveAttention", "DotAttention",
-           "LocationAwareAttention", "NTM", "NTMState"]
+           "LocationAwareAttention", "NTM", "NTMState", "MemoryNetwork"]
