@@ -299,6 +299,12 @@ def test_torch_func_grad_through_every_family():
     assert_func_grad_matches_autograd(
         lambda lp: F.ctc_loss(lp, torch.tensor([[1, 2], [3, 0]]), [6, 4], [2, 1], reduction="none"), log_probs)
     assert_func_grad_matches_autograd(F.ntm_address, *ntm_inputs())
+    indices, lengths = torch.tensor([[0, 2, 1], [3, 3, 0]]), torch.tensor([3, 2])
+    assert_func_grad_matches_autograd(lambda t, w: F.position_encoded_bag(indices, w, lengths, table=t), f64(4, 3),
+                                      f64(3, 3))
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    assert_func_grad_matches_autograd(lambda u, m, c, h: F.memory_hops(u, m, c, mask, 2, h)[0], f64(2, 3), f64(2, 3, 3),
+                                      f64(2, 3, 3), f64(3, 3))
 
 
 def test_torch_func_keeps_the_ops_meaning_of_impossible():
