@@ -50,18 +50,20 @@ struct CpuKernels {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t k = 0; k < a.K; ++k) {
           T* p = a.weights + (k * a.B + b) * a.S;
-          T top = -std::numeric_limits<T>::infinity();
-          for (int64_t i = 0; i < a.S; ++i) {
-            p[i] = hop_score(a, k, b, i);
-            top = std::max(top, p[i]);
+          for (int64_t i = 0; i < a.S; ++i) p[i] = hop_score(a, k, b, i);
+          if (a.softmax) {
+            T top = -std::numeric_limits<T>::infinity();
+            for (int64_t i = 0; i < a.S; ++i) top = std::max(top, p[i]);
+            T z = 0;
+            for (int64_t i = 0; i < a.S; ++i) {
+              p[i] = hop_unnormalized(p[i], top);
+              z += p[i];
+            }
+            // z == 0: the mask dropped every sentence (a NaN z stays NaN)
+            for (int64_t i = 0; i < a.S; ++i) p[i] = z == 0 ? T(0) : p[i] / z;
+          } else {
+            for (int64_t i = 0; i < a.S; ++i) p[i] = hop_linear(p[i]);
           }
-          T z = 0;
-          for (int64_t i = 0; i < a.S; ++i) {
-            p[i] = hop_unnormalized(p[i], top);
-            z += p[i];
-          }
-          // z == 0: the mask dropped every sentence (a NaN z stays NaN)
-          for (int64_t i = 0; i < a.S; ++i) p[i] = z == 0 ? T(0) : p[i] / z;
           hop_update_columns(a, k, b, 0, a.D);
         }
       }
@@ -83,7 +85,7 @@ struct CpuKernels {
             inner += p[i] * ds[i];
           }
           for (int64_t i = 0; i < a.S; ++i) {
-            ds[i] = p[i] * (ds[i] - inner);
+            ds[i] = hop_score_gradient(a, b, i, p[i], ds[i], inner);
             for (int64_t c = 0; c < a.D; ++c) hop_memory_gradients(a, k, b, i, c, ds[i]);
           }
           hop_state_gradient_columns(a, k, b, ds.data(), hop_state_gradient_out(a, k, b), 0, a.D);
@@ -108,16 +110,16 @@ at::Tensor position_encoded_bag_cpu(const at::Tensor& table, const at::Tensor& i
 std::tuple<at::Tensor, at::Tensor> memory_hops_cpu(const at::Tensor& u, const at::Tensor& memory_in,
                                                    const at::Tensor& memory_out,
                                                    const std::optional<at::Tensor>& mask, int64_t hops,
-                                                   const std::optional<at::Tensor>& H) {
-  return memory_hops_on(CpuKernels{}, u, memory_in, memory_out, mask, hops, H);
+                                                   const std::optional<at::Tensor>& H, bool softmax) {
+  return memory_hops_on(CpuKernels{}, u, memory_in, memory_out, mask, hops, H, softmax);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward_cpu(
     const at::Tensor& grad_states, const std::optional<at::Tensor>& grad_weights, const at::Tensor& memory_in,
     const at::Tensor& memory_out, const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& H,
-    const at::Tensor& states, const at::Tensor& weights) {
+    const at::Tensor& states, const at::Tensor& weights, bool softmax) {
   return memory_hops_backward_on(CpuKernels{}, grad_states, grad_weights, memory_in, memory_out, mask, H, states,
-                                 weights);
+                                 weights, softmax);
 }
 
 }  // namespace

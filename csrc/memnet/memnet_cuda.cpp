@@ -73,18 +73,18 @@ std::tuple<at::Tensor, at::Tensor> position_encoded_bag_backward_cuda(const at::
 std::tuple<at::Tensor, at::Tensor> memory_hops_cuda(const at::Tensor& u, const at::Tensor& memory_in,
                                                     const at::Tensor& memory_out,
                                                     const std::optional<at::Tensor>& mask, int64_t hops,
-                                                    const std::optional<at::Tensor>& H) {
+                                                    const std::optional<at::Tensor>& H, bool softmax) {
   const c10::DeviceGuard guard(u.device());
-  return memory_hops_on(CudaKernels(u, "u"), u, memory_in, memory_out, mask, hops, H);
+  return memory_hops_on(CudaKernels(u, "u"), u, memory_in, memory_out, mask, hops, H, softmax);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward_cuda(
     const at::Tensor& grad_states, const std::optional<at::Tensor>& grad_weights, const at::Tensor& memory_in,
     const at::Tensor& memory_out, const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& H,
-    const at::Tensor& states, const at::Tensor& weights) {
+    const at::Tensor& states, const at::Tensor& weights, bool softmax) {
   const c10::DeviceGuard guard(states.device());
   return memory_hops_backward_on(CudaKernels(states, "states"), grad_states, grad_weights, memory_in, memory_out,
-                                 mask, H, states, weights);
+                                 mask, H, states, weights, softmax);
 }
 
 }  // namespace

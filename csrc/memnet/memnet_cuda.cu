@@ -41,20 +41,24 @@ __global__ void hops_kernel(const HopArgs<T> a) {
   const int64_t b = blockIdx.x;
   for (int64_t k = 0; k < a.K; ++k) {
     T* p = a.weights + (k * a.B + b) * a.S;
-    T top = -std::numeric_limits<T>::infinity();
-    for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) {
-      p[i] = hop_score(a, k, b, i);
-      top = Max<T>()(top, p[i]);
+    if (a.softmax) {
+      T top = -std::numeric_limits<T>::infinity();
+      for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) {
+        p[i] = hop_score(a, k, b, i);
+        top = Max<T>()(top, p[i]);
+      }
+      top = block_reduce(top, Max<T>(), buffer);
+      T z = 0;
+      for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) {
+        p[i] = hop_unnormalized(p[i], top);
+        z += p[i];
+      }
+      z = block_reduce(z, Sum<T>(), buffer);
+      // z == 0: the mask dropped every sentence (a NaN z stays NaN)
+      for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) p[i] = z == 0 ? T(0) : p[i] / z;
+    } else {
+      for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) p[i] = hop_linear(hop_score(a, k, b, i));
     }
-    top = block_reduce(top, Max<T>(), buffer);
-    T z = 0;
-    for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) {
-      p[i] = hop_unnormalized(p[i], top);
-      z += p[i];
-    }
-    z = block_reduce(z, Sum<T>(), buffer);
-    // z == 0: the mask dropped every sentence (a NaN z stays NaN)
-    for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) p[i] = z == 0 ? T(0) : p[i] / z;
     __syncthreads();  // every weight before the read
     for (int64_t c = threadIdx.x; c < a.D; c += blockDim.x) hop_update_columns(a, k, b, c, c + 1);
     __syncthreads();  // u_{k+1} whole before the next hop's scores
@@ -79,7 +83,7 @@ __global__ void hops_backward_kernel(const HopArgs<T> a) {
       inner += p[i] * ds[i];
     }
     inner = block_reduce(inner, Sum<T>(), buffer);
-    for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) ds[i] = p[i] * (ds[i] - inner);
+    for (int64_t i = threadIdx.x; i < a.S; i += blockDim.x) ds[i] = hop_score_gradient(a, b, i, p[i], ds[i], inner);
     __syncthreads();  // every ds before the memories' and the state's gradients read them
     for (int64_t e = threadIdx.x; e < a.S * a.D; e += blockDim.x) {
       hop_memory_gradients(a, k, b, e / a.D, e % a.D, ds[e / a.D]);

@@ -84,7 +84,8 @@ PYSEQ_HD void bag_table_gradient_columns(const BagTableGradientArgs<T>& a, int64
 }
 
 // K hops of attention over S memories of size D, per batch entry b:
-//   scores_i = m_i . u_k (m_i: memory_in of hop k, sentence i), p = softmax over the sentences the mask keeps,
+//   scores_i = m_i . u_k (m_i: memory_in of hop k, sentence i), p = softmax over the sentences the mask keeps (or
+//   the scores themselves, 0 where the mask drops a sentence, without the softmax),
 //   o = sum_i p_i c_i (c_i: memory_out of hop k), u_{k+1} = H u_k + o (or u_k + o without H).
 // A batch entry whose mask keeps no sentence reads nothing: p = 0, o = 0.
 template <typename T>
@@ -95,6 +96,7 @@ struct HopArgs {
   int64_t hop_stride;    // B S D, or 0: every hop reads the same memories
   const uint8_t* mask;   // [B, S], nonzero = keep; nullptr: every sentence
   const T* H;            // [D, D] or nullptr
+  bool softmax;          // false: p = the scores (0 where the mask drops a sentence), the paper's linear start
   T* states;             // [K + 1, B, D]: u_0 (the query) .. u_K
   T* weights;            // [K, B, S]: p of every hop
   // backward
@@ -128,6 +130,12 @@ PYSEQ_HD T hop_score(const HopArgs<T>& a, int64_t k, int64_t b, int64_t i) {
   T sum = 0;
   for (int64_t c = 0; c < a.D; ++c) sum += m[c] * u[c];
   return sum;
+}
+
+// Without the softmax, the weight is the score; 0 where the mask drops the sentence.
+template <typename T>
+PYSEQ_HD T hop_linear(T score) {
+  return score == -std::numeric_limits<T>::infinity() ? T(0) : score;
 }
 
 // exp(score - top), the unnormalized weight; 0 where the mask drops the sentence.
@@ -166,6 +174,14 @@ PYSEQ_HD T hop_weight_gradient(const HopArgs<T>& a, int64_t k, int64_t b, int64_
   T sum = a.grad_weights != nullptr ? a.grad_weights[(k * a.B + b) * a.S + i] : T(0);
   for (int64_t c = 0; c < a.D; ++c) sum += out[c] * du[c];
   return sum;
+}
+
+// d loss / d score_i from dp = d loss / d p_i: through the softmax, p_i (dp - inner) with inner = sum_l p_l dp_l;
+// without it, dp itself where the mask keeps the sentence.
+template <typename T>
+PYSEQ_HD T hop_score_gradient(const HopArgs<T>& a, int64_t b, int64_t i, T p, T dp, T inner) {
+  if (a.softmax) return p * (dp - inner);
+  return hop_keeps(a, b, i) ? dp : T(0);
 }
 
 // The memories' gradients of sentence i, element c, at hop k: d c_i = p_i du, d m_i = ds_i u_k, added to what the

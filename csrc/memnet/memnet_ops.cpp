@@ -30,15 +30,16 @@ std::tuple<at::Tensor, at::Tensor> position_encoded_bag_backward(const at::Tenso
 
 std::tuple<at::Tensor, at::Tensor> memory_hops(const at::Tensor& u, const at::Tensor& memory_in,
                                                const at::Tensor& memory_out, const Optional& mask, int64_t hops,
-                                               const Optional& H) {
-  PYSEQ_CALL_OP(memory_hops, u, memory_in, memory_out, mask, hops, H);
+                                               const Optional& H, bool softmax) {
+  PYSEQ_CALL_OP(memory_hops, u, memory_in, memory_out, mask, hops, H, softmax);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward(
     const at::Tensor& grad_states, const Optional& grad_weights, const at::Tensor& memory_in,
     const at::Tensor& memory_out, const Optional& mask, const Optional& H, const at::Tensor& states,
-    const at::Tensor& weights) {
-  PYSEQ_CALL_OP(memory_hops_backward, grad_states, grad_weights, memory_in, memory_out, mask, H, states, weights);
+    const at::Tensor& weights, bool softmax) {
+  PYSEQ_CALL_OP(memory_hops_backward, grad_states, grad_weights, memory_in, memory_out, mask, H, states, weights,
+                softmax);
 }
 
 namespace {
@@ -58,7 +59,7 @@ at::Tensor bag_composite(const at::Tensor& table, const at::Tensor& indices, con
 
 std::tuple<at::Tensor, at::Tensor> hops_composite(const at::Tensor& u, const at::Tensor& memory_in,
                                                   const at::Tensor& memory_out, const at::Tensor& mask,
-                                                  int64_t hops, const at::Tensor& H) {
+                                                  int64_t hops, const at::Tensor& H, bool softmax) {
   std::vector<at::Tensor> states{u}, weights;
   at::Tensor state = u;
   for (int64_t k = 0; k < hops; ++k) {
@@ -66,7 +67,9 @@ std::tuple<at::Tensor, at::Tensor> hops_composite(const at::Tensor& u, const at:
     const at::Tensor m_out = memory_out.dim() == 4 ? memory_out.select(0, k) : memory_out;
     at::Tensor scores = at::bmm(m_in, state.unsqueeze(2)).squeeze(2);  // [B, S]
     at::Tensor p;
-    if (mask.defined()) {
+    if (!softmax) {
+      p = mask.defined() ? scores * mask : scores;
+    } else if (mask.defined()) {
       // Dropped sentences get weight 0; an entry with none kept gets zero weights (no NaN, gradients included).
       const at::Tensor any = mask.any(1, /*keepdim=*/true);
       scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity())
@@ -116,9 +119,10 @@ struct HopsDerivative {
 
   static void save(AutogradContext* ctx, const std::tuple<at::Tensor, at::Tensor>& results, const at::Tensor& u,
                    const at::Tensor& memory_in, const at::Tensor& memory_out, const Optional& mask, int64_t hops,
-                   const Optional& H) {
+                   const Optional& H, bool softmax) {
     const auto& [states, weights] = results;
     ctx->save_for_backward({u, memory_in, memory_out, or_undefined(mask), or_undefined(H), states, weights});
+    ctx->saved_data["softmax"] = softmax;
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
@@ -127,23 +131,24 @@ struct HopsDerivative {
     const at::Tensor grad_states = grads[0].defined() ? grads[0] : at::zeros_like(states);
     auto [d_u, d_in, d_out, d_H] = memory_hops_backward(
         grad_states, grads[1].defined() ? Optional(grads[1]) : std::nullopt, s[1], s[2], optional_of(s[3]),
-        optional_of(s[4]), states, s[6]);
+        optional_of(s[4]), states, s[6], ctx->saved_data["softmax"].toBool());
     return {d_u, d_in, d_out, s[4].defined() ? d_H : at::Tensor()};
   }
 
   static variable_list backward_composite(AutogradContext* ctx, const variable_list& grads) {
     const variable_list s = ctx->get_saved_variables();
     const int64_t hops = s[6].size(0);
+    const bool softmax = ctx->saved_data["softmax"].toBool();
     return differentiable_vjp(grads, {s[0], s[1], s[2], s[4]}, [&](const auto& in) {
-      auto [states, weights] = hops_composite(in[0], in[1], in[2], s[3], hops, in[3]);
+      auto [states, weights] = hops_composite(in[0], in[1], in[2], s[3], hops, in[3], softmax);
       return variable_list{states, weights};
     });
   }
 
   static std::tuple<at::Tensor, at::Tensor> composite(const at::Tensor& u, const at::Tensor& memory_in,
                                                       const at::Tensor& memory_out, const Optional& mask,
-                                                      int64_t hops, const Optional& H) {
-    return hops_composite(u, memory_in, memory_out, or_undefined(mask), hops, or_undefined(H));
+                                                      int64_t hops, const Optional& H, bool softmax) {
+    return hops_composite(u, memory_in, memory_out, or_undefined(mask), hops, or_undefined(H), softmax);
   }
 };
 
@@ -156,11 +161,11 @@ TORCH_LIBRARY_FRAGMENT(pyseq, m) {
       "position_encoded_bag_backward(Tensor grad, Tensor table, Tensor indices, Tensor weights, Tensor lengths) "
       "-> (Tensor, Tensor)");
   m.def(
-      "memory_hops(Tensor u, Tensor memory_in, Tensor memory_out, Tensor? mask, int hops, Tensor? H) "
+      "memory_hops(Tensor u, Tensor memory_in, Tensor memory_out, Tensor? mask, int hops, Tensor? H, bool softmax) "
       "-> (Tensor, Tensor)");
   m.def(
       "memory_hops_backward(Tensor grad_states, Tensor? grad_weights, Tensor memory_in, Tensor memory_out, "
-      "Tensor? mask, Tensor? H, Tensor states, Tensor weights) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? mask, Tensor? H, Tensor states, Tensor weights, bool softmax) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pyseq, Autograd, m) {

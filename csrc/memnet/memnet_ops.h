@@ -30,13 +30,13 @@ std::tuple<at::Tensor, at::Tensor> position_encoded_bag_backward(const at::Tenso
 // Returns (states [K + 1, B, D]: u_0 .. u_K; weights [K, B, S]: p of every hop).
 std::tuple<at::Tensor, at::Tensor> memory_hops(const at::Tensor& u, const at::Tensor& memory_in,
                                                const at::Tensor& memory_out, const std::optional<at::Tensor>& mask,
-                                               int64_t hops, const std::optional<at::Tensor>& H);
+                                               int64_t hops, const std::optional<at::Tensor>& H, bool softmax);
 
 // grad_states [K + 1, B, D], grad_weights [K, B, S] or absent; states, weights: the forward's. Returns the gradients
 // of (u, memory_in, memory_out, H), H's empty when H is absent.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward(
     const at::Tensor& grad_states, const std::optional<at::Tensor>& grad_weights, const at::Tensor& memory_in,
     const at::Tensor& memory_out, const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& H,
-    const at::Tensor& states, const at::Tensor& weights);
+    const at::Tensor& states, const at::Tensor& weights, bool softmax);
 
 }  // namespace pyseq

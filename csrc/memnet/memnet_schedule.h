@@ -163,8 +163,9 @@ struct HopInputs {
         H(h ? h->contiguous() : at::Tensor()) {}
 
   template <typename T>
-  HopArgs<T> args(int64_t K, int64_t B, int64_t D) const {
+  HopArgs<T> args(int64_t K, int64_t B, int64_t D, bool softmax) const {
     HopArgs<T> a{};
+    a.softmax = softmax;
     a.K = K;
     a.B = B;
     a.S = memory_in.size(-2);
@@ -178,12 +179,12 @@ struct HopInputs {
   }
 };
 
-// Returns (states [K + 1, B, D]: u_0 = u, then u after each hop; weights [K, B, S]).
+// Returns (states [K + 1, B, D]: u_0 = u, then u after each hop; weights [K, B, S]). softmax false: linear weights.
 template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor> memory_hops_on(const Kernels& kernels, const at::Tensor& u,
                                                   const at::Tensor& memory_in, const at::Tensor& memory_out,
                                                   const std::optional<at::Tensor>& mask, int64_t hops,
-                                                  const std::optional<at::Tensor>& H) {
+                                                  const std::optional<at::Tensor>& H, bool softmax) {
   const int64_t K = check_hops(u, memory_in, memory_out, mask, hops, H, kernels.device());
   const int64_t B = u.size(0), D = u.size(1), S = memory_in.size(-2);
   const HopInputs in(memory_in, memory_out, mask, H);
@@ -191,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor> memory_hops_on(const Kernels& kernels, const 
   states.select(0, 0).copy_(u);
   at::Tensor weights = at::empty({K, B, S}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "memory_hops", [&] {
-    HopArgs<scalar_t> a = in.args<scalar_t>(K, B, D);
+    HopArgs<scalar_t> a = in.args<scalar_t>(K, B, D, softmax);
     a.states = states.data_ptr<scalar_t>();
     a.weights = weights.data_ptr<scalar_t>();
     kernels.hops(a);
@@ -205,7 +206,7 @@ template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward_on(
     const Kernels& kernels, const at::Tensor& grad_states, const std::optional<at::Tensor>& grad_weights,
     const at::Tensor& memory_in, const at::Tensor& memory_out, const std::optional<at::Tensor>& mask,
-    const std::optional<at::Tensor>& H, const at::Tensor& states, const at::Tensor& weights) {
+    const std::optional<at::Tensor>& H, const at::Tensor& states, const at::Tensor& weights, bool softmax) {
   check_dim(states, "states", 3, "(hops + 1, batch, embedding_dim)");
   const int64_t K = states.size(0) - 1, B = states.size(1), D = states.size(2);
   check_hops(states.select(0, 0), memory_in, memory_out, mask, K, H, kernels.device());
@@ -226,7 +227,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_hops_backward_
   at::Tensor d_memory_in = at::empty(memory_in.sizes(), opts), d_memory_out = at::empty(memory_in.sizes(), opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "memory_hops_backward", [&] {
     using T = scalar_t;
-    HopArgs<T> a = in.args<T>(K, B, D);
+    HopArgs<T> a = in.args<T>(K, B, D, softmax);
     a.states = sc.data_ptr<T>();
     a.weights = wc.data_ptr<T>();
     a.grad_states = gs.data_ptr<T>();

@@ -3,8 +3,8 @@
 
 - ``pyseq::position_encoded_bag(table [V, D], indices [N, W], weights [W, D], lengths [N]) -> [N, D]`` and its
   backward (the gradients of table and weights);
-- ``pyseq::memory_hops(u [B, D], memory_in, memory_out ([B, S, D] or [K, B, S, D]), mask [B, S]?, hops K, H [D, D]?)
-  -> (states [K + 1, B, D], weights [K, B, S])`` and its backward (the gradients of u, both memories and H).
+- ``pyseq::memory_hops(u [B, D], memory_in, memory_out ([B, S, D] or [K, B, S, D]), mask [B, S]?, hops K, H [D, D]?,
+  softmax) -> (states [K + 1, B, D], weights [K, B, S])`` and its backward (the gradients of u, both memories and H).
 
 Results are contiguous whatever the inputs' strides; 16-bit inputs give 16-bit results.
 """
@@ -33,13 +33,13 @@ def _position_encoded_bag_backward_fake(grad, table, indices, weights, lengths):
 
 
 @torch.library.register_fake("pyseq::memory_hops")
-def _memory_hops_fake(u, memory_in, memory_out, mask, hops, H):
+def _memory_hops_fake(u, memory_in, memory_out, mask, hops, H, softmax):
     check_same_device("u", u, ("memory_in", memory_in), ("memory_out", memory_out), ("mask", mask), ("H", H))
     return u.new_empty(hops + 1, *u.shape), u.new_empty(hops, u.shape[0], memory_in.shape[-2])
 
 
 @torch.library.register_fake("pyseq::memory_hops_backward")
-def _memory_hops_backward_fake(grad_states, grad_weights, memory_in, memory_out, mask, H, states, weights):
+def _memory_hops_backward_fake(grad_states, grad_weights, memory_in, memory_out, mask, H, states, weights, softmax):
     check_same_device("states", states, ("grad_states", grad_states), ("grad_weights", grad_weights),
                       ("memory_in", memory_in), ("memory_out", memory_out), ("mask", mask), ("H", H),
                       ("weights", weights))

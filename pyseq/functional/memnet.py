@@ -64,7 +64,7 @@ def position_encoded_bag(words: Tensor, weights: Tensor, lengths: Tensor | None 
 
 
 def memory_hops(u: Tensor, memory_in: Tensor, memory_out: Tensor, mask: Tensor | None = None, hops: int = 1,
-                H: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                H: Tensor | None = None, softmax: bool = True) -> tuple[Tensor, Tensor]:
     """K hops of attention over memories, fused in one op (scores, masked softmax, weighted read, update; the
     backward too). Per hop k: ``p = softmax(memory_in[k] u_k)`` over the sentences the mask keeps,
     ``o = p memory_out[k]``, ``u_{k+1} = H u_k + o`` (``u_k + o`` without H).
@@ -77,6 +77,8 @@ def memory_hops(u: Tensor, memory_in: Tensor, memory_out: Tensor, mask: Tensor |
             reads nothing (zero weights).
         hops: K >= 1.
         H: ``[D, D]`` or None.
+        softmax: False: the weights are the scores themselves (0 where the mask drops a sentence), the paper's
+            linear start, with which training begins before the softmax is put back.
 
     Returns ``(u_K [B, D], weights [K, B, S])``: the state after the last hop (the answer layer's input) and every
     hop's attention weights. Differentiable in u, both memories, H and through the weights.
@@ -85,5 +87,5 @@ def memory_hops(u: Tensor, memory_in: Tensor, memory_out: Tensor, mask: Tensor |
         raise TypeError("u, memory_in and memory_out must be tensors")
     if isinstance(hops, bool) or not isinstance(hops, int):
         raise TypeError(f"hops must be an int, got {type(hops).__name__}")
-    states, weights = _memnet_ops.memory_hops(u, memory_in, memory_out, mask, hops, H)
+    states, weights = _memnet_ops.memory_hops(u, memory_in, memory_out, mask, hops, H, bool(softmax))
     return states[-1], weights

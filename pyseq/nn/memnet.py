@@ -27,7 +27,8 @@ class MemoryNetwork(nn.Module):
         temporal_encoding: add a learned vector per sentence age (the latest sentence is age 0) to each memory.
 
     The position encoding of the paper's section 4.1 weights each word by its position within a sentence of W words,
-    W the width of the story tensor (the question's: its own width).
+    W the width of the story tensor (the question's: its own width). ``softmax`` (True) is the hops' attention; set it
+    False for the paper's linear start (the first epochs of training without the softmax), then back.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int, max_sentences: int, hops: int = 3,
@@ -44,6 +45,7 @@ class MemoryNetwork(nn.Module):
                              f"({vocab_size}), got {answer_size}")
         self.vocab_size, self.embedding_dim, self.max_sentences = vocab_size, embedding_dim, max_sentences
         self.hops, self.tying, self.answer_size, self.padding_idx = hops, tying, answer_size, padding_idx
+        self.softmax = True
         # The story's embeddings: adjacent, E_0 .. E_K (hop k reads E_k, writes E_{k+1}); layer-wise, (A, C).
         tables = hops + 1 if tying == "adjacent" else 2
         self.embeddings = nn.Parameter(torch.empty(tables, vocab_size, embedding_dim))
@@ -65,8 +67,10 @@ class MemoryNetwork(nn.Module):
                 self.H.add_(torch.eye(self.embedding_dim))
 
     def memories(self, story: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The memories of ``story`` ``[B, S, W]`` (word ids, sentences oldest first, padding after the words and
-        after the sentences): (memory_in, memory_out) as memory_hops takes them, and the mask ``[B, S]``."""
+        """The memories of ``story`` ``[B, S, W]`` (word ids, sentences oldest first, each sentence's padding after
+        its words): (memory_in, memory_out) as memory_hops takes them, and the mask ``[B, S]``. A sentence of padding
+        only is an empty memory: never read, but counted in the ages of the sentences before it (the temporal
+        encoding), as the paper's random noise inserts them."""
         if story.dim() != 3 or story.dtype != torch.int64:
             raise ValueError(f"story must be int64 word ids [B, S, W], got {story.dim()}-D {story.dtype}")
         B, S, W = story.shape
@@ -78,7 +82,9 @@ class MemoryNetwork(nn.Module):
         bags = torch.stack([F.position_encoded_bag(story, weights, lengths, table=table)
                             for table in self.embeddings])  # [tables, B, S, d]
         if self.temporal is not None:
-            age = (mask.sum(1, keepdim=True) - 1 - torch.arange(S, device=story.device)).clamp_min(0)  # [B, S]
+            position = torch.arange(S, device=story.device)
+            latest = (mask * position).amax(1, keepdim=True) if S else position.unsqueeze(0)  # [B, 1]
+            age = (latest - position).clamp_min(0)  # [B, S]: the latest sentence 0
             bags = bags + self.temporal[:, age]
         if self.tying == "adjacent":
             return bags[:-1], bags[1:], mask
@@ -96,6 +102,6 @@ class MemoryNetwork(nn.Module):
         weights = F.position_encoding(question.shape[1], self.embedding_dim, dtype=question_table.dtype,
                                       device=question.device)
         u = F.position_encoded_bag(question, weights, (question != self.padding_idx).sum(-1), table=question_table)
-        u, attention = F.memory_hops(u, memory_in, memory_out, mask, self.hops, self.H)
+        u, attention = F.memory_hops(u, memory_in, memory_out, mask, self.hops, self.H, self.softmax)
         logits = u @ self.embeddings[-1].t() if self.tying == "adjacent" else self.answer(u)
         return logits, attention
