@@ -73,7 +73,7 @@ def with_random_noise(story: torch.Tensor, rng: torch.Generator, rate: float = 0
     return noisy.scatter_(1, slot.unsqueeze(2).expand(B, S, W), story)
 
 
-def train_memory_network(data, vocab_size: int, epochs: int, seed: int, log) -> pyseq.nn.MemoryNetwork:
+def train_memory_network(data, vocab_size: int, epochs: int, linear_start: int, seed: int) -> pyseq.nn.MemoryNetwork:
     story, question, answer = data
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
@@ -81,7 +81,7 @@ def train_memory_network(data, vocab_size: int, epochs: int, seed: int, log) -> 
     optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 4), gamma=0.5)
     for epoch in range(epochs):
-        net.softmax = epoch >= epochs // 3  # the paper's linear start: the first epochs without the softmax
+        net.softmax = epoch >= linear_start  # the paper's linear start: the first epochs without the softmax
         order = torch.randperm(story.shape[0], generator=rng)
         for start in range(0, story.shape[0], 32):
             batch = order[start : start + 32]
@@ -166,8 +166,8 @@ def plot_attention(net, example, vocab, path: str) -> None:
 
 def run(quick: bool = False, tasks=None, seed: int = 0, png: str | None = None, log=print) -> dict:
     tasks = list(tasks or ((1, 6, 12) if quick else story_world.TASKS))
-    train_count, test_count = (300, 200) if quick else (1000, 1000)
-    epochs, lstm_epochs = (15, 6) if quick else (60, 30)
+    train_count, test_count = (500, 200) if quick else (1000, 1000)
+    epochs, linear_start, lstm_epochs = (30, 0, 6) if quick else (60, 20, 30)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     results = {}
@@ -176,7 +176,7 @@ def run(quick: bool = False, tasks=None, seed: int = 0, png: str | None = None, 
         test_set = story_world.generate(task, test_count, seed=seed + 1000)
         vocab = Vocabulary(train_set + test_set)
         train_data, test_data = tensors(train_set, vocab), tensors(test_set, vocab)
-        net = train_memory_network(train_data, len(vocab), epochs, seed, log)
+        net = train_memory_network(train_data, len(vocab), epochs, linear_start, seed)
         lstm = train_lstm(train_data, len(vocab), lstm_epochs, seed)
         results[task] = {"error": error(net, test_data), "lstm_error": error(lstm, test_data),
                          "published_error": PUBLISHED_ERROR[task]}

@@ -32,7 +32,7 @@ class Example:
     story: list[list[str]]   # sentences of words, oldest first
     question: list[str]
     answer: str              # one word, or words joined by commas (lists, paths)
-    supporting: list[int]    # indices into story
+    supporting: list[int]    # indices into story (none for "nothing" and "none": no sentence says so)
 
     def text(self) -> str:
         lines = [f"{i + 1} {' '.join(s)}." for i, s in enumerate(self.story)]
@@ -96,11 +96,12 @@ class World:
     def carried(self, person: str) -> list[str]:
         return [o for o in OBJECTS if self.holder[o] == person]
 
-    def random_event(self, allow_objects: bool) -> None:
-        """One sentence: a move, or (where allowed) a pick-up or drop by someone already somewhere."""
+    def random_event(self, object_rate: float) -> None:
+        """One sentence: a pick-up or drop by someone already somewhere (with probability object_rate, where one is
+        possible), else a move."""
         rng = self.rng
         placed = [p for p in PEOPLE if self.place[p] is not None]
-        if allow_objects and placed and rng.random() < 0.45:
+        if placed and rng.random() < object_rate:
             person = rng.choice(placed)
             held = self.carried(person)
             free = [o for o in OBJECTS if self.holder[o] is None and
@@ -133,7 +134,7 @@ def _where_is_object(rng: random.Random) -> Example:
     while True:
         w = World(rng)
         for _ in range(_length(rng, 2)):
-            w.random_event(allow_objects=True)
+            w.random_event(object_rate=0.45)
         candidates = [o for o in OBJECTS if w.object_events[o]]
         if not candidates:
             continue
@@ -150,7 +151,7 @@ def _where_was_object_before(rng: random.Random) -> Example:
     while True:
         w = World(rng)
         for _ in range(_length(rng, 3)):
-            w.random_event(allow_objects=True)
+            w.random_event(object_rate=0.45)
         candidates = [o for o in OBJECTS if len(w.object_trail[o]) >= 2]
         if not candidates:
             continue
@@ -178,8 +179,9 @@ def _carrying(rng: random.Random, task: int) -> Example:
     for person in PEOPLE:
         w.move(person)
     for _ in range(_length(rng, task) - len(PEOPLE)):
-        w.random_event(allow_objects=True)
-    person = rng.choice(PEOPLE)
+        w.random_event(object_rate=0.7)
+    holders = [p for p in PEOPLE if w.carried(p)]
+    person = rng.choice(holders) if holders and rng.random() < 0.7 else rng.choice(PEOPLE)  # fewer "none"s
     held = w.carried(person)
     supporting = sorted({i for o in OBJECTS for i, _, who in w.object_events[o] if who == person})
     if task == 7:

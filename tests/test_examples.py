@@ -17,6 +17,7 @@ def load(name: str):
         sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # (dataclasses look their module up)
     spec.loader.exec_module(module)
     return module
 
@@ -87,3 +88,28 @@ def test_audio_word2vec_retrieves_words_across_voices():
     needs_espeak()
     result = load("audio_word2vec").train(quick=True, log=lambda *_: None)
     assert result["retrieval_at_1"] >= 0.5 and result["retrieval_at_1"] >= 5 * result["chance"], result
+
+
+def test_story_world_is_deterministic_and_its_answers_are_supported():
+    world = load("story_world")
+    for task in world.TASKS:
+        examples = world.generate(task, 40, seed=3)
+        assert [e.text() for e in examples] == [e.text() for e in world.generate(task, 40, seed=3)]
+        assert [e.text() for e in examples] != [e.text() for e in world.generate(task, 40, seed=4)]
+        for e in examples:
+            assert 1 <= len(e.story) <= world.MAX_SENTENCES[task]
+            assert e.supporting or e.answer in ("none", "nothing"), e.text()
+            assert all(0 <= i < len(e.story) for i in e.supporting), e.text()
+            if task in (1, 2, 11, 12):  # the answer, a place, is named in a supporting sentence
+                assert any(e.answer in e.story[i] for i in e.supporting), e.text()
+
+
+def test_reading_comprehension_memory_network_learns_and_plots_its_attention(tmp_path):
+    pytest.importorskip("matplotlib", reason="the example plots with matplotlib (requirements-dev.txt)")
+    png = tmp_path / "attention.png"
+    result = load("reading_comprehension").run(quick=True, png=str(png), log=lambda *_: None)
+    assert png.stat().st_size > 0
+    assert set(result["tasks"]) == {"1", "6", "12"}
+    # chance is 5/6 on the places of tasks 1 and 12
+    assert result["tasks"]["1"]["error"] < 0.3 and result["tasks"]["12"]["error"] < 0.4, result
+    assert {"mean_error", "lstm_mean_error", "published_mean_error", "seconds"} <= set(result)
