@@ -227,7 +227,8 @@ def _coreference(rng: random.Random) -> Example:
     for i in range(_length(rng, 11)):
         if current and rng.random() < 0.5:
             where = rng.choice(PLACES)
-            story.append(f"{rng.choice(['after that', 'then', 'afterwards'])} {pronoun[current]} went to the {where}".split())
+            then = rng.choice(["after that", "then", "afterwards"])
+            story.append(f"{then} {pronoun[current]} went to the {where}".split())
         else:
             current, where = rng.choice(PEOPLE), rng.choice(PLACES)
             story.append(f"{current} {rng.choice(MOVES)} {where}".split())

@@ -113,3 +113,14 @@ def test_reading_comprehension_memory_network_learns_and_plots_its_attention(tmp
     # chance is 5/6 on the places of tasks 1 and 12
     assert result["tasks"]["1"]["error"] < 0.3 and result["tasks"]["12"]["error"] < 0.4, result
     assert {"mean_error", "lstm_mean_error", "published_mean_error", "seconds"} <= set(result)
+
+
+@pytest.mark.slow
+def test_visual_qa_attention_answers_and_plots_its_hops(tmp_path):
+    pytest.importorskip("matplotlib", reason="the example plots with matplotlib (requirements-dev.txt)")
+    png = tmp_path / "visual_qa.png"
+    result = load("visual_qa").run(quick=True, png=str(png), log=lambda *_: None)
+    assert png.stat().st_size > 0
+    # chance: 0.5 on the non-relational questions (two answers each); the short run only starts to learn them
+    assert result["accuracy_nonrelational"] > 0.55, result
+    assert {"accuracy_relational", "baseline_nonrelational", "baseline_relational", "seconds"} <= set(result)

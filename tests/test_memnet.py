@@ -221,7 +221,7 @@ def test_no_grad_and_16_bit(device):
 def reference_memory_network(net, story, question):
     """The model of the paper's section 2 with the module's parameters, as torch ops: adjacent tying."""
     E, T = net.embeddings.detach().double(), net.temporal.detach().double()
-    K, (B, S, W), d = net.hops, story.shape, net.embedding_dim
+    K, (_, S, W), d = net.hops, story.shape, net.embedding_dim
     lengths = (story != 0).sum(-1)
     mask = lengths > 0
     l_story, l_question = reference_position_encoding(W, d), reference_position_encoding(question.shape[1], d)
