@@ -224,7 +224,8 @@ def reference_memory_network(net, story, question):
     K, (_, S, W), d = net.hops, story.shape, net.embedding_dim
     lengths = (story != 0).sum(-1)
     mask = lengths > 0
-    l_story, l_question = reference_position_encoding(W, d), reference_position_encoding(question.shape[1], d)
+    J = max(W, question.shape[1])  # one encoding for the sentences and the question
+    l_story, l_question = reference_position_encoding(J, d)[:W], reference_position_encoding(J, d)[: question.shape[1]]
     age = (mask.sum(1, keepdim=True) - 1 - torch.arange(S)).clamp_min(0)
     memories = [reference_bag(E[k], story, l_story, lengths) + T[k][age] for k in range(K + 1)]
     u = reference_bag(E[0], question.unsqueeze(1), l_question, (question != 0).sum(-1, keepdim=True)).squeeze(1)

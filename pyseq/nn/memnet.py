@@ -26,8 +26,8 @@ class MemoryNetwork(nn.Module):
         answer_size: the answers' count; with adjacent tying it must be V (the answer is a word), the default.
         temporal_encoding: add a learned vector per sentence age (the latest sentence is age 0) to each memory.
 
-    The position encoding of the paper's section 4.1 weights each word by its position within a sentence of W words,
-    W the width of the story tensor (the question's: its own width). ``softmax`` (True) is the hops' attention; set it
+    The position encoding of the paper's section 4.1 weights each word by its position within a sentence of J words,
+    J the wider of the story tensor's sentences and the question, the same for both (as the authors' code does). ``softmax`` (True) is the hops' attention; set it
     False for the paper's linear start (the first epochs of training without the softmax), then back.
     """
 
@@ -66,11 +66,12 @@ class MemoryNetwork(nn.Module):
             with torch.no_grad():
                 self.H.add_(torch.eye(self.embedding_dim))
 
-    def memories(self, story: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def memories(self, story: Tensor, words: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The memories of ``story`` ``[B, S, W]`` (word ids, sentences oldest first, each sentence's padding after
         its words): (memory_in, memory_out) as memory_hops takes them, and the mask ``[B, S]``. A sentence of padding
         only is an empty memory: never read, but counted in the ages of the sentences before it (the temporal
-        encoding), as the paper's random noise inserts them."""
+        encoding), as the paper's random noise inserts them. ``words``: the J of the position encoding (>= W;
+        default W)."""
         if story.dim() != 3 or story.dtype != torch.int64:
             raise ValueError(f"story must be int64 word ids [B, S, W], got {story.dim()}-D {story.dtype}")
         B, S, W = story.shape
@@ -78,7 +79,8 @@ class MemoryNetwork(nn.Module):
             raise ValueError(f"the story has {S} sentences, more than max_sentences = {self.max_sentences}")
         lengths = (story != self.padding_idx).sum(-1)  # [B, S]
         mask = lengths > 0
-        weights = F.position_encoding(W, self.embedding_dim, dtype=self.embeddings.dtype, device=story.device)
+        weights = F.position_encoding(words or W, self.embedding_dim, dtype=self.embeddings.dtype,
+                                      device=story.device)[:W]
         bags = torch.stack([F.position_encoded_bag(story, weights, lengths, table=table)
                             for table in self.embeddings])  # [tables, B, S, d]
         if self.temporal is not None:
@@ -97,10 +99,12 @@ class MemoryNetwork(nn.Module):
         over the sentences."""
         if question.dim() != 2 or question.dtype != torch.int64:
             raise ValueError(f"question must be int64 word ids [B, Wq], got {question.dim()}-D {question.dtype}")
-        memory_in, memory_out, mask = self.memories(story)
+        # One position encoding for the story's sentences and the question: a word weighs the same at the same place.
+        words = max(story.shape[-1], question.shape[1]) if story.dim() == 3 else question.shape[1]
+        memory_in, memory_out, mask = self.memories(story, words)
         question_table = self.embeddings[0] if self.tying == "adjacent" else self.question_embedding
-        weights = F.position_encoding(question.shape[1], self.embedding_dim, dtype=question_table.dtype,
-                                      device=question.device)
+        weights = F.position_encoding(words, self.embedding_dim, dtype=question_table.dtype,
+                                      device=question.device)[: question.shape[1]]
         u = F.position_encoded_bag(question, weights, (question != self.padding_idx).sum(-1), table=question_table)
         u, attention = F.memory_hops(u, memory_in, memory_out, mask, self.hops, self.H, self.softmax)
         logits = u @ self.embeddings[-1].t() if self.tying == "adjacent" else self.answer(u)
