@@ -167,7 +167,6 @@ def run(quick: bool = False, tasks=None, seed: int = 0, png: str | None = None, 
     tasks = list(tasks or ((1, 6, 12) if quick else story_world.TASKS))
     train_count, test_count = (500, 200) if quick else (1000, 1000)
     epochs, linear_start, lstm_epochs = (30, 0, 6) if quick else (60, 20, 30)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     results = {}
     for task in tasks:

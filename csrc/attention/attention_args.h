@@ -19,8 +19,7 @@ inline MaskView check_attention(const at::Tensor& queries, const char* q_name, c
   check_dim(keys, k_name, 3, "(batch, key_len, features)");
   check_dim(value, "value", 3, "(batch, key_len, value_size)");
   check_floating(queries, q_name);
-  TORCH_CHECK(queries.device().type() == device, q_name, " must be on ", c10::DeviceTypeName(device, true), ", got ",
-              queries.device());
+  check_device_type(queries, q_name, device);
   check_like(keys, k_name, queries, q_name);
   check_like(value, "value", queries, q_name);
   const int64_t B = queries.size(0), Tq = queries.size(1), Tk = keys.size(1);

@@ -31,6 +31,12 @@ inline void check_floating(const at::Tensor& t, const char* name) {
                    t.scalar_type());
 }
 
+// On the device type a kernel serves (the CPU kernels: the CPU; the CUDA glue: CUDA, or the CPU when emulated).
+inline void check_device_type(const at::Tensor& t, const char* name, c10::DeviceType device) {
+  TORCH_CHECK(t.device().type() == device, name, " must be on ", c10::DeviceTypeName(device, true), ", got ",
+              t.device());
+}
+
 // Same dtype and device as the reference argument `ref` named `ref_name`.
 inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have the dtype of ", ref_name, " (",

@@ -56,8 +56,7 @@ inline CrfArgs check_crf_emissions(const at::Tensor& emissions, const at::Tensor
                                    c10::DeviceType device = c10::kCPU) {
   check_dim(emissions, "emissions", 3, "(batch, seq_length, num_tags)");
   check_floating(emissions, "emissions");
-  TORCH_CHECK(emissions.device().type() == device, "emissions must be on ", c10::DeviceTypeName(device, true),
-              ", got ", emissions.device());
+  check_device_type(emissions, "emissions", device);
   CrfArgs a;
   a.B = emissions.size(0);
   a.T = emissions.size(1);

@@ -17,8 +17,7 @@ namespace pyseq {
 inline void check_log_probs(const at::Tensor& log_probs, int64_t blank, c10::DeviceType device = c10::kCPU) {
   check_dim(log_probs, "log_probs", 3, "(T, N, C)");
   check_floating(log_probs, "log_probs");
-  TORCH_CHECK(log_probs.device().type() == device, "log_probs must be on ", c10::DeviceTypeName(device, true),
-              ", got ", log_probs.device());
+  check_device_type(log_probs, "log_probs", device);
   const int64_t C = log_probs.size(2);
   TORCH_CHECK_VALUE(blank >= 0 && blank < C, "blank must be in [0, C) = [0, ", C, "), got ", blank);
 }

@@ -13,19 +13,14 @@
 
 namespace pyseq {
 
-inline void check_device_type(const at::Tensor& t, const char* name, c10::DeviceType device) {
-  TORCH_CHECK(t.device().type() == device, name, " must be on ", c10::DeviceTypeName(device, true), ", got ",
-              t.device());
-}
-
-// Every entry of `values` (int64) in [0, bound] (bound inclusive when `inclusive`, else exclusive).
-inline void check_range(const at::Tensor& values, const char* name, int64_t bound, bool inclusive,
-                        const char* what) {
+// Every entry of `values` (int64, any device) in [0, top]: one reduction, one read on the host.
+inline void check_range(const at::Tensor& values, const char* name, int64_t top, const char* what) {
   if (values.numel() == 0) return;
-  const int64_t low = values.min().item<int64_t>(), high = values.max().item<int64_t>();
-  const int64_t top = inclusive ? bound : bound - 1;
-  TORCH_CHECK_INDEX(low >= 0 && high <= top, name, " must be in [0, ", top, "] (", what, "), got values in [", low,
-                    ", ", high, "]");
+  const auto [low, high] = at::aminmax(values);
+  const at::Tensor both = at::stack({low, high}).cpu();
+  const int64_t lo = both.data_ptr<int64_t>()[0], hi = both.data_ptr<int64_t>()[1];
+  TORCH_CHECK_INDEX(lo >= 0 && hi <= top, name, " must be in [0, ", top, "] (", what, "), got values in [", lo, ", ",
+                    hi, "]");
 }
 
 // table [V, D], indices [N, W] int64, weights [W, D], lengths [N] int64 (each in [0, W]).
@@ -45,17 +40,23 @@ inline void check_bag(const at::Tensor& table, const at::Tensor& indices, const 
   TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong, "lengths must be int64, got ", lengths.scalar_type());
   TORCH_CHECK(lengths.device() == indices.device(), "lengths must be on the device of indices (", indices.device(),
               "), got ", lengths.device());
-  check_range(lengths, "lengths", W, true, "words per sentence, W");
-  check_range(indices, "indices", table.size(0), false, "rows of table");
+  check_range(lengths, "lengths", W, "words per sentence, W");
+  check_range(indices, "indices", table.size(0) - 1, "rows of table");
 }
 
 template <typename T>
 BagArgs<T> bag_args(const at::Tensor& table, const at::Tensor& indices, const at::Tensor& weights,
                     const at::Tensor& lengths) {
-  return {indices.size(0),          indices.size(1),         table.size(1),
-          table.size(0),            table.data_ptr<T>(),     indices.data_ptr<int64_t>(),
-          weights.data_ptr<T>(),    lengths.data_ptr<int64_t>(), nullptr,
-          nullptr,                  nullptr};
+  BagArgs<T> a{};
+  a.rows = indices.size(0);
+  a.W = indices.size(1);
+  a.D = table.size(1);
+  a.V = table.size(0);
+  a.table = table.data_ptr<T>();
+  a.indices = indices.data_ptr<int64_t>();
+  a.weights = weights.data_ptr<T>();
+  a.lengths = lengths.data_ptr<int64_t>();
+  return a;
 }
 
 template <typename Kernels>

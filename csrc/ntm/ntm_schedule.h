@@ -17,8 +17,7 @@ namespace pyseq {
 inline void check_ntm_memory(const at::Tensor& memory, c10::DeviceType device) {
   check_dim(memory, "memory", 3, "(batch, memory_size, memory_width)");
   check_floating(memory, "memory");
-  TORCH_CHECK(memory.device().type() == device, "memory must be on ", c10::DeviceTypeName(device, true), ", got ",
-              memory.device());
+  check_device_type(memory, "memory", device);
 }
 
 inline void check_ntm_address(const at::Tensor& memory, const at::Tensor& key, const at::Tensor& beta,

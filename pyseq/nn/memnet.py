@@ -70,8 +70,8 @@ class MemoryNetwork(nn.Module):
         """The memories of ``story`` ``[B, S, W]`` (word ids, sentences oldest first, each sentence's padding after
         its words): (memory_in, memory_out) as memory_hops takes them, and the mask ``[B, S]``. A sentence of padding
         only is an empty memory: never read, but counted in the ages of the sentences before it (the temporal
-        encoding), as the paper's random noise inserts them. ``words``: the J of the position encoding (>= W;
-        default W)."""
+        encoding), as the paper's random noise inserts them. The position encoding's J is the larger of W and
+        ``words`` (a question's width)."""
         if story.dim() != 3 or story.dtype != torch.int64:
             raise ValueError(f"story must be int64 word ids [B, S, W], got {story.dim()}-D {story.dtype}")
         B, S, W = story.shape
@@ -79,7 +79,7 @@ class MemoryNetwork(nn.Module):
             raise ValueError(f"the story has {S} sentences, more than max_sentences = {self.max_sentences}")
         lengths = (story != self.padding_idx).sum(-1)  # [B, S]
         mask = lengths > 0
-        weights = F.position_encoding(words or W, self.embedding_dim, dtype=self.embeddings.dtype,
+        weights = F.position_encoding(max(W, words or 0), self.embedding_dim, dtype=self.embeddings.dtype,
                                       device=story.device)[:W]
         bags = torch.stack([F.position_encoded_bag(story, weights, lengths, table=table)
                             for table in self.embeddings])  # [tables, B, S, d]
@@ -99,9 +99,9 @@ class MemoryNetwork(nn.Module):
         over the sentences."""
         if question.dim() != 2 or question.dtype != torch.int64:
             raise ValueError(f"question must be int64 word ids [B, Wq], got {question.dim()}-D {question.dtype}")
+        memory_in, memory_out, mask = self.memories(story, question.shape[1])
         # One position encoding for the story's sentences and the question: a word weighs the same at the same place.
-        words = max(story.shape[-1], question.shape[1]) if story.dim() == 3 else question.shape[1]
-        memory_in, memory_out, mask = self.memories(story, words)
+        words = max(story.shape[2], question.shape[1])
         question_table = self.embeddings[0] if self.tying == "adjacent" else self.question_embedding
         weights = F.position_encoding(words, self.embedding_dim, dtype=question_table.dtype,
                                       device=question.device)[: question.shape[1]]
