@@ -34,11 +34,13 @@ TOKEN_INDEX = {w: i for i, w in enumerate(TOKENS)}
 
 
 class Recognizer(nn.Module):
-    def __init__(self, n_features: int, hidden: int = 160):
+    """Word posteriors from log-mel frames: a two-layer bidirectional pyseq LSTM; `classes` counts the blank."""
+
+    def __init__(self, n_features: int, classes: int = len(TOKENS), hidden: int = 160):
         super().__init__()
         self.lstm = pyseq.nn.LSTM(n_features, hidden, num_layers=2, bidirectional=True, batch_first=True,
                                   dropout=0.1)
-        self.out = nn.Linear(2 * hidden, len(TOKENS))
+        self.out = nn.Linear(2 * hidden, classes)
 
     def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """log-probs [T, B, C] (time-major, as the CTC loss and decoders take them)."""
@@ -94,9 +96,10 @@ def error_rates(hypotheses: list[list[int]], references: list[list[int]]) -> tup
 
 
 def fit(feats: torch.Tensor, frames: torch.Tensor, targets: list[list[int]], epochs: int, rng: random.Random,
-        log=print) -> Recognizer:
-    """A recogniser trained with pyseq's CTC loss on features [N, T, F] (frames [N]) and word-index targets."""
-    model = Recognizer(feats.shape[2])
+        log=print, classes: int = len(TOKENS)) -> Recognizer:
+    """A recogniser trained with pyseq's CTC loss on features [N, T, F] (frames [N]) and word-index targets (in
+    [1, classes); 0 is the blank)."""
+    model = Recognizer(feats.shape[2], classes)
 
     def batch_loss(batch: list[int]) -> torch.Tensor:
         T = int(frames[batch].max())

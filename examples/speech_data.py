@@ -1,7 +1,7 @@
 """Real speech for the speech examples, made on this machine: eSpeak NG (PyPI's espeakng-loader ships its library
 and voices; no download at run time) speaks word sequences from a small grammar of spoken commands in several
-voices, speeds and pitches, and noise is added. Shared by ctc_speech_recognizer.py, audio_word2vec.py and
-hybrid_dnn_hmm.py.
+voices, speeds and pitches, and noise is added. Shared by ctc_speech_recognizer.py, audio_word2vec.py,
+hybrid_dnn_hmm.py and spoken_qa.py (which speaks the stories of story_world.py).
 
 The voices are eSpeak's English accents combined with its voice variants (male and female timbres); the test voice
 is an accent and a variant that no training voice has.
@@ -125,13 +125,17 @@ def synthesize(count: int, voices: list[str], rng: random.Random, speaker: Speak
     speaker = speaker or Speaker()
     out = []
     for _ in range(count):
-        words, voice = sentence(rng), rng.choice(voices)
-        text = " ".join(words)
-        audio = speaker.speak(text, voice, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 80))
-        offsets = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
-        starts = [(offsets.index(offset), sample) for offset, sample in speaker.word_starts if offset in offsets]
-        out.append(Utterance(words, voice, add_noise(audio, rng), starts))
+        words = sentence(rng)
+        out.append(speak(words, rng.choice(voices), rng, speaker))
     return out
+
+
+def speak(words: list[str], voice: str, rng: random.Random, speaker: Speaker) -> Utterance:
+    """`words` spoken in `voice` at a random speed and pitch, noise added."""
+    audio = speaker.speak(" ".join(words), voice, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 80))
+    offsets = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+    starts = [(offsets.index(offset), sample) for offset, sample in speaker.word_starts if offset in offsets]
+    return Utterance(words, voice, add_noise(audio, rng), starts)
 
 
 def fit(model: torch.nn.Module, batch_loss: Callable[[list[int]], torch.Tensor], n: int, epochs: int,

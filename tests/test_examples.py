@@ -117,6 +117,16 @@ def test_reading_comprehension_memory_network_learns_and_plots_its_attention(tmp
 
 
 @pytest.mark.slow
+def test_spoken_qa_answers_from_an_unseen_voice():
+    needs_espeak()
+    result = load("spoken_qa").run(quick=True, log=lambda *_: None)
+    assert set(result["tasks"]) == {"1", "2", "6"} and result["chance"] == 0.25
+    # the short run's recogniser hears about seven words in ten (its reader: about 0.68 on the text)
+    assert result["word_error_rate"] <= 0.5 and result["accuracy"] >= 0.4, result
+    assert result["text_accuracy"] >= 0.5, result
+
+
+@pytest.mark.slow
 def test_visual_qa_runs_and_plots_its_hops(tmp_path):
     """The short run end to end: scenes, both models, the metrics and the plot. (Its accuracies are not checked: in
     the short run the attention model is only starting to find the colours, and where it stands after it varies with

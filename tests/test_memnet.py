@@ -219,7 +219,8 @@ def test_no_grad_and_16_bit(device):
 
 
 def reference_memory_network(net, story, question):
-    """The model of the paper's section 2 with the module's parameters, as torch ops: adjacent tying."""
+    """The model of the paper's section 2 with the module's parameters, as torch ops: adjacent tying. Returns the
+    logits, the hops' weights and the question's embedding u."""
     E, T = net.embeddings.detach().double(), net.temporal.detach().double()
     K, (_, S, W), d = net.hops, story.shape, net.embedding_dim
     lengths = (story != 0).sum(-1)
@@ -229,8 +230,8 @@ def reference_memory_network(net, story, question):
     age = (mask.sum(1, keepdim=True) - 1 - torch.arange(S)).clamp_min(0)
     memories = [reference_bag(E[k], story, l_story, lengths) + T[k][age] for k in range(K + 1)]
     u = reference_bag(E[0], question.unsqueeze(1), l_question, (question != 0).sum(-1, keepdim=True)).squeeze(1)
-    u, weights = reference_hops(u, torch.stack(memories[:-1]), torch.stack(memories[1:]), mask, K, None)
-    return u @ E[K].t(), weights
+    u_K, weights = reference_hops(u, torch.stack(memories[:-1]), torch.stack(memories[1:]), mask, K, None)
+    return u_K @ E[K].t(), weights, u
 
 
 def test_memory_network_matches_the_paper_and_trains():
@@ -239,9 +240,13 @@ def test_memory_network_matches_the_paper_and_trains():
     story = torch.tensor([[[1, 2, 3, 0], [4, 5, 0, 0], [0, 0, 0, 0]], [[6, 7, 8, 9], [10, 1, 0, 0], [2, 3, 4, 0]]])
     question = torch.tensor([[1, 5, 0], [7, 8, 9]])
     logits, weights = net(story, question)
-    expected_logits, expected_weights = reference_memory_network(net, story, question)
+    expected_logits, expected_weights, expected_u = reference_memory_network(net, story, question)
     torch.testing.assert_close(logits, expected_logits)
     torch.testing.assert_close(weights, expected_weights)
+    u, u_K, read_weights = net.read(story, question)  # the hops without the answer layer
+    torch.testing.assert_close(u, expected_u)
+    torch.testing.assert_close(u_K @ net.embeddings[-1].t(), expected_logits)
+    torch.testing.assert_close(read_weights, expected_weights)
     assert weights[:, 0, 2].abs().max() == 0  # the padding sentence is never read
     # Learns a lookup: the answer is the first word of the latest sentence.
     optimizer = torch.optim.Adam(net.parameters(), lr=0.05)

@@ -27,8 +27,9 @@ class MemoryNetwork(nn.Module):
         temporal_encoding: add a learned vector per sentence age (the latest sentence is age 0) to each memory.
 
     The position encoding of the paper's section 4.1 weights each word by its position within a sentence of J words,
-    J the wider of the story tensor's sentences and the question, the same for both (as the authors' code does). ``softmax`` (True) is the hops' attention; set it
-    False for the paper's linear start (the first epochs of training without the softmax), then back.
+    J the wider of the story tensor's sentences and the question, the same for both (as the authors' code does).
+    ``softmax`` (True) is the hops' attention; set it False for the paper's linear start (the first epochs of
+    training without the softmax), then back.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int, max_sentences: int, hops: int = 3,
@@ -92,11 +93,12 @@ class MemoryNetwork(nn.Module):
             return bags[:-1], bags[1:], mask
         return bags[0], bags[1], mask
 
-    def forward(self, story: Tensor, question: Tensor) -> tuple[Tensor, Tensor]:
-        """Args: story ``[B, S, W]`` int64 word ids (see :meth:`memories`); question ``[B, Wq]`` int64.
+    def read(self, story: Tensor, question: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The hops without the answer layer. Args as :meth:`forward`.
 
-        Returns ``(logits [B, answer_size], weights [hops, B, S])``: the answer's scores and each hop's attention
-        over the sentences."""
+        Returns ``(u [B, d], u_K [B, d], weights [hops, B, S])``: the question's embedding, the state after the
+        last hop (u plus every hop's read), and each hop's attention over the sentences. For answer layers of one's
+        own (scoring answer choices, say)."""
         if question.dim() != 2 or question.dtype != torch.int64:
             raise ValueError(f"question must be int64 word ids [B, Wq], got {question.dim()}-D {question.dtype}")
         memory_in, memory_out, mask = self.memories(story, question.shape[1])
@@ -106,6 +108,14 @@ class MemoryNetwork(nn.Module):
         weights = F.position_encoding(words, self.embedding_dim, dtype=question_table.dtype,
                                       device=question.device)[: question.shape[1]]
         u = F.position_encoded_bag(question, weights, (question != self.padding_idx).sum(-1), table=question_table)
-        u, attention = F.memory_hops(u, memory_in, memory_out, mask, self.hops, self.H, self.softmax)
+        u_K, attention = F.memory_hops(u, memory_in, memory_out, mask, self.hops, self.H, self.softmax)
+        return u, u_K, attention
+
+    def forward(self, story: Tensor, question: Tensor) -> tuple[Tensor, Tensor]:
+        """Args: story ``[B, S, W]`` int64 word ids (see :meth:`memories`); question ``[B, Wq]`` int64.
+
+        Returns ``(logits [B, answer_size], weights [hops, B, S])``: the answer's scores and each hop's attention
+        over the sentences."""
+        _, u, attention = self.read(story, question)
         logits = u @ self.embeddings[-1].t() if self.tying == "adjacent" else self.answer(u)
         return logits, attention
