@@ -146,7 +146,7 @@ def spoken(examples, recognizer: SentenceRecognizer, rng: random.Random, speaker
 def run(quick: bool = False, seed: int = 0, log=print) -> dict:
     started = time.perf_counter()
     n_train, n_test, utterances, recognizer_epochs, reader_epochs = (
-        (200, 60, 600, 6, 30) if quick else (1000, 300, 2000, 15, 60))
+        (200, 60, 600, 10, 30) if quick else (1000, 300, 2000, 15, 60))
     rng = random.Random(seed)
     train_sets = {t: story_world.generate(t, n_train, seed=seed) for t in TASKS}
     test_sets = {t: story_world.generate(t, n_test, seed=seed + 1000) for t in TASKS}

@@ -121,9 +121,9 @@ def test_spoken_qa_answers_from_an_unseen_voice():
     needs_espeak()
     result = load("spoken_qa").run(quick=True, log=lambda *_: None)
     assert set(result["tasks"]) == {"1", "2", "6"} and result["chance"] == 0.25
-    # the short run's recogniser hears about seven words in ten (its reader: about 0.68 on the text)
-    assert result["word_error_rate"] <= 0.5 and result["accuracy"] >= 0.4, result
-    assert result["text_accuracy"] >= 0.5, result
+    # the short run: word error rate about 0.17, the reader about 0.70 on the speech and 0.72 on the text
+    assert result["word_error_rate"] <= 0.35 and result["accuracy"] >= 0.5, result
+    assert result["text_accuracy"] >= 0.55, result
 
 
 @pytest.mark.slow
