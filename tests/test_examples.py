@@ -127,6 +127,13 @@ def test_spoken_qa_answers_from_an_unseen_voice():
 
 
 @pytest.mark.slow
+def test_text_autoencoder_writes_paragraphs_back_and_reads_word_order():
+    result = load("text_autoencoder").run(quick=True, log=lambda *_: None)
+    # the short run: about half the words written back, shuffled sentences 0.27 away (a bag of words: 0)
+    assert result["token_accuracy"] >= 0.3 and result["order_sensitivity"] >= 0.1, result
+
+
+@pytest.mark.slow
 def test_visual_qa_runs_and_plots_its_hops(tmp_path):
     """The short run end to end: scenes, both models, the metrics and the plot. (Its accuracies are not checked: in
     the short run the attention model is only starting to find the colours, and where it stands after it varies with
