@@ -3,14 +3,16 @@ garage", "set the timer for five minutes") in 35 voices (five English accents ti
 speeds and pitches with noise added (examples/speech_data.py); log-mel features (pyseq.audio.log_mel) go through a
 pyseq bidirectional LSTM trained with pyseq's CTC loss over the words of the vocabulary. Decoding: greedy
 (pyseq.ctc.greedy_decode), and prefix beam search (pyseq.ctc.beam_search) with a word trigram language model
-estimated from the training transcripts. The test utterances are spoken by a voice no training utterance has: another
-accent with another variant.
+estimated from the training transcripts, its weight and word-insertion bonus chosen on the utterances of a
+development voice. The test utterances are spoken by a voice no training utterance has: another accent with another
+variant (and not the development voice).
 
     python examples/ctc_speech_recognizer.py           # full run
     python examples/ctc_speech_recognizer.py --quick   # the short run the tests use
 
 The last line printed is a JSON object of the metrics: cer_greedy, cer_beam_lm, wer_beam_lm (character and word
-error rates of the test transcripts), utterances_test, utterances_train, seconds (of training).
+error rates of the test transcripts), lm_weight, insertion_bonus and cer_dev_beam_lm (the settings chosen and their
+error rate on the development voice), utterances_test, utterances_dev, utterances_train, seconds (of training).
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def padded(rows: list[list[int]]) -> torch.Tensor:
 def train(quick: bool = False, seed: int = 0, log=print) -> dict:
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    n_train, n_test, epochs = (800, 100, 10) if quick else (2000, 300, 20)
+    n_train, n_test, n_dev, epochs = (800, 100, 100, 10) if quick else (2000, 300, 300, 20)
     speaker = sd.Speaker()
     train_set = sd.synthesize(n_train, sd.train_voices(), rng, speaker)
     test_set = sd.synthesize(n_test, [sd.TEST_VOICE], rng, speaker)
@@ -131,17 +133,49 @@ def train(quick: bool = False, seed: int = 0, log=print) -> dict:
     model = fit(feats, frames, targets, epochs, rng, log)
     seconds = time.perf_counter() - start
 
-    test_feats, test_frames = sd.features([u.audio for u in test_set])
-    references = [[TOKEN_INDEX[w] for w in u.words] for u in test_set]
-    with torch.no_grad():
-        log_probs = model(test_feats, test_frames)
+    lm = trigram_lm(targets)
+    dev_set = sd.synthesize(n_dev, [sd.DEV_VOICE], rng, speaker)
+    dev_log_probs, dev_frames, dev_references = recognize(model, dev_set)
+    lm_weight, insertion_bonus, cer_dev = choose_lm_settings(dev_log_probs, dev_frames, dev_references, lm)
+    log(f"LM weight {lm_weight}, insertion bonus {insertion_bonus}: dev CER {cer_dev:.4f} ({sd.DEV_VOICE})")
+
+    log_probs, test_frames, references = recognize(model, test_set)
     greedy = pyseq.ctc.greedy_decode(log_probs, test_frames)
-    hyps = pyseq.ctc.beam_search(log_probs, test_frames, beam_width=16, lm=trigram_lm(targets), lm_weight=0.8,
-                                 insertion_bonus=1.5)
+    hyps = pyseq.ctc.beam_search(log_probs, test_frames, beam_width=16, lm=lm, lm_weight=lm_weight,
+                                 insertion_bonus=insertion_bonus)
     cer_greedy, _ = error_rates(greedy, references)
     cer_beam, wer_beam = error_rates([h[0].tokens for h in hyps], references)
     return {"cer_greedy": round(cer_greedy, 4), "cer_beam_lm": round(cer_beam, 4), "wer_beam_lm": round(wer_beam, 4),
-            "utterances_test": n_test, "utterances_train": n_train, "seconds": round(seconds, 1)}
+            "lm_weight": lm_weight, "insertion_bonus": insertion_bonus, "cer_dev_beam_lm": round(cer_dev, 4),
+            "utterances_test": n_test, "utterances_dev": n_dev, "utterances_train": n_train,
+            "seconds": round(seconds, 1)}
+
+
+def recognize(model: Recognizer, utterances: list[sd.Utterance]):
+    """log-probs [T, B, C], frames [B] and the reference word indices of `utterances`."""
+    feats, frames = sd.features([u.audio for u in utterances])
+    with torch.no_grad():
+        log_probs = model(feats, frames)
+    return log_probs, frames, [[TOKEN_INDEX[w] for w in u.words] for u in utterances]
+
+
+LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+INSERTION_BONUSES = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+
+
+def choose_lm_settings(log_probs, frames, references, lm) -> tuple[float, float, float]:
+    """The LM weight and word-insertion bonus of the beam search with the lowest character error rate on a
+    development set (a voice that is neither a training voice nor the test voice), over the grid of LM_WEIGHTS and
+    INSERTION_BONUSES; ties go to the smaller weight, then the smaller bonus. Returns (weight, bonus, that CER)."""
+    best = None
+    for weight in LM_WEIGHTS:
+        for bonus in INSERTION_BONUSES:
+            hyps = pyseq.ctc.beam_search(log_probs, frames, beam_width=16, lm=lm, lm_weight=weight,
+                                         insertion_bonus=bonus)
+            cer, _ = error_rates([h[0].tokens for h in hyps], references)
+            if best is None or cer < best[2]:
+                best = (weight, bonus, cer)
+    return best
 
 
 def main() -> None:

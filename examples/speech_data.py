@@ -39,6 +39,7 @@ VOCABULARY = sorted({word for template in TEMPLATES for slot in template for wor
 TRAIN_ACCENTS = ["en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland"]
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m5", "f1", "f2", "f3"]
 TEST_VOICE = "en-us-nyc+f4"  # an accent and a variant no training voice has
+DEV_VOICE = "en-gb-x-gbcwmd+f5"  # another: for choosing decoding settings, never the test voice
 
 
 def sentence(rng: random.Random) -> list[str]:

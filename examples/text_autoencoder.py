@@ -183,7 +183,7 @@ def run(quick: bool = False, seed: int = 0, log=print) -> dict:
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         log(f"epoch {epoch + 1}: loss {total / n_train:.4f}")
     model.eval()
     S, W = test_words.shape[1], test_words.shape[2]
