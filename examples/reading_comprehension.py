@@ -1,8 +1,9 @@
 """Reading comprehension: bAbI-style stories and questions (examples/story_world.py, made here) answered by an
 end-to-end memory network (pyseq.nn.MemoryNetwork: position-encoded sentences, 3 hops, adjacent tying), one model
-per task on 1,000 training stories, against an LSTM reader (the story's words and the question through a pyseq LSTM,
-its last state to the answer) on the same data; tested on 1,000 other stories per task. The attention of each hop
-over one story is drawn to a PNG.
+per task on 1,000 training stories, trained as the paper trains it (linear start, random noise, its gradient clip,
+the best of five restarts by training error), against an LSTM reader (the story's words and the question through a
+pyseq LSTM, its last state to the answer) on the same data; tested on 1,000 other stories per task. The attention of
+each hop over one story is drawn to a PNG.
 
     python examples/reading_comprehension.py [--png attention.png]   # full run
     python examples/reading_comprehension.py --quick                 # the short run the tests use
