@@ -51,7 +51,6 @@ class World:
         self.story: list[list[str]] = []
         # per person: index of the last sentence that placed them; per object: its (sentence, event) history
         self.last_move: dict[str, int] = {}
-        self.moves: dict[str, list[int]] = {p: [] for p in PEOPLE}
         self.object_events: dict[str, list[tuple[int, str, str]]] = {o: [] for o in OBJECTS}
         self.object_trail: dict[str, list[tuple[str, int]]] = {o: [] for o in OBJECTS}  # (place, sentence)
 
@@ -64,7 +63,6 @@ class World:
         self.place[person] = place
         index = self.say(f"{person} {self.rng.choice(MOVES)} {place}")
         self.last_move[person] = index
-        self.moves[person].append(index)
         for obj, holder in self.holder.items():
             if holder == person:
                 self._object_at(obj, place, index)

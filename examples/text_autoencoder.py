@@ -30,6 +30,7 @@ from torch import nn
 import pyseq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import speech_data as sd  # noqa: E402  (its fit: Adam, one-cycle schedule, clipping)
 import story_world  # noqa: E402
 
 PAD, END = 0, 1  # END closes every sentence
@@ -151,7 +152,7 @@ def order_sensitivity(model: HierarchicalAutoEncoder, words: torch.Tensor, rng: 
         order = list(range(n))
         rng.shuffle(order)
         shuffled[i, :n] = sentences[i, :n][order]
-        keep.append(order != sorted(order) and row[:n] != [row[j] for j in order])
+        keep.append(row[:n] != [row[j] for j in order])
     keep = torch.tensor(keep)
     with torch.no_grad():
         a, b = model.encode_sentences(sentences[keep]), model.encode_sentences(shuffled[keep])
@@ -168,24 +169,7 @@ def run(quick: bool = False, seed: int = 0, log=print) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = HierarchicalAutoEncoder(len(vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = epochs * ((n_train + 31) // 32)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
-    for epoch in range(epochs):
-        order = list(range(n_train))
-        rng.shuffle(order)
-        total = 0.0
-        for i in range(0, n_train, 32):
-            batch = torch.tensor(order[i : i + 32])
-            loss = model.loss(train_words[batch], train_counts[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        log(f"epoch {epoch + 1}: loss {total / n_train:.4f}")
-    model.eval()
+    sd.fit(model, lambda batch: model.loss(train_words[batch], train_counts[batch]), n_train, epochs, rng, log, "loss")
     S, W = test_words.shape[1], test_words.shape[2]
     written = model.reconstruct(test_words, test_counts, S, W)
     real = test_words != PAD

@@ -164,11 +164,16 @@ def train(model: nn.Module, data, epochs: int, seed: int) -> nn.Module:
     return model
 
 
-def accuracies(model: nn.Module, data) -> tuple[float, float]:
-    images, question, answer, relational = data
+def answered(model: nn.Module, data) -> torch.Tensor:
+    """Whether the model answers each question of `data` right [count]."""
+    images, question, answer, _ = data
     with torch.no_grad():
-        right = torch.cat([model(images[s : s + 500], question[s : s + 500]).argmax(1) == answer[s : s + 500]
-                           for s in range(0, images.shape[0], 500)])
+        return torch.cat([model(images[s : s + 500], question[s : s + 500]).argmax(1) == answer[s : s + 500]
+                          for s in range(0, images.shape[0], 500)])
+
+
+def accuracies(model: nn.Module, data) -> tuple[float, float]:
+    right, relational = answered(model, data), data[3]
     return float(right[~relational].float().mean()), float(right[relational].float().mean())
 
 
@@ -178,14 +183,8 @@ def best_of_restarts(make_model, data, epochs: int, seed: int, restarts: int) ->
     held_out = data[0].shape[0] // 10
     training = tuple(t[:-held_out] for t in data)
     validation = tuple(t[-held_out:] for t in data)
-
-    def validation_accuracy(model):
-        nonrelational, relational = accuracies(model, validation)
-        share = float(validation[3].float().mean())
-        return (1 - share) * nonrelational + share * relational
-
     runs = [train(make_model(), training, epochs, seed + 100 * r) for r in range(restarts)]
-    return max(runs, key=validation_accuracy)
+    return max(runs, key=lambda model: int(answered(model, validation).sum()))
 
 
 def plot(model: AttentionQA, data, path: str, count: int = 4) -> None:
