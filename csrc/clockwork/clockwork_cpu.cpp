@@ -1,0 +1,247 @@
+// The Clockwork RNN on the CPU. Batch rows are independent for the whole sequence, so each thread takes blocks of
+// up to kRows rows and runs the time loop on them alone, with no barrier per step. Per step it computes only the
+// active modules: a register tile of kRows rows x one chunk of a module's units sums, over the columns the module
+// reads, the state times the weights packed once per call (W_hh^T forward, W_hh backward; rows padded to whole chunks
+// with zeros), so that each weight loaded feeds kRows multiply-adds. Every sum runs in a fixed order whatever the
+// thread count: deterministic.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "../common/cpu_dispatch.h"
+#include "../common/float32_compute.h"
+#include "clockwork_schedule.h"
+
+namespace pyseq {
+namespace {
+
+constexpr int kRows = 4;
+
+// Units per register tile: 128 bytes, two AVX-512 registers a row.
+template <typename T>
+constexpr int64_t kChunk = 128 / sizeof(T);
+
+// The packed weights: row p holds `ld` values (ld = H rounded up to whole chunks, plus one chunk, zeros past H), so
+// that a tile that starts anywhere in a row reads a whole chunk.
+template <typename T>
+struct PackedWeights {
+  std::vector<T> values;
+  int64_t ld;
+};
+
+// transpose false: packed[p][c] = w_hh[p][c] (backward); true: packed[c][u] = w_hh[u][c] (forward).
+template <typename T>
+PackedWeights<T> pack(const ClockworkArgs<T>& a, bool transpose) {
+  const int64_t ld = (a.H + kChunk<T> - 1) / kChunk<T> * kChunk<T> + kChunk<T>;
+  PackedWeights<T> p{std::vector<T>(a.H * ld, T(0)), ld};
+  for (int64_t r = 0; r < a.H; ++r) {
+    for (int64_t c = 0; c < a.H; ++c) p.values[(transpose ? c : r) * ld + (transpose ? r : c)] = a.w_hh[r * a.H + c];
+  }
+  return p;
+}
+
+// acc[r][0, kChunk) += sum over p in [p0, p1) of x[r][p] * m[p * ld + col, + kChunk).
+template <int R, typename T>
+PYSEQ_ALWAYS_INLINE void accumulate(T (&acc)[R][kChunk<T>], T* const (&x)[R], const T* m, int64_t ld, int64_t col,
+                                    int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* mp = m + p * ld + col;
+    for (int r = 0; r < R; ++r) {
+      const T xr = x[r][p];
+      for (int64_t u = 0; u < kChunk<T>; ++u) acc[r][u] += xr * mp[u];
+    }
+  }
+}
+
+// The forward of rows [b0, b0 + R); h [R][H]: scratch for their states.
+template <int R, typename T>
+PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, T* h) {
+  const int64_t H = a.H, B = a.B;
+  T* rows[R];
+  for (int r = 0; r < R; ++r) {
+    rows[r] = h + r * H;
+    std::copy(a.h0 + (b0 + r) * H, a.h0 + (b0 + r + 1) * H, rows[r]);
+  }
+  T acc[R][kChunk<T>];
+  for (int64_t t = 0; t < a.steps; ++t) {
+    const int64_t base = t * B * H;
+    for (int64_t i = 0; i < a.modules; ++i) {
+      const int64_t u_end = (i + 1) * a.width;
+      if (!module_active(a, i, t)) {
+        for (int r = 0; r < R; ++r) std::copy(rows[r] + i * a.width, rows[r] + u_end, a.output + base + (b0 + r) * H + i * a.width);
+        continue;
+      }
+      for (int64_t u0 = i * a.width; u0 < u_end; u0 += kChunk<T>) {
+        const int64_t n = std::min<int64_t>(kChunk<T>, u_end - u0);
+        for (int r = 0; r < R; ++r) {
+          const T* xp = a.input_proj + base + (b0 + r) * H + u0;
+          for (int64_t u = 0; u < kChunk<T>; ++u) acc[r][u] = u < n ? xp[u] : T(0);
+        }
+        accumulate<R, T>(acc, rows, w.values.data(), w.ld, u0, a.first[i] * a.width, H);
+        for (int r = 0; r < R; ++r) {
+          T* y = a.output + base + (b0 + r) * H + u0;
+          for (int64_t u = 0; u < n; ++u) y[u] = clockwork_activation(a, acc[r][u]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      T* y = a.output + base + (b0 + r) * H;
+      if (t < a.lengths[b0 + r]) {
+        std::copy(y, y + H, rows[r]);
+      } else {
+        std::fill(y, y + H, T(0));
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) std::copy(rows[r], rows[r] + H, a.h_n + (b0 + r) * H);
+}
+
+// The backward of rows [b0, b0 + R); scratch [3][R][H]: d loss / d state, d loss / d h_t, d_pre.
+template <int R, typename T>
+PYSEQ_ALWAYS_INLINE void backward_rows(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, T* scratch) {
+  const int64_t H = a.H, B = a.B;
+  T* dh[R];
+  T* g[R];
+  T* d_pre[R];
+  for (int r = 0; r < R; ++r) {
+    dh[r] = scratch + r * H;
+    g[r] = scratch + (R + r) * H;
+    d_pre[r] = scratch + (2 * R + r) * H;
+    std::copy(a.grad_h_n + (b0 + r) * H, a.grad_h_n + (b0 + r + 1) * H, dh[r]);
+  }
+  T acc[R][kChunk<T>];
+  for (int64_t t = a.steps - 1; t >= 0; --t) {
+    const int64_t base = t * B * H;
+    bool running[R];
+    for (int r = 0; r < R; ++r) {
+      running[r] = t < a.lengths[b0 + r];
+      const T* gy = a.grad_output + base + (b0 + r) * H;
+      const T* y = a.output + base + (b0 + r) * H;
+      for (int64_t c = 0; c < H; ++c) g[r][c] = running[r] ? dh[r][c] + gy[c] : dh[r][c];
+      for (int64_t i = 0; i < a.modules; ++i) {
+        const bool on = running[r] && module_active(a, i, t);
+        for (int64_t u = i * a.width; u < (i + 1) * a.width; ++u) {
+          d_pre[r][u] = on ? clockwork_activation_backward(a, y[u], g[r][u]) : T(0);
+        }
+      }
+      std::copy(d_pre[r], d_pre[r] + H, a.grad_input_proj + base + (b0 + r) * H);
+    }
+    for (int64_t j = 0; j < a.modules; ++j) {
+      const int64_t c_end = (j + 1) * a.width;
+      const bool j_active = module_active(a, j, t);
+      for (int64_t c0 = j * a.width; c0 < c_end; c0 += kChunk<T>) {
+        const int64_t n = std::min<int64_t>(kChunk<T>, c_end - c0);
+        for (int r = 0; r < R; ++r) {
+          const bool through = !(running[r] && j_active);
+          for (int64_t c = 0; c < kChunk<T>; ++c) acc[r][c] = through && c < n ? g[r][c0 + c] : T(0);
+        }
+        for (int64_t i = 0; i < a.modules && a.first[i] <= j; ++i) {
+          if (module_active(a, i, t)) accumulate<R, T>(acc, d_pre, w.values.data(), w.ld, c0, i * a.width, (i + 1) * a.width);
+        }
+        for (int r = 0; r < R; ++r) std::copy(acc[r], acc[r] + n, dh[r] + c0);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) std::copy(dh[r], dh[r] + H, a.grad_h0 + (b0 + r) * H);
+}
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void forward_block(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, int64_t rows,
+                                       T* scratch) {
+  switch (rows) {
+    case 4: return forward_rows<4, T>(a, w, b0, scratch);
+    case 3: return forward_rows<3, T>(a, w, b0, scratch);
+    case 2: return forward_rows<2, T>(a, w, b0, scratch);
+    default: return forward_rows<1, T>(a, w, b0, scratch);
+  }
+}
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void backward_block(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0,
+                                        int64_t rows, T* scratch) {
+  switch (rows) {
+    case 4: return backward_rows<4, T>(a, w, b0, scratch);
+    case 3: return backward_rows<3, T>(a, w, b0, scratch);
+    case 2: return backward_rows<2, T>(a, w, b0, scratch);
+    default: return backward_rows<1, T>(a, w, b0, scratch);
+  }
+}
+
+// float32 compiled once per ISA level (cpu_dispatch.h), float64 as compiled.
+PYSEQ_CPU_CLONES void forward_block_f32(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0,
+                                        int64_t rows, float* scratch) {
+  forward_block(a, w, b0, rows, scratch);
+}
+PYSEQ_CPU_CLONES void backward_block_f32(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0,
+                                         int64_t rows, float* scratch) {
+  backward_block(a, w, b0, rows, scratch);
+}
+void run_forward_block(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0, int64_t rows,
+                       float* scratch) {
+  forward_block_f32(a, w, b0, rows, scratch);
+}
+void run_forward_block(const ClockworkArgs<double>& a, const PackedWeights<double>& w, int64_t b0, int64_t rows,
+                       double* scratch) {
+  forward_block(a, w, b0, rows, scratch);
+}
+void run_backward_block(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0, int64_t rows,
+                        float* scratch) {
+  backward_block_f32(a, w, b0, rows, scratch);
+}
+void run_backward_block(const ClockworkArgs<double>& a, const PackedWeights<double>& w, int64_t b0, int64_t rows,
+                        double* scratch) {
+  backward_block(a, w, b0, rows, scratch);
+}
+
+// block(b0, rows, scratch) for every block of kRows batch rows, in parallel, each thread with `scratch_rows` x H
+// values of scratch per row of a block.
+template <typename T, typename Block>
+void for_row_blocks(const ClockworkArgs<T>& a, int64_t scratch_rows, const Block& block) {
+  const int64_t blocks = (a.B + kRows - 1) / kRows;
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<T> scratch(scratch_rows * kRows * a.H);
+    for (int64_t k = k0; k < k1; ++k) {
+      block(k * kRows, std::min<int64_t>(kRows, a.B - k * kRows), scratch.data());
+    }
+  });
+}
+
+struct CpuKernels {
+  c10::DeviceType device() const { return c10::DeviceType::CPU; }
+  at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor&) const { return lengths; }
+
+  template <typename T>
+  void forward(const ClockworkArgs<T>& a) const {
+    const PackedWeights<T> w = pack(a, /*transpose=*/true);
+    for_row_blocks(a, 1, [&](int64_t b0, int64_t rows, T* scratch) { run_forward_block(a, w, b0, rows, scratch); });
+  }
+
+  template <typename T>
+  void backward(const ClockworkArgs<T>& a) const {
+    const PackedWeights<T> w = pack(a, /*transpose=*/false);
+    for_row_blocks(a, 3, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> clockwork_rnn_cpu(const at::Tensor& input_proj, const at::Tensor& h0,
+                                                     const at::Tensor& w_hh, at::IntArrayRef periods,
+                                                     const at::Tensor& lengths, bool relu) {
+  return clockwork_rnn_on(CpuKernels{}, input_proj, h0, w_hh, periods, lengths, relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output, const at::Tensor& h0,
+    const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
+  return clockwork_rnn_backward_on(CpuKernels{}, grad_output, grad_h_n, output, h0, w_hh, periods, lengths, relu);
+}
+
+}  // namespace
+}  // namespace pyseq
+
+TORCH_LIBRARY_IMPL(pyseq, CPU, m) {
+  m.impl("clockwork_rnn", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::clockwork_rnn_cpu));
+  m.impl("clockwork_rnn_backward", PYSEQ_INPUT_DTYPE_RESULTS(pyseq::clockwork_rnn_backward_cpu));
+}
