@@ -24,6 +24,13 @@ constexpr int kRows = 4;
 template <typename T>
 constexpr int64_t kChunk = 128 / sizeof(T);
 
+// Asks for the H values at `row` to come into the cache: each step reads its rows of the sequence tensors B x H apart
+// from the last step's, a stride the hardware prefetchers do not follow, so each step requests the next step's rows.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void prefetch_row(const T* row, int64_t H) {
+  for (int64_t c = 0; c < H; c += 64 / sizeof(T)) __builtin_prefetch(row + c);
+}
+
 // The packed weights: row p holds `ld` values (ld = H rounded up to whole chunks, plus one chunk, zeros past H), so
 // that a tile that starts anywhere in a row reads a whole chunk.
 template <typename T>
@@ -41,6 +48,16 @@ PackedWeights<T> pack(const ClockworkArgs<T>& a, bool transpose) {
     for (int64_t c = 0; c < a.H; ++c) p.values[(transpose ? c : r) * ld + (transpose ? r : c)] = a.w_hh[r * a.H + c];
   }
   return p;
+}
+
+// chunk = values[0, n), then zeros (n <= kChunk): a vector copy for a whole chunk.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void load_chunk(T (&chunk)[kChunk<T>], const T* values, int64_t n) {
+  if (n == kChunk<T>) {
+    std::copy(values, values + kChunk<T>, chunk);
+  } else {
+    for (int64_t u = 0; u < kChunk<T>; ++u) chunk[u] = u < n ? values[u] : T(0);
+  }
 }
 
 // acc[r][0, kChunk) += sum over p in [p0, p1) of x[r][p] * m[p * ld + col, + kChunk).
@@ -68,6 +85,9 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
   T acc[R][kChunk<T>];
   for (int64_t t = 0; t < a.steps; ++t) {
     const int64_t base = t * B * H;
+    if (t + 1 < a.steps) {
+      for (int r = 0; r < R; ++r) prefetch_row(a.input_proj + base + (B + b0 + r) * H, H);
+    }
     for (int64_t i = 0; i < a.modules; ++i) {
       const int64_t u_end = (i + 1) * a.width;
       if (!module_active(a, i, t)) {
@@ -76,10 +96,7 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
       }
       for (int64_t u0 = i * a.width; u0 < u_end; u0 += kChunk<T>) {
         const int64_t n = std::min<int64_t>(kChunk<T>, u_end - u0);
-        for (int r = 0; r < R; ++r) {
-          const T* xp = a.input_proj + base + (b0 + r) * H + u0;
-          for (int64_t u = 0; u < kChunk<T>; ++u) acc[r][u] = u < n ? xp[u] : T(0);
-        }
+        for (int r = 0; r < R; ++r) load_chunk(acc[r], a.input_proj + base + (b0 + r) * H + u0, n);
         accumulate<R, T>(acc, rows, w.values.data(), w.ld, u0, a.first[i] * a.width, H);
         for (int r = 0; r < R; ++r) {
           T* y = a.output + base + (b0 + r) * H + u0;
@@ -99,47 +116,86 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
   for (int r = 0; r < R; ++r) std::copy(rows[r], rows[r] + H, a.h_n + (b0 + r) * H);
 }
 
-// The backward of rows [b0, b0 + R); scratch [3][R][H]: d loss / d state, d loss / d h_t, d_pre.
+// The modules active at step t as runs of consecutive modules [begin, end): usually one (a prefix, with exponential
+// periods). Returns the number of runs.
+template <typename T>
+PYSEQ_ALWAYS_INLINE int64_t active_runs(const ClockworkArgs<T>& a, int64_t t, int64_t (&runs)[kClockworkMaxModules][2]) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.modules; ++i) {
+    if (!module_active(a, i, t)) continue;
+    if (n > 0 && runs[n - 1][1] == i) {
+      runs[n - 1][1] = i + 1;
+    } else {
+      runs[n][0] = i;
+      runs[n][1] = i + 1;
+      ++n;
+    }
+  }
+  return n;
+}
+
+// The backward of rows [b0, b0 + R); scratch [2][R][H]: d loss / d state, d loss / d h_t. The pre-activation
+// gradients go straight to grad_input_proj, which the step's state gradient then reads.
 template <int R, typename T>
 PYSEQ_ALWAYS_INLINE void backward_rows(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, T* scratch) {
-  const int64_t H = a.H, B = a.B;
+  const int64_t H = a.H, B = a.B, width = a.width;
   T* dh[R];
   T* g[R];
   T* d_pre[R];
   for (int r = 0; r < R; ++r) {
     dh[r] = scratch + r * H;
     g[r] = scratch + (R + r) * H;
-    d_pre[r] = scratch + (2 * R + r) * H;
     std::copy(a.grad_h_n + (b0 + r) * H, a.grad_h_n + (b0 + r + 1) * H, dh[r]);
   }
+  // reads[j]: the units whose weights reach column module j (the modules i with first[i] <= j) end here.
+  int64_t reads[kClockworkMaxModules];
+  for (int64_t j = 0, i = 0; j < a.modules; ++j) {
+    while (i < a.modules && a.first[i] <= j) ++i;
+    reads[j] = i * width;
+  }
+  int64_t runs[kClockworkMaxModules][2];
   T acc[R][kChunk<T>];
   for (int64_t t = a.steps - 1; t >= 0; --t) {
-    const int64_t base = t * B * H;
+    const int64_t base = t * B * H, n_runs = active_runs(a, t, runs);
+    if (t > 0) {
+      for (int r = 0; r < R; ++r) {
+        prefetch_row(a.grad_output + base - (B - b0 - r) * H, H);
+        prefetch_row(a.output + base - (B - b0 - r) * H, H);
+      }
+    }
     bool running[R];
     for (int r = 0; r < R; ++r) {
       running[r] = t < a.lengths[b0 + r];
       const T* gy = a.grad_output + base + (b0 + r) * H;
       const T* y = a.output + base + (b0 + r) * H;
-      for (int64_t c = 0; c < H; ++c) g[r][c] = running[r] ? dh[r][c] + gy[c] : dh[r][c];
-      for (int64_t i = 0; i < a.modules; ++i) {
-        const bool on = running[r] && module_active(a, i, t);
-        for (int64_t u = i * a.width; u < (i + 1) * a.width; ++u) {
-          d_pre[r][u] = on ? clockwork_activation_backward(a, y[u], g[r][u]) : T(0);
+      d_pre[r] = a.grad_input_proj + base + (b0 + r) * H;
+      std::fill(d_pre[r], d_pre[r] + H, T(0));
+      if (!running[r]) {
+        std::copy(dh[r], dh[r] + H, g[r]);
+        continue;
+      }
+      for (int64_t c = 0; c < H; ++c) g[r][c] = dh[r][c] + gy[c];
+      for (int64_t k = 0; k < n_runs; ++k) {
+        for (int64_t u = runs[k][0] * width; u < runs[k][1] * width; ++u) {
+          d_pre[r][u] = clockwork_activation_backward(a, y[u], g[r][u]);
         }
       }
-      std::copy(d_pre[r], d_pre[r] + H, a.grad_input_proj + base + (b0 + r) * H);
     }
     for (int64_t j = 0; j < a.modules; ++j) {
-      const int64_t c_end = (j + 1) * a.width;
+      const int64_t c_end = (j + 1) * width;
       const bool j_active = module_active(a, j, t);
-      for (int64_t c0 = j * a.width; c0 < c_end; c0 += kChunk<T>) {
+      for (int64_t c0 = j * width; c0 < c_end; c0 += kChunk<T>) {
         const int64_t n = std::min<int64_t>(kChunk<T>, c_end - c0);
         for (int r = 0; r < R; ++r) {
-          const bool through = !(running[r] && j_active);
-          for (int64_t c = 0; c < kChunk<T>; ++c) acc[r][c] = through && c < n ? g[r][c0 + c] : T(0);
+          if (running[r] && j_active) {
+            std::fill(acc[r], acc[r] + kChunk<T>, T(0));
+          } else {
+            load_chunk(acc[r], g[r] + c0, n);
+          }
         }
-        for (int64_t i = 0; i < a.modules && a.first[i] <= j; ++i) {
-          if (module_active(a, i, t)) accumulate<R, T>(acc, d_pre, w.values.data(), w.ld, c0, i * a.width, (i + 1) * a.width);
+        for (int64_t k = 0; k < n_runs; ++k) {
+          const int64_t p0 = runs[k][0] * width, p1 = std::min(runs[k][1] * width, reads[j]);
+          if (p0 < p1) accumulate<R, T>(acc, d_pre, w.values.data(), w.ld, c0, p0, p1);
         }
         for (int r = 0; r < R; ++r) std::copy(acc[r], acc[r] + n, dh[r] + c0);
       }
@@ -222,7 +278,7 @@ struct CpuKernels {
   template <typename T>
   void backward(const ClockworkArgs<T>& a) const {
     const PackedWeights<T> w = pack(a, /*transpose=*/false);
-    for_row_blocks(a, 3, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
+    for_row_blocks(a, 2, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
   }
 };
 

@@ -121,23 +121,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_on(
     a.grad_h0 = d_h0.data_ptr<scalar_t>();
     kernels.backward(a);
   });
-  // d W_hh[units of i, columns from first[i]] = sum over the steps i runs of d_pre[t, :, units]^T h_{t-1}[:, columns]:
-  // one GEMM per period (its modules' rows are contiguous and read the same columns), over every step t with
-  // t % period == 0 (a strided view). h_{t-1} of a row is output[t-1] while the row runs, which is all that d_pre
-  // reaches (a finished row's d_pre is 0).
+  // d W_hh[units of i, columns from first[i]] = sum over the steps t that i runs of d_pre[t, :, units]^T
+  // h_{t-1}[:, columns]: per period (its modules' rows are contiguous and read the same columns), the step 0 term with
+  // h0, then one GEMM over the steps t = p, 2p, ... (strided views of d_pre and of output, h_{t-1} = output[t-1]
+  // while a row runs, which is all that d_pre reaches: a finished row's d_pre is 0).
   const int64_t T = in.T, B = in.B, H = in.H, modules = static_cast<int64_t>(periods.size()), width = H / modules;
   at::Tensor d_w_hh = at::zeros({H, H}, output.options());
-  if (T > 0 && B > 0) {
-    const at::Tensor h_prev = at::cat({in.h0.unsqueeze(0), y.narrow(0, 0, T - 1)});  // [T, B, H]
-    for (int64_t i = 0; i < modules;) {
-      int64_t end = i;
-      while (end < modules && periods[end] == periods[i]) ++end;
-      const int64_t rows = (end - i) * width, col0 = i * width, steps = (T + periods[i] - 1) / periods[i];
-      const at::Tensor dp = d_pre.slice(0, 0, T, periods[i]).narrow(2, col0, rows).reshape({steps * B, rows});
-      const at::Tensor hp = h_prev.slice(0, 0, T, periods[i]).narrow(2, col0, H - col0).reshape({steps * B, H - col0});
-      d_w_hh.narrow(0, col0, rows).narrow(1, col0, H - col0).copy_(at::mm(dp.t(), hp));
-      i = end;
+  for (int64_t i = 0; i < modules && T > 0;) {
+    int64_t end = i;
+    while (end < modules && periods[end] == periods[i]) ++end;
+    const int64_t p = periods[i], rows = (end - i) * width, col0 = i * width, later = (T - 1) / p;
+    at::Tensor block = d_w_hh.narrow(0, col0, rows).narrow(1, col0, H - col0);
+    block.addmm_(d_pre.select(0, 0).narrow(1, col0, rows).t(), in.h0.narrow(1, col0, H - col0));
+    if (later > 0) {
+      const at::Tensor dp = d_pre.slice(0, p, T, p).narrow(2, col0, rows).reshape({later * B, rows});
+      const at::Tensor hp = y.slice(0, p - 1, T - 1, p).narrow(2, col0, H - col0).reshape({later * B, H - col0});
+      block.addmm_(dp.t(), hp);
     }
+    i = end;
   }
   return {d_pre, d_h0, d_w_hh};
 }

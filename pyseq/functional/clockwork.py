@@ -69,9 +69,11 @@ def clockwork_rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: 
     steps, batch = input.shape[0], input.shape[1]
     hidden = weight_hh.shape[0]
     periods = check_periods(periods, hidden)
+    if bias_ih is not None and bias_hh is not None:
+        bias_ih = bias_ih + bias_hh  # one bias over the sequence: the input projection's GEMM adds it
+    elif bias_hh is not None:
+        bias_ih = bias_hh
     input_proj = F.linear(input, weight_ih, bias_ih)
-    if bias_hh is not None:
-        input_proj = input_proj + bias_hh
     if hx is None:
         hx = input.new_zeros(batch, hidden, dtype=input_proj.dtype)
     if lengths is None:
