@@ -40,6 +40,7 @@ _DOT = pyseq.nn.DotAttention(3, 4, score="general")
 _LSTM, _GRU, _RNN = pyseq.nn.LSTM(3, 4), pyseq.nn.GRU(3, 4), pyseq.nn.RNN(3, 4, nonlinearity="relu")
 _NTM = pyseq.nn.NTM(3, 2, 6, memory_size=(5, 3))
 _MEMNET = pyseq.nn.MemoryNetwork(7, 4, max_sentences=3, hops=2)
+_CLOCKWORK = pyseq.nn.ClockworkRNN(3, 4, periods=(1, 2))
 _W = {mode: _rnn_weights(mode, 3, 4) for mode in ("LSTM", "GRU", "RNN")}
 
 # name -> (call(args) -> result, valid args). Tensors in args are walked; other values are passed as they are.
@@ -134,6 +135,14 @@ ENTRIES = {
         lambda a: F.memory_hops(a["u"], a["memory_in"], a["memory_out"], a["mask"], 2, a["H"]),
         {"u": torch.randn(2, 4), "memory_in": torch.randn(2, 3, 4), "memory_out": torch.randn(2, 3, 4),
          "mask": torch.ones(2, 3, dtype=torch.bool), "H": torch.randn(4, 4)}),
+    "functional.clockwork_rnn": (
+        lambda a: F.clockwork_rnn(a["input"], a["weight_ih"], a["weight_hh"], a["bias_ih"], a["bias_hh"], (1, 2),
+                                  a["hx"], lengths=a["lengths"]),
+        {"input": torch.randn(5, 2, 3), "weight_ih": torch.randn(4, 3), "weight_hh": torch.randn(4, 4),
+         "bias_ih": torch.randn(4), "bias_hh": torch.randn(4), "hx": torch.zeros(2, 4),
+         "lengths": torch.tensor([5, 3])}),
+    "nn.ClockworkRNN": (lambda a: _CLOCKWORK(a["input"], a["hx"]),
+                        {"input": torch.randn(5, 2, 3), "hx": torch.randn(1, 2, 4)}),
     "nn.MemoryNetwork": (lambda a: _MEMNET(a["story"], a["question"]),
                          {"story": torch.tensor([[[1, 2, 0], [3, 4, 5], [0, 0, 0]], [[6, 1, 0], [2, 0, 0], [1, 1, 1]]]),
                           "question": torch.tensor([[1, 3], [2, 0]])}),

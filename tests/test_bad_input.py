@@ -29,8 +29,10 @@ def test_bad_input_gives_a_clean_answer(entry, tmp_path):
 
 
 # Public names with no tensor arguments of their own to walk: a result type, the NTM's state, a weight initializer,
-# the position encoding (made from two sizes; tests/test_memnet.py tests its bad sizes).
-NOT_ENTRY_POINTS = {"functional.ProjectedKeys", "nn.NTMState", "nn.init_irnn_", "functional.position_encoding"}
+# the position encoding and the Clockwork RNN's connectivity (made from sizes; tests/test_memnet.py and
+# tests/test_clockwork.py test their bad sizes).
+NOT_ENTRY_POINTS = {"functional.ProjectedKeys", "nn.NTMState", "nn.init_irnn_", "functional.position_encoding",
+                    "functional.clockwork_connectivity"}
 
 
 def test_every_public_name_is_walked():

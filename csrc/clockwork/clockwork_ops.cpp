@@ -39,8 +39,10 @@ std::tuple<at::Tensor, at::Tensor> clockwork_composite(const at::Tensor& input_p
   const int64_t T = input_proj.size(0), H = input_proj.size(2), modules = static_cast<int64_t>(periods.size());
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(input_proj.device());
   // period of each unit [H]; W_hh[u, c] is read when period(c) >= period(u)
-  const at::Tensor unit_period =
-      at::tensor(std::vector<int64_t>(periods.begin(), periods.end()), long_options).repeat_interleave(H / modules);
+  // (built from factories, not from host data: a torch.func transform may wrap the tensors the composite makes)
+  std::vector<at::Tensor> module_periods;
+  for (const int64_t p : periods) module_periods.push_back(at::full({H / modules}, p, long_options));
+  const at::Tensor unit_period = at::cat(module_periods);
   const at::Tensor w = w_hh * (unit_period.unsqueeze(0) >= unit_period.unsqueeze(1)).to(w_hh.scalar_type());
   const at::Tensor running_until = lengths.to(input_proj.device()).unsqueeze(1);  // [B, 1]
   at::Tensor h = h0;

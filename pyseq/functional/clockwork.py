@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._ops import clockwork as _clockwork_ops
+from .._ops.checks import check_same_device
 
 __all__ = ["clockwork_rnn", "clockwork_connectivity"]
 
@@ -66,6 +67,9 @@ def clockwork_rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: 
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     if input.dim() != 3:
         raise ValueError(f"input must be 3-D (T, batch, input_size), got {input.dim()}-D")
+    # before the input projection: torch's linear would run a CPU input with a meta weight
+    check_same_device("input", input, ("weight_ih", weight_ih), ("weight_hh", weight_hh), ("bias_ih", bias_ih),
+                      ("bias_hh", bias_hh), ("hx", hx))
     steps, batch = input.shape[0], input.shape[1]
     hidden = weight_hh.shape[0]
     periods = check_periods(periods, hidden)
@@ -73,7 +77,8 @@ def clockwork_rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: 
         bias_ih = bias_ih + bias_hh  # one bias over the sequence: the input projection's GEMM adds it
     elif bias_hh is not None:
         bias_ih = bias_hh
-    input_proj = F.linear(input, weight_ih, bias_ih)
+    # a contiguous weight: the same product, bit for bit, whatever the weight's strides
+    input_proj = F.linear(input, weight_ih.contiguous(), bias_ih)
     if hx is None:
         hx = input.new_zeros(batch, hidden, dtype=input_proj.dtype)
     if lengths is None:
