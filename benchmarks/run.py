@@ -23,6 +23,7 @@ import pyseq  # noqa: E402
 import harness  # noqa: E402
 from harness import cpu_model, gemm_rate  # noqa: E402
 import attention_cases  # noqa: E402
+import clockwork_cases  # noqa: E402
 import crf_cases  # noqa: E402
 import ctc_cases  # noqa: E402
 import memnet_cases  # noqa: E402
@@ -171,6 +172,8 @@ def main() -> int:
     ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
     ntm_rows += [ntm_cases.measure_layer(case, budget) for case in ntm_cases.all_cases()]
     memnet_rows = measure_all(memnet_cases.measure, memnet_cases.all_cases(), CTC_COLUMNS, budget)
+    clockwork_rows = measure_all(clockwork_cases.measure, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
+    clockwork_rows += measure_all(clockwork_cases.measure_against_rnn, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
 
     print()
     step_rows = []
@@ -197,6 +200,7 @@ def main() -> int:
         "attention": (ATTENTION_COLUMNS, [row for row, _, _ in attention_rows]),
         "ntm": (CTC_COLUMNS, ntm_rows),
         "memnet": (CTC_COLUMNS, memnet_rows),
+        "clockwork": (CTC_COLUMNS, clockwork_rows),
         "recurrent_step": (STEP_COLUMNS, step_rows),
     }
     for columns, table in tables.values():
