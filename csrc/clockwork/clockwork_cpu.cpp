@@ -13,6 +13,7 @@
 
 #include "../common/cpu_dispatch.h"
 #include "../common/float32_compute.h"
+#include "clockwork_cpu.h"
 #include "clockwork_schedule.h"
 
 namespace pyseq {
@@ -265,36 +266,37 @@ void for_row_blocks(const ClockworkArgs<T>& a, int64_t scratch_rows, const Block
   });
 }
 
-struct CpuKernels {
-  c10::DeviceType device() const { return c10::DeviceType::CPU; }
-  at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor&) const { return lengths; }
+template <typename T>
+void forward_on_cpu(const ClockworkArgs<T>& a) {
+  const PackedWeights<T> w = pack(a, /*transpose=*/true);
+  for_row_blocks(a, 1, [&](int64_t b0, int64_t rows, T* scratch) { run_forward_block(a, w, b0, rows, scratch); });
+}
 
-  template <typename T>
-  void forward(const ClockworkArgs<T>& a) const {
-    const PackedWeights<T> w = pack(a, /*transpose=*/true);
-    for_row_blocks(a, 1, [&](int64_t b0, int64_t rows, T* scratch) { run_forward_block(a, w, b0, rows, scratch); });
-  }
-
-  template <typename T>
-  void backward(const ClockworkArgs<T>& a) const {
-    const PackedWeights<T> w = pack(a, /*transpose=*/false);
-    for_row_blocks(a, 2, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
-  }
-};
+template <typename T>
+void backward_on_cpu(const ClockworkArgs<T>& a) {
+  const PackedWeights<T> w = pack(a, /*transpose=*/false);
+  for_row_blocks(a, 2, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
+}
 
 std::tuple<at::Tensor, at::Tensor> clockwork_rnn_cpu(const at::Tensor& input_proj, const at::Tensor& h0,
                                                      const at::Tensor& w_hh, at::IntArrayRef periods,
                                                      const at::Tensor& lengths, bool relu) {
-  return clockwork_rnn_on(CpuKernels{}, input_proj, h0, w_hh, periods, lengths, relu);
+  return clockwork_rnn_on(ClockworkCpuKernels{}, input_proj, h0, w_hh, periods, lengths, relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
-  return clockwork_rnn_backward_on(CpuKernels{}, grad_output, grad_h_n, output, h0, w_hh, periods, lengths, relu);
+  return clockwork_rnn_backward_on(ClockworkCpuKernels{}, grad_output, grad_h_n, output, h0, w_hh, periods, lengths, relu);
 }
 
 }  // namespace
+
+void ClockworkCpuKernels::forward(const ClockworkArgs<float>& a) const { forward_on_cpu(a); }
+void ClockworkCpuKernels::forward(const ClockworkArgs<double>& a) const { forward_on_cpu(a); }
+void ClockworkCpuKernels::backward(const ClockworkArgs<float>& a) const { backward_on_cpu(a); }
+void ClockworkCpuKernels::backward(const ClockworkArgs<double>& a) const { backward_on_cpu(a); }
+
 }  // namespace pyseq
 
 TORCH_LIBRARY_IMPL(pyseq, CPU, m) {

@@ -8,54 +8,25 @@
 
 #include <tuple>
 
-#include "../common/cuda_glue.h"
 #include "../common/float32_compute.h"
-#include "clockwork_cuda.h"
+#include "clockwork_cuda_kernels.h"
 #include "clockwork_schedule.h"
 
 namespace pyseq {
 namespace {
 
-// The time loops (clockwork_schedule.h) as kernels on the current stream of `first`'s device.
-struct CudaKernels {
-  void* stream;
-  CudaKernels(const at::Tensor& first, const char* name) : stream(cuda_stream_of(first, name)) {}
-  c10::DeviceType device() const { return kGlueDevice; }
-  at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& like) const {
-    return lengths.to(like.device());
-  }
-
-  template <typename T>
-  void forward(const ClockworkArgs<T>& a) const {
-    check_shared(a);
-    launch_clockwork_forward(a, stream);
-    check_kernel_launch("clockwork forward");
-  }
-  template <typename T>
-  void backward(const ClockworkArgs<T>& a) const {
-    check_shared(a);
-    launch_clockwork_backward(a, stream);
-    check_kernel_launch("clockwork backward");
-  }
-  template <typename T>
-  static void check_shared(const ClockworkArgs<T>& a) {
-    TORCH_CHECK_VALUE(3 * a.H * sizeof(T) <= kClockworkCudaSharedBytes, "the CUDA clockwork kernels take at most ",
-                      kClockworkCudaSharedBytes / (3 * sizeof(T)), " hidden units in this dtype, got ", a.H);
-  }
-};
-
 std::tuple<at::Tensor, at::Tensor> clockwork_rnn_cuda(const at::Tensor& input_proj, const at::Tensor& h0,
                                                       const at::Tensor& w_hh, at::IntArrayRef periods,
                                                       const at::Tensor& lengths, bool relu) {
   const c10::DeviceGuard guard(input_proj.device());
-  return clockwork_rnn_on(CudaKernels(input_proj, "input_proj"), input_proj, h0, w_hh, periods, lengths, relu);
+  return clockwork_rnn_on(ClockworkCudaKernels(input_proj, "input_proj"), input_proj, h0, w_hh, periods, lengths, relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
   const c10::DeviceGuard guard(output.device());
-  return clockwork_rnn_backward_on(CudaKernels(output, "output"), grad_output, grad_h_n, output, h0, w_hh, periods,
+  return clockwork_rnn_backward_on(ClockworkCudaKernels(output, "output"), grad_output, grad_h_n, output, h0, w_hh, periods,
                                    lengths, relu);
 }
 

@@ -17,13 +17,16 @@
 
 namespace pyseq {
 
+// The units' nonlinearity: tanh and relu (the Clockwork RNN), sigmoid (the SCRN's hidden layer, csrc/scrn).
+enum class RecurrentActivation : int64_t { Tanh = 0, Relu = 1, Sigmoid = 2 };
+
 // The most modules a layer has: the argument struct carries the periods by value to the CUDA kernels.
 constexpr int64_t kClockworkMaxModules = 64;
 
 template <typename T>
 struct ClockworkArgs {
   int64_t steps, B, H, width, modules;
-  bool relu;
+  RecurrentActivation activation;
   int64_t periods[kClockworkMaxModules];  // non-decreasing
   int64_t first[kClockworkMaxModules];    // first[i]: the first module with periods[i] (the first column module read)
   const int64_t* lengths;                 // [B], each in [0, steps]
@@ -47,13 +50,21 @@ PYSEQ_HD bool module_active(const ClockworkArgs<T>& a, int64_t module, int64_t t
 
 template <typename T>
 PYSEQ_HD T clockwork_activation(const ClockworkArgs<T>& a, T pre) {
-  return a.relu ? rnn_relu_forward(pre) : rnn_tanh_forward(pre);
+  switch (a.activation) {
+    case RecurrentActivation::Relu: return rnn_relu_forward(pre);
+    case RecurrentActivation::Sigmoid: return sigmoid(pre);
+    default: return rnn_tanh_forward(pre);
+  }
 }
 
 // d loss / d pre-activation from the unit's output h and d loss / d h.
 template <typename T>
 PYSEQ_HD T clockwork_activation_backward(const ClockworkArgs<T>& a, T h, T dh) {
-  return a.relu ? rnn_relu_backward(h, dh) : rnn_tanh_backward(h, dh);
+  switch (a.activation) {
+    case RecurrentActivation::Relu: return rnn_relu_backward(h, dh);
+    case RecurrentActivation::Sigmoid: return dh * h * (T(1) - h);
+    default: return rnn_tanh_backward(h, dh);
+  }
 }
 
 // Unit u's state after step t of row b, from the row's state before it, h_prev [H].

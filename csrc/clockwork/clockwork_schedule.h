@@ -58,14 +58,14 @@ struct ClockworkInputs {
         H(input_proj.size(2)) {}
 
   template <typename T_>
-  ClockworkArgs<T_> args(bool relu) const {
+  ClockworkArgs<T_> args(RecurrentActivation activation) const {
     ClockworkArgs<T_> a{};
     a.steps = T;
     a.B = B;
     a.H = H;
     a.modules = static_cast<int64_t>(periods.size());
     a.width = H / a.modules;
-    a.relu = relu;
+    a.activation = activation;
     for (int64_t i = 0; i < a.modules; ++i) {
       a.periods[i] = periods[i];
       a.first[i] = i > 0 && periods[i] == periods[i - 1] ? a.first[i - 1] : i;
@@ -77,18 +77,18 @@ struct ClockworkInputs {
   }
 };
 
-// Returns (output [T, B, H], h_n [B, H]).
+// The time loop on arguments already checked (the Clockwork RNN's op, and the SCRN's hidden layer: csrc/scrn);
+// lengths on the kernels' device. Returns (output [T, B, H], h_n [B, H]).
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor> clockwork_rnn_on(const Kernels& kernels, const at::Tensor& input_proj,
-                                                    const at::Tensor& h0, const at::Tensor& w_hh,
-                                                    at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
-  check_clockwork(input_proj, h0, w_hh, periods, lengths, kernels.device());
-  const ClockworkInputs in(input_proj, h0, w_hh, periods, kernels.lengths_on_device(lengths, input_proj));
+std::tuple<at::Tensor, at::Tensor> run_clockwork(const Kernels& kernels, const at::Tensor& input_proj,
+                                                 const at::Tensor& h0, const at::Tensor& w_hh, at::IntArrayRef periods,
+                                                 const at::Tensor& lengths, RecurrentActivation activation) {
+  const ClockworkInputs in(input_proj, h0, w_hh, periods, lengths);
   const at::Tensor xp = input_proj.contiguous();
   at::Tensor output = at::empty(input_proj.sizes(), input_proj.options());
   at::Tensor h_n = at::empty(h0.sizes(), input_proj.options());
   AT_DISPATCH_FLOATING_TYPES(input_proj.scalar_type(), "clockwork_rnn", [&] {
-    ClockworkArgs<scalar_t> a = in.args<scalar_t>(relu);
+    ClockworkArgs<scalar_t> a = in.args<scalar_t>(activation);
     a.input_proj = xp.data_ptr<scalar_t>();
     a.output = output.data_ptr<scalar_t>();
     a.h_n = h_n.data_ptr<scalar_t>();
@@ -97,23 +97,29 @@ std::tuple<at::Tensor, at::Tensor> clockwork_rnn_on(const Kernels& kernels, cons
   return {output, h_n};
 }
 
-// grad_output [T, B, H], grad_h_n [B, H]; output: the forward's. Returns the gradients of (input_proj, h0, w_hh);
-// w_hh's is 0 on the entries the layer does not read.
+// Returns (output [T, B, H], h_n [B, H]).
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_on(
+std::tuple<at::Tensor, at::Tensor> clockwork_rnn_on(const Kernels& kernels, const at::Tensor& input_proj,
+                                                    const at::Tensor& h0, const at::Tensor& w_hh,
+                                                    at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
+  check_clockwork(input_proj, h0, w_hh, periods, lengths, kernels.device());
+  return run_clockwork(kernels, input_proj, h0, w_hh, periods, kernels.lengths_on_device(lengths, input_proj),
+                       relu ? RecurrentActivation::Relu : RecurrentActivation::Tanh);
+}
+
+// The backward of run_clockwork on arguments already checked: grad_output [T, B, H], grad_h_n [B, H]; output: the
+// forward's. Returns the gradients of (input_proj, h0, w_hh); w_hh's is 0 on the entries the layer does not read.
+template <typename Kernels>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_clockwork_backward(
     const Kernels& kernels, const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output,
-    const at::Tensor& h0, const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
-  check_clockwork(output, h0, w_hh, periods, lengths, kernels.device());
-  check_shape(grad_output, "grad_output", output.sizes().vec());
-  check_like(grad_output, "grad_output", output, "output");
-  check_shape(grad_h_n, "grad_h_n", h0.sizes().vec());
-  check_like(grad_h_n, "grad_h_n", output, "output");
-  const ClockworkInputs in(output, h0, w_hh, periods, kernels.lengths_on_device(lengths, output));
+    const at::Tensor& h0, const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths,
+    RecurrentActivation activation) {
+  const ClockworkInputs in(output, h0, w_hh, periods, lengths);
   const at::Tensor y = output.contiguous(), gy = grad_output.contiguous(), ghn = grad_h_n.contiguous();
   at::Tensor d_pre = at::empty(output.sizes(), output.options());
   at::Tensor d_h0 = at::empty(h0.sizes(), output.options());
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "clockwork_rnn_backward", [&] {
-    ClockworkArgs<scalar_t> a = in.args<scalar_t>(relu);
+    ClockworkArgs<scalar_t> a = in.args<scalar_t>(activation);
     a.output = y.data_ptr<scalar_t>();
     a.grad_output = gy.data_ptr<scalar_t>();
     a.grad_h_n = ghn.data_ptr<scalar_t>();
@@ -141,6 +147,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_on(
     i = end;
   }
   return {d_pre, d_h0, d_w_hh};
+}
+
+
+// grad_output [T, B, H], grad_h_n [B, H]; output: the forward's. Returns the gradients of (input_proj, h0, w_hh).
+template <typename Kernels>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_on(
+    const Kernels& kernels, const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output,
+    const at::Tensor& h0, const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
+  check_clockwork(output, h0, w_hh, periods, lengths, kernels.device());
+  check_shape(grad_output, "grad_output", output.sizes().vec());
+  check_like(grad_output, "grad_output", output, "output");
+  check_shape(grad_h_n, "grad_h_n", h0.sizes().vec());
+  check_like(grad_h_n, "grad_h_n", output, "output");
+  return run_clockwork_backward(kernels, grad_output, grad_h_n, output, h0, w_hh, periods,
+                                kernels.lengths_on_device(lengths, output),
+                                relu ? RecurrentActivation::Relu : RecurrentActivation::Tanh);
 }
 
 }  // namespace pyseq
