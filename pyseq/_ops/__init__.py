@@ -1,2 +1,2 @@
 """Custom ops around pyseq._C, one module per kernel family."""
-from . import attention, clockwork, crf, ctc, memnet, ntm, rnn  # noqa: F401
+from . import attention, clockwork, crf, ctc, memnet, ntm, rnn, scrn  # noqa: F401

@@ -7,7 +7,8 @@ from .ctc import CTCLoss
 from .memnet import MemoryNetwork
 from .ntm import NTM, NTMState
 from .rnn import GRU, LSTM, RNN, init_irnn_
+from .scrn import SCRN
 
 __all__ = ["LSTM", "GRU", "RNN", "init_irnn_", "CTCLoss", "CRF", "AdditiveAttention", "DotAttention",
            "LocationAwareAttention", "NTM", "NTMState", "MemoryNetwork",
-           "ClockworkRNN"]
+           "ClockworkRNN", "SCRN"]
