@@ -29,6 +29,7 @@ import ctc_cases  # noqa: E402
 import memnet_cases  # noqa: E402
 import ntm_cases  # noqa: E402
 import rnn_cases  # noqa: E402
+import scrn_cases  # noqa: E402
 
 # (row key, header, format) of each table.
 COLUMNS = [
@@ -174,6 +175,7 @@ def main() -> int:
     memnet_rows = measure_all(memnet_cases.measure, memnet_cases.all_cases(), CTC_COLUMNS, budget)
     clockwork_rows = measure_all(clockwork_cases.measure, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
     clockwork_rows += measure_all(clockwork_cases.measure_against_rnn, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
+    scrn_rows = measure_all(scrn_cases.measure, scrn_cases.all_cases(), CTC_COLUMNS, budget)
 
     print()
     step_rows = []
@@ -201,6 +203,7 @@ def main() -> int:
         "ntm": (CTC_COLUMNS, ntm_rows),
         "memnet": (CTC_COLUMNS, memnet_rows),
         "clockwork": (CTC_COLUMNS, clockwork_rows),
+        "scrn": (CTC_COLUMNS, scrn_rows),
         "recurrent_step": (STEP_COLUMNS, step_rows),
     }
     for columns, table in tables.values():

@@ -15,7 +15,7 @@ Translated (inference: what a served model runs):
   to attend) and the weighted sum.
 
 The other ops (the losses, the CRF's training ops and marginals, k-best Viterbi, forced alignment, the NTM's, the memory network's, the
-Clockwork RNN's) have no translation: exporting a model that runs one raises :class:`UnsupportedOpError`, naming the op.
+Clockwork RNN's, the SCRN's) have no translation: exporting a model that runs one raises :class:`UnsupportedOpError`, naming the op.
 
 Requires the packages ``onnx`` and ``onnxscript`` (and ``onnxruntime`` to run the exported model).
 """

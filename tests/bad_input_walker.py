@@ -41,6 +41,7 @@ _LSTM, _GRU, _RNN = pyseq.nn.LSTM(3, 4), pyseq.nn.GRU(3, 4), pyseq.nn.RNN(3, 4, 
 _NTM = pyseq.nn.NTM(3, 2, 6, memory_size=(5, 3))
 _MEMNET = pyseq.nn.MemoryNetwork(7, 4, max_sentences=3, hops=2)
 _CLOCKWORK = pyseq.nn.ClockworkRNN(3, 4, periods=(1, 2))
+_SCRN = pyseq.nn.SCRN(3, 4, 2)
 _W = {mode: _rnn_weights(mode, 3, 4) for mode in ("LSTM", "GRU", "RNN")}
 
 # name -> (call(args) -> result, valid args). Tensors in args are walked; other values are passed as they are.
@@ -143,6 +144,14 @@ ENTRIES = {
          "lengths": torch.tensor([5, 3])}),
     "nn.ClockworkRNN": (lambda a: _CLOCKWORK(a["input"], a["hx"]),
                         {"input": torch.randn(5, 2, 3), "hx": torch.randn(1, 2, 4)}),
+    "functional.scrn": (
+        lambda a: F.scrn(a["input"], a["weight_ih"], a["weight_hh"], a["weight_ic"], a["weight_ch"], a["bias"], 0.9,
+                         (a["h0"], a["s0"]), lengths=a["lengths"]),
+        {"input": torch.randn(5, 2, 3), "weight_ih": torch.randn(4, 3), "weight_hh": torch.randn(4, 4),
+         "weight_ic": torch.randn(2, 3), "weight_ch": torch.randn(4, 2), "bias": torch.randn(4),
+         "h0": torch.zeros(2, 4), "s0": torch.zeros(2, 2), "lengths": torch.tensor([5, 3])}),
+    "nn.SCRN": (lambda a: _SCRN(a["input"], (a["h0"], a["s0"])),
+                {"input": torch.randn(5, 2, 3), "h0": torch.randn(1, 2, 4), "s0": torch.randn(1, 2, 2)}),
     "nn.MemoryNetwork": (lambda a: _MEMNET(a["story"], a["question"]),
                          {"story": torch.tensor([[[1, 2, 0], [3, 4, 5], [0, 0, 0]], [[6, 1, 0], [2, 0, 0], [1, 1, 1]]]),
                           "question": torch.tensor([[1, 3], [2, 0]])}),

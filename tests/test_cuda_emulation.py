@@ -71,6 +71,7 @@ def run_every_family():
     x = torch.randn(5, 2, 4, generator=g, requires_grad=True)
     lstm(x)[0].sum().backward()
     pyseq.nn.ClockworkRNN(4, 40, periods=(1, 2, 4, 8))(x)[0].sum().backward()
+    pyseq.nn.SCRN(4, 40, 8)(x)[0].sum().backward()
     pyseq.set_cuda_recurrent_kernel("persistent")
     try:
         pyseq.nn.GRU(4, 40)(x)[0].sum().backward()
@@ -98,7 +99,7 @@ def test_every_op_with_a_cuda_kernel_is_emulated():
             "additive_attention_backward", "dot_attention", "dot_attention_backward", "ntm_address",
             "ntm_address_backward", "ntm_write", "ntm_write_backward", "ntm_step", "ntm_step_backward", "rnn_layer",
             "rnn_layer_backward", "position_encoded_bag", "position_encoded_bag_backward", "memory_hops",
-            "memory_hops_backward", "clockwork_rnn", "clockwork_rnn_backward"} == ops
+            "memory_hops_backward", "clockwork_rnn", "clockwork_rnn_backward", "scrn", "scrn_backward"} == ops
     for name in ops:
         emulated, op = (str(getattr(ns, name).default._schema) for ns in (torch.ops.pyseq_emulated, torch.ops.pyseq))
         assert emulated.replace("pyseq_emulated::", "pyseq::") == op

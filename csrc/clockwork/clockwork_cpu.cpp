@@ -32,23 +32,37 @@ PYSEQ_ALWAYS_INLINE void prefetch_row(const T* row, int64_t H) {
   for (int64_t c = 0; c < H; c += 64 / sizeof(T)) __builtin_prefetch(row + c);
 }
 
-// The packed weights: row p holds `ld` values (ld = H rounded up to whole chunks, plus one chunk, zeros past H), so
-// that a tile that starts anywhere in a row reads a whole chunk.
+// The packed weights: one panel per tile of units, a module's units split into tiles of kChunk (the last one running
+// into the next module's units, or past H into zeros). Panel (i, m) holds, for each p in [0, H), the kChunk values
+// the tile multiplies by x[p]: contiguous, so that the tile's sum streams through its panel.
 template <typename T>
 struct PackedWeights {
   std::vector<T> values;
-  int64_t ld;
+  int64_t H, tiles_per_module;
+
+  const T* panel(int64_t module, int64_t tile) const {
+    return values.data() + (module * tiles_per_module + tile) * H * kChunk<T>;
+  }
 };
 
-// transpose false: packed[p][c] = w_hh[p][c] (backward); true: packed[c][u] = w_hh[u][c] (forward).
+// transpose true (forward): the tile of units u0.. reads w_hh[u0 + u][p]; false (backward, the columns u0.. of the
+// state's gradient): w_hh[p][u0 + u].
 template <typename T>
 PackedWeights<T> pack(const ClockworkArgs<T>& a, bool transpose) {
-  const int64_t ld = (a.H + kChunk<T> - 1) / kChunk<T> * kChunk<T> + kChunk<T>;
-  PackedWeights<T> p{std::vector<T>(a.H * ld, T(0)), ld};
-  for (int64_t r = 0; r < a.H; ++r) {
-    for (int64_t c = 0; c < a.H; ++c) p.values[(transpose ? c : r) * ld + (transpose ? r : c)] = a.w_hh[r * a.H + c];
+  const int64_t H = a.H, tiles = (a.width + kChunk<T> - 1) / kChunk<T>;
+  PackedWeights<T> w{std::vector<T>(a.modules * tiles * H * kChunk<T>, T(0)), H, tiles};
+  for (int64_t i = 0; i < a.modules; ++i) {
+    for (int64_t m = 0; m < tiles; ++m) {
+      T* panel = const_cast<T*>(w.panel(i, m));
+      const int64_t u0 = i * a.width + m * kChunk<T>;
+      for (int64_t p = 0; p < H; ++p) {
+        for (int64_t u = 0; u < kChunk<T> && u0 + u < H; ++u) {
+          panel[p * kChunk<T> + u] = transpose ? a.w_hh[(u0 + u) * H + p] : a.w_hh[p * H + u0 + u];
+        }
+      }
+    }
   }
-  return p;
+  return w;
 }
 
 // chunk = values[0, n), then zeros (n <= kChunk): a vector copy for a whole chunk.
@@ -61,12 +75,43 @@ PYSEQ_ALWAYS_INLINE void load_chunk(T (&chunk)[kChunk<T>], const T* values, int6
   }
 }
 
-// acc[r][0, kChunk) += sum over p in [p0, p1) of x[r][p] * m[p * ld + col, + kChunk).
+// out[0, n) = act(pre[0, n)), the activation chosen once for the loop, so that the loop vectorizes.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void activate(RecurrentActivation activation, const T* pre, T* out, int64_t n) {
+  switch (activation) {
+    case RecurrentActivation::Relu:
+      for (int64_t u = 0; u < n; ++u) out[u] = rnn_relu_forward(pre[u]);
+      break;
+    case RecurrentActivation::Sigmoid:
+      for (int64_t u = 0; u < n; ++u) out[u] = sigmoid(pre[u]);
+      break;
+    default:
+      for (int64_t u = 0; u < n; ++u) out[u] = rnn_tanh_forward(pre[u]);
+  }
+}
+
+// d_pre[u] = d loss / d pre-activation from the outputs h and d loss / d h, for u in [u0, u1), the same way.
+template <typename T>
+PYSEQ_ALWAYS_INLINE void activation_backward(RecurrentActivation activation, const T* h, const T* dh, T* d_pre,
+                                             int64_t u0, int64_t u1) {
+  switch (activation) {
+    case RecurrentActivation::Relu:
+      for (int64_t u = u0; u < u1; ++u) d_pre[u] = rnn_relu_backward(h[u], dh[u]);
+      break;
+    case RecurrentActivation::Sigmoid:
+      for (int64_t u = u0; u < u1; ++u) d_pre[u] = dh[u] * h[u] * (T(1) - h[u]);
+      break;
+    default:
+      for (int64_t u = u0; u < u1; ++u) d_pre[u] = rnn_tanh_backward(h[u], dh[u]);
+  }
+}
+
+// acc[r][0, kChunk) += sum over p in [p0, p1) of x[r][p] * panel[p][0, kChunk).
 template <int R, typename T>
-PYSEQ_ALWAYS_INLINE void accumulate(T (&acc)[R][kChunk<T>], T* const (&x)[R], const T* m, int64_t ld, int64_t col,
-                                    int64_t p0, int64_t p1) {
+PYSEQ_ALWAYS_INLINE void accumulate(T (&acc)[R][kChunk<T>], T* const (&x)[R], const T* panel, int64_t p0,
+                                    int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
-    const T* mp = m + p * ld + col;
+    const T* mp = panel + p * kChunk<T>;
     for (int r = 0; r < R; ++r) {
       const T xr = x[r][p];
       for (int64_t u = 0; u < kChunk<T>; ++u) acc[r][u] += xr * mp[u];
@@ -95,14 +140,11 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
         for (int r = 0; r < R; ++r) std::copy(rows[r] + i * a.width, rows[r] + u_end, a.output + base + (b0 + r) * H + i * a.width);
         continue;
       }
-      for (int64_t u0 = i * a.width; u0 < u_end; u0 += kChunk<T>) {
+      for (int64_t m = 0, u0 = i * a.width; u0 < u_end; ++m, u0 += kChunk<T>) {
         const int64_t n = std::min<int64_t>(kChunk<T>, u_end - u0);
         for (int r = 0; r < R; ++r) load_chunk(acc[r], a.input_proj + base + (b0 + r) * H + u0, n);
-        accumulate<R, T>(acc, rows, w.values.data(), w.ld, u0, a.first[i] * a.width, H);
-        for (int r = 0; r < R; ++r) {
-          T* y = a.output + base + (b0 + r) * H + u0;
-          for (int64_t u = 0; u < n; ++u) y[u] = clockwork_activation(a, acc[r][u]);
-        }
+        accumulate<R, T>(acc, rows, w.panel(i, m), a.first[i] * a.width, H);
+        for (int r = 0; r < R; ++r) activate(a.activation, acc[r], a.output + base + (b0 + r) * H + u0, n);
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -177,15 +219,13 @@ PYSEQ_ALWAYS_INLINE void backward_rows(const ClockworkArgs<T>& a, const PackedWe
       }
       for (int64_t c = 0; c < H; ++c) g[r][c] = dh[r][c] + gy[c];
       for (int64_t k = 0; k < n_runs; ++k) {
-        for (int64_t u = runs[k][0] * width; u < runs[k][1] * width; ++u) {
-          d_pre[r][u] = clockwork_activation_backward(a, y[u], g[r][u]);
-        }
+        activation_backward(a.activation, y, g[r], d_pre[r], runs[k][0] * width, runs[k][1] * width);
       }
     }
     for (int64_t j = 0; j < a.modules; ++j) {
       const int64_t c_end = (j + 1) * width;
       const bool j_active = module_active(a, j, t);
-      for (int64_t c0 = j * width; c0 < c_end; c0 += kChunk<T>) {
+      for (int64_t m = 0, c0 = j * width; c0 < c_end; ++m, c0 += kChunk<T>) {
         const int64_t n = std::min<int64_t>(kChunk<T>, c_end - c0);
         for (int r = 0; r < R; ++r) {
           if (running[r] && j_active) {
@@ -196,7 +236,7 @@ PYSEQ_ALWAYS_INLINE void backward_rows(const ClockworkArgs<T>& a, const PackedWe
         }
         for (int64_t k = 0; k < n_runs; ++k) {
           const int64_t p0 = runs[k][0] * width, p1 = std::min(runs[k][1] * width, reads[j]);
-          if (p0 < p1) accumulate<R, T>(acc, d_pre, w.values.data(), w.ld, c0, p0, p1);
+          if (p0 < p1) accumulate<R, T>(acc, d_pre, w.panel(j, m), p0, p1);
         }
         for (int r = 0; r < R; ++r) std::copy(acc[r], acc[r] + n, dh[r] + c0);
       }

@@ -1,4 +1,4 @@
-// The SCRN on the CPU: the context state's steps in turn, each step's elements split over the threads (and
+// The SCRN on the CPU: the context state's steps in turn, the batch rows split over the threads (each row's units
 // vectorized), then the hidden layer through the Clockwork RNN's CPU time loop (one module of period 1). Each
 // element's sums run in the same order whatever the thread count: deterministic.
 #include <ATen/Parallel.h>
@@ -14,25 +14,31 @@
 namespace pyseq {
 namespace {
 
-// Elements per task: a step's work is a few operations an element.
-constexpr int64_t kGrain = 4096;
+// Batch rows per task: a row's steps are a few operations an element.
+int64_t rows_per_task(int64_t steps, int64_t C) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, steps * C)); }
 
 struct ScrnCpuKernels : ClockworkCpuKernels {
   template <typename T>
   void context(const ScrnContextArgs<T>& a, T* s_n) const {
-    at::parallel_for(0, a.B * a.C, kGrain, [&](int64_t e0, int64_t e1) {
+    at::parallel_for(0, a.B, rows_per_task(a.steps, a.C), [&](int64_t b0, int64_t b1) {
       for (int64_t t = 0; t < a.steps; ++t) {
-        for (int64_t e = e0; e < e1; ++e) scrn_context_step(a, t, e);
+        for (int64_t b = b0; b < b1; ++b) {
+          for (int64_t c = 0; c < a.C; ++c) scrn_context_step(a, t, b, c);
+        }
       }
-      for (int64_t e = e0; e < e1; ++e) s_n[e] = scrn_context_final(a, e);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t c = 0; c < a.C; ++c) s_n[b * a.C + c] = scrn_context_final(a, b, c);
+      }
     });
   }
 
   template <typename T>
   void context_backward(const ScrnContextArgs<T>& a) const {
-    at::parallel_for(0, a.B * a.C, kGrain, [&](int64_t e0, int64_t e1) {
+    at::parallel_for(0, a.B, rows_per_task(a.steps, a.C), [&](int64_t b0, int64_t b1) {
       for (int64_t t = a.steps - 1; t >= 0; --t) {
-        for (int64_t e = e0; e < e1; ++e) scrn_context_backward_step(a, t, e);
+        for (int64_t b = b0; b < b1; ++b) {
+          for (int64_t c = 0; c < a.C; ++c) scrn_context_backward_step(a, t, b, c);
+        }
       }
     });
   }

@@ -15,15 +15,17 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void scrn_context_kernel(const ScrnContextArgs<T> a, T* s_n) {
   PYSEQ_GRID_STRIDE(e, a.B * a.C) {
-    for (int64_t t = 0; t < a.steps; ++t) scrn_context_step(a, t, e);
-    s_n[e] = scrn_context_final(a, e);
+    const int64_t b = e / a.C, c = e % a.C;
+    for (int64_t t = 0; t < a.steps; ++t) scrn_context_step(a, t, b, c);
+    s_n[e] = scrn_context_final(a, b, c);
   }
 }
 
 template <typename T>
 __global__ void scrn_context_backward_kernel(const ScrnContextArgs<T> a) {
   PYSEQ_GRID_STRIDE(e, a.B * a.C) {
-    for (int64_t t = a.steps - 1; t >= 0; --t) scrn_context_backward_step(a, t, e);
+    const int64_t b = e / a.C, c = e % a.C;
+    for (int64_t t = a.steps - 1; t >= 0; --t) scrn_context_backward_step(a, t, b, c);
   }
 }
 

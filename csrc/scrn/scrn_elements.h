@@ -28,11 +28,11 @@ struct ScrnContextArgs {
   T* grad_s0;                // [B, C] in: d loss / d s_n, then the carried gradient; out: d loss / d s0
 };
 
-// s_t of element e (= b C + c) at step t, the steps before it done.
+// s_t of element (b, c) at step t, the steps before it done.
 template <typename T>
-PYSEQ_HD void scrn_context_step(const ScrnContextArgs<T>& a, int64_t t, int64_t e) {
-  const int64_t at = t * a.B * a.C + e;
-  if (t >= a.lengths[e / a.C]) {
+PYSEQ_HD void scrn_context_step(const ScrnContextArgs<T>& a, int64_t t, int64_t b, int64_t c) {
+  const int64_t e = b * a.C + c, at = t * a.B * a.C + e;
+  if (t >= a.lengths[b]) {
     a.context[at] = T(0);
     return;
   }
@@ -41,18 +41,18 @@ PYSEQ_HD void scrn_context_step(const ScrnContextArgs<T>& a, int64_t t, int64_t 
   a.context[at] = (T(1) - a.alpha) * a.context_proj[at] + a.alpha * previous;
 }
 
-// s_n of element e: the state after the row's last step.
+// s_n of element (b, c): the state after the row's last step.
 template <typename T>
-PYSEQ_HD T scrn_context_final(const ScrnContextArgs<T>& a, int64_t e) {
-  const int64_t length = a.lengths[e / a.C];
+PYSEQ_HD T scrn_context_final(const ScrnContextArgs<T>& a, int64_t b, int64_t c) {
+  const int64_t length = a.lengths[b], e = b * a.C + c;
   return length == 0 ? a.s0[e] : a.context[(length - 1) * a.B * a.C + e];
 }
 
-// The backward of step t for element e, the steps after it done: grad_s0[e] carries d loss / d s_t from them.
+// The backward of step t for element (b, c), the steps after it done: grad_s0 carries d loss / d s_t from them.
 template <typename T>
-PYSEQ_HD void scrn_context_backward_step(const ScrnContextArgs<T>& a, int64_t t, int64_t e) {
-  const int64_t at = t * a.B * a.C + e;
-  if (t >= a.lengths[e / a.C]) {  // the state passes through unchanged
+PYSEQ_HD void scrn_context_backward_step(const ScrnContextArgs<T>& a, int64_t t, int64_t b, int64_t c) {
+  const int64_t e = b * a.C + c, at = t * a.B * a.C + e;
+  if (t >= a.lengths[b]) {  // the state passes through unchanged
     a.grad_context_proj[at] = T(0);
     return;
   }

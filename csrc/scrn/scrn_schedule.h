@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_on(
     bool sigmoid) {
   check_scrn(input_proj, context_proj, h0, s0, w_hh, w_ch, alpha, lengths, kernels.device());
   const int64_t T = input_proj.size(0), B = input_proj.size(1), H = input_proj.size(2), C = context_proj.size(2);
-  const at::Tensor on_device = kernels.lengths_on_device(lengths, input_proj);
+  const at::Tensor on_device = kernels.lengths_on_device(lengths, input_proj).contiguous();
   const at::Tensor cp = context_proj.contiguous(), s0c = s0.contiguous();
   at::Tensor context = at::empty({T, B, C}, input_proj.options());
   at::Tensor s_n = at::empty({B, C}, input_proj.options());
@@ -77,7 +77,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_on(
     kernels.context(a, s_n.data_ptr<scalar_t>());
   });
   // the hidden layer's input: A x_t + b + P s_t, one GEMM over the sequence
-  const at::Tensor pre = at::addmm(input_proj.reshape({T * B, H}), context.view({T * B, C}), w_ch.t()).view({T, B, H});
+  // (a contiguous P: the same bits whatever its strides)
+  const at::Tensor pre =
+      at::addmm(input_proj.reshape({T * B, H}), context.view({T * B, C}), w_ch.contiguous().t()).view({T, B, H});
   auto [hidden, h_n] = run_clockwork(kernels, pre, h0, w_hh, {1}, on_device, scrn_activation(sigmoid));
   return {hidden, context, h_n, s_n};
 }
@@ -100,13 +102,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     check_like(t, name, hidden, "hidden");
   }
   const int64_t T = hidden.size(0), B = hidden.size(1), H = hidden.size(2), C = context.size(2);
-  const at::Tensor on_device = kernels.lengths_on_device(lengths, hidden);
+  const at::Tensor on_device = kernels.lengths_on_device(lengths, hidden).contiguous();
   auto [d_pre, d_h0, d_w_hh] =
       run_clockwork_backward(kernels, grad_hidden, grad_h_n, hidden, h0, w_hh, {1}, on_device, scrn_activation(sigmoid));
   const at::Tensor d_pre_rows = d_pre.view({T * B, H}), context_rows = context.contiguous().view({T * B, C});
   const at::Tensor d_w_ch = at::mm(d_pre_rows.t(), context_rows);
   // d loss / d s_t: from the outputs, and through P from the hidden layer
-  const at::Tensor d_context = at::addmm(grad_context.reshape({T * B, C}), d_pre_rows, w_ch).view({T, B, C});
+  const at::Tensor d_context = at::addmm(grad_context.reshape({T * B, C}), d_pre_rows, w_ch.contiguous()).view({T, B, C});
   const at::Tensor s0c = s0.contiguous();
   at::Tensor d_context_proj = at::empty({T, B, C}, hidden.options());
   at::Tensor d_s0 = grad_s_n.contiguous().clone();

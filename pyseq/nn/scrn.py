@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..functional import scrn as _scrn
+from .. import functional as F
 from ._torchscript import NotScriptable
 
 
@@ -88,7 +88,7 @@ class SCRN(NotScriptable, nn.Module):
                 if tuple(h.shape) != (1, batch, size):
                     raise RuntimeError(f"Expected {name} of size {(1, batch, size)}, got {list(h.shape)}")
             hx = (hx[0][0], hx[1][0])
-        hidden, context, h_n, s_n = _scrn.scrn(
+        hidden, context, h_n, s_n = F.scrn(
             input, self.weight_ih, self.weight_hh, self.weight_ic, self.weight_ch, self.bias, self.alpha, hx,
             self.nonlinearity, lengths)
         output = torch.cat([hidden, context], -1)
