@@ -26,6 +26,9 @@ FAMILY_TESTS = {
     "crf": ["tests/test_crf.py", "tests/test_crf_cuda.py"],
     "attention": ["tests/test_attention.py", "tests/test_attention_cuda.py"],
     "ntm": ["tests/test_ntm.py"],
+    "memnet": ["tests/test_memnet.py"],
+    "clockwork": ["tests/test_clockwork.py"],
+    "scrn": ["tests/test_scrn.py"],
     "rnn": ["tests/test_rnn.py", "tests/test_rnn_cuda.py"],
 }
 
