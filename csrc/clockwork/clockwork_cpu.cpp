@@ -4,6 +4,8 @@
 // reads, the state times the weights packed once per call (W_hh^T forward, W_hh backward; rows padded to whole chunks
 // with zeros), so that each weight loaded feeds kRows multiply-adds. Every sum runs in a fixed order whatever the
 // thread count: deterministic.
+#include "clockwork_cpu.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -13,7 +15,6 @@
 
 #include "../common/cpu_dispatch.h"
 #include "../common/float32_compute.h"
-#include "clockwork_cpu.h"
 #include "clockwork_schedule.h"
 
 namespace pyseq {
@@ -108,8 +109,7 @@ PYSEQ_ALWAYS_INLINE void activation_backward(RecurrentActivation activation, con
 
 // acc[r][0, kChunk) += sum over p in [p0, p1) of x[r][p] * panel[p][0, kChunk).
 template <int R, typename T>
-PYSEQ_ALWAYS_INLINE void accumulate(T (&acc)[R][kChunk<T>], T* const (&x)[R], const T* panel, int64_t p0,
-                                    int64_t p1) {
+PYSEQ_ALWAYS_INLINE void accumulate(T (&acc)[R][kChunk<T>], T* const (&x)[R], const T* panel, int64_t p0, int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* mp = panel + p * kChunk<T>;
     for (int r = 0; r < R; ++r) {
@@ -137,7 +137,8 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
     for (int64_t i = 0; i < a.modules; ++i) {
       const int64_t u_end = (i + 1) * a.width;
       if (!module_active(a, i, t)) {
-        for (int r = 0; r < R; ++r) std::copy(rows[r] + i * a.width, rows[r] + u_end, a.output + base + (b0 + r) * H + i * a.width);
+        for (int r = 0; r < R; ++r)
+          std::copy(rows[r] + i * a.width, rows[r] + u_end, a.output + base + (b0 + r) * H + i * a.width);
         continue;
       }
       for (int64_t m = 0, u0 = i * a.width; u0 < u_end; ++m, u0 += kChunk<T>) {
@@ -162,7 +163,8 @@ PYSEQ_ALWAYS_INLINE void forward_rows(const ClockworkArgs<T>& a, const PackedWei
 // The modules active at step t as runs of consecutive modules [begin, end): usually one (a prefix, with exponential
 // periods). Returns the number of runs.
 template <typename T>
-PYSEQ_ALWAYS_INLINE int64_t active_runs(const ClockworkArgs<T>& a, int64_t t, int64_t (&runs)[kClockworkMaxModules][2]) {
+PYSEQ_ALWAYS_INLINE int64_t active_runs(const ClockworkArgs<T>& a, int64_t t,
+                                        int64_t (&runs)[kClockworkMaxModules][2]) {
   int64_t n = 0;
   for (int64_t i = 0; i < a.modules; ++i) {
     if (!module_active(a, i, t)) continue;
@@ -249,21 +251,29 @@ template <typename T>
 PYSEQ_ALWAYS_INLINE void forward_block(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, int64_t rows,
                                        T* scratch) {
   switch (rows) {
-    case 4: return forward_rows<4, T>(a, w, b0, scratch);
-    case 3: return forward_rows<3, T>(a, w, b0, scratch);
-    case 2: return forward_rows<2, T>(a, w, b0, scratch);
-    default: return forward_rows<1, T>(a, w, b0, scratch);
+    case 4:
+      return forward_rows<4, T>(a, w, b0, scratch);
+    case 3:
+      return forward_rows<3, T>(a, w, b0, scratch);
+    case 2:
+      return forward_rows<2, T>(a, w, b0, scratch);
+    default:
+      return forward_rows<1, T>(a, w, b0, scratch);
   }
 }
 
 template <typename T>
-PYSEQ_ALWAYS_INLINE void backward_block(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0,
-                                        int64_t rows, T* scratch) {
+PYSEQ_ALWAYS_INLINE void backward_block(const ClockworkArgs<T>& a, const PackedWeights<T>& w, int64_t b0, int64_t rows,
+                                        T* scratch) {
   switch (rows) {
-    case 4: return backward_rows<4, T>(a, w, b0, scratch);
-    case 3: return backward_rows<3, T>(a, w, b0, scratch);
-    case 2: return backward_rows<2, T>(a, w, b0, scratch);
-    default: return backward_rows<1, T>(a, w, b0, scratch);
+    case 4:
+      return backward_rows<4, T>(a, w, b0, scratch);
+    case 3:
+      return backward_rows<3, T>(a, w, b0, scratch);
+    case 2:
+      return backward_rows<2, T>(a, w, b0, scratch);
+    default:
+      return backward_rows<1, T>(a, w, b0, scratch);
   }
 }
 
@@ -327,7 +337,8 @@ std::tuple<at::Tensor, at::Tensor> clockwork_rnn_cpu(const at::Tensor& input_pro
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
-  return clockwork_rnn_backward_on(ClockworkCpuKernels{}, grad_output, grad_h_n, output, h0, w_hh, periods, lengths, relu);
+  return clockwork_rnn_backward_on(ClockworkCpuKernels{}, grad_output, grad_h_n, output, h0, w_hh, periods, lengths,
+                                   relu);
 }
 
 }  // namespace

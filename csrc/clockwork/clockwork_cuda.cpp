@@ -26,8 +26,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& w_hh, at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
   const c10::DeviceGuard guard(output.device());
-  return clockwork_rnn_backward_on(ClockworkCudaKernels(output, "output"), grad_output, grad_h_n, output, h0, w_hh, periods,
-                                   lengths, relu);
+  return clockwork_rnn_backward_on(ClockworkCudaKernels(output, "output"), grad_output, grad_h_n, output, h0, w_hh,
+                                   periods, lengths, relu);
 }
 
 }  // namespace

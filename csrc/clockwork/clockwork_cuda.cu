@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include "../common/cuda_launch.h"
-
 #include "clockwork_cuda.h"
 
 namespace pyseq {
@@ -75,14 +74,14 @@ void forward(const ClockworkArgs<T>& a, void* stream) {
 template <typename T>
 void backward(const ClockworkArgs<T>& a, void* stream) {
   if (a.B == 0) return;
-  launch_kernel<clockwork_backward_kernel<T>>(static_cast<unsigned>(a.B), pow2_block_threads(a.H),
-                                              3 * a.H * sizeof(T), stream, a);
+  launch_kernel<clockwork_backward_kernel<T>>(static_cast<unsigned>(a.B), pow2_block_threads(a.H), 3 * a.H * sizeof(T),
+                                              stream, a);
 }
 
 }  // namespace
 
-#define PYSEQ_DEFINE_CLOCKWORK_LAUNCHERS(T)                                                                 \
-  void launch_clockwork_forward(const ClockworkArgs<T>& a, void* stream) { forward(a, stream); }          \
+#define PYSEQ_DEFINE_CLOCKWORK_LAUNCHERS(T)                                                      \
+  void launch_clockwork_forward(const ClockworkArgs<T>& a, void* stream) { forward(a, stream); } \
   void launch_clockwork_backward(const ClockworkArgs<T>& a, void* stream) { backward(a, stream); }
 PYSEQ_DEFINE_CLOCKWORK_LAUNCHERS(float)
 PYSEQ_DEFINE_CLOCKWORK_LAUNCHERS(double)

@@ -12,9 +12,9 @@ namespace pyseq {
 // block without opting in.
 constexpr size_t kClockworkCudaSharedBytes = 48 * 1024;
 
-#define PYSEQ_DECLARE_CLOCKWORK_LAUNCHERS(T)                                                    \
-  /* The forward: a block per batch row, the time loop inside, a thread per hidden unit. */     \
-  void launch_clockwork_forward(const ClockworkArgs<T>& a, void* stream);                       \
+#define PYSEQ_DECLARE_CLOCKWORK_LAUNCHERS(T)                                                     \
+  /* The forward: a block per batch row, the time loop inside, a thread per hidden unit. */      \
+  void launch_clockwork_forward(const ClockworkArgs<T>& a, void* stream);                        \
   /* The backward's time loop (d_pre and d h0; the glue adds d W_hh by GEMMs): the same grid. */ \
   void launch_clockwork_backward(const ClockworkArgs<T>& a, void* stream);
 PYSEQ_DECLARE_CLOCKWORK_LAUNCHERS(float)

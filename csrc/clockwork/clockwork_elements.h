@@ -51,9 +51,12 @@ PYSEQ_HD bool module_active(const ClockworkArgs<T>& a, int64_t module, int64_t t
 template <typename T>
 PYSEQ_HD T clockwork_activation(const ClockworkArgs<T>& a, T pre) {
   switch (a.activation) {
-    case RecurrentActivation::Relu: return rnn_relu_forward(pre);
-    case RecurrentActivation::Sigmoid: return sigmoid(pre);
-    default: return rnn_tanh_forward(pre);
+    case RecurrentActivation::Relu:
+      return rnn_relu_forward(pre);
+    case RecurrentActivation::Sigmoid:
+      return sigmoid(pre);
+    default:
+      return rnn_tanh_forward(pre);
   }
 }
 
@@ -61,9 +64,12 @@ PYSEQ_HD T clockwork_activation(const ClockworkArgs<T>& a, T pre) {
 template <typename T>
 PYSEQ_HD T clockwork_activation_backward(const ClockworkArgs<T>& a, T h, T dh) {
   switch (a.activation) {
-    case RecurrentActivation::Relu: return rnn_relu_backward(h, dh);
-    case RecurrentActivation::Sigmoid: return dh * h * (T(1) - h);
-    default: return rnn_tanh_backward(h, dh);
+    case RecurrentActivation::Relu:
+      return rnn_relu_backward(h, dh);
+    case RecurrentActivation::Sigmoid:
+      return dh * h * (T(1) - h);
+    default:
+      return rnn_tanh_backward(h, dh);
   }
 }
 

@@ -23,8 +23,7 @@ std::tuple<at::Tensor, at::Tensor> clockwork_rnn(const at::Tensor& input_proj, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward(const at::Tensor& grad_output,
                                                                       const at::Tensor& grad_h_n,
                                                                       const at::Tensor& output, const at::Tensor& h0,
-                                                                      const at::Tensor& w_hh,
-                                                                      at::IntArrayRef periods,
+                                                                      const at::Tensor& w_hh, at::IntArrayRef periods,
                                                                       const at::Tensor& lengths, bool relu) {
   PYSEQ_CALL_OP(clockwork_rnn_backward, grad_output, grad_h_n, output, h0, w_hh, periods, lengths, relu);
 }
@@ -49,7 +48,8 @@ std::tuple<at::Tensor, at::Tensor> clockwork_composite(const at::Tensor& input_p
   std::vector<at::Tensor> outputs;
   for (int64_t t = 0; t < T; ++t) {
     const at::Tensor pre = input_proj.select(0, t) + at::mm(h, w.t());
-    const at::Tensor stepped = at::where(at::remainder(t, unit_period).eq(0).unsqueeze(0), relu ? at::relu(pre) : at::tanh(pre), h);
+    const at::Tensor stepped =
+        at::where(at::remainder(t, unit_period).eq(0).unsqueeze(0), relu ? at::relu(pre) : at::tanh(pre), h);
     const at::Tensor running = running_until > t;
     h = at::where(running, stepped, h);
     outputs.push_back(at::where(running, h, 0));
@@ -64,8 +64,8 @@ struct ClockworkDerivative {
   static constexpr std::array<size_t, 3> kDifferentiable{0, 1, 2};
 
   static void save(AutogradContext* ctx, const std::tuple<at::Tensor, at::Tensor>& results,
-                   const at::Tensor& input_proj, const at::Tensor& h0, const at::Tensor& w_hh,
-                   at::IntArrayRef periods, const at::Tensor& lengths, bool relu) {
+                   const at::Tensor& input_proj, const at::Tensor& h0, const at::Tensor& w_hh, at::IntArrayRef periods,
+                   const at::Tensor& lengths, bool relu) {
     // input_proj only for the composite backward: the kernels' backward needs the outputs, not the inputs.
     ctx->save_for_backward({input_proj, h0, w_hh, lengths, std::get<0>(results), std::get<1>(results)});
     ctx->saved_data["periods"] = periods.vec();

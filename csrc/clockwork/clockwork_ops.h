@@ -23,8 +23,7 @@ std::tuple<at::Tensor, at::Tensor> clockwork_rnn(const at::Tensor& input_proj, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_rnn_backward(const at::Tensor& grad_output,
                                                                       const at::Tensor& grad_h_n,
                                                                       const at::Tensor& output, const at::Tensor& h0,
-                                                                      const at::Tensor& w_hh,
-                                                                      at::IntArrayRef periods,
+                                                                      const at::Tensor& w_hh, at::IntArrayRef periods,
                                                                       const at::Tensor& lengths, bool relu);
 
 }  // namespace pyseq

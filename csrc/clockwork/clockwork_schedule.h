@@ -27,9 +27,9 @@ inline void check_periods(at::IntArrayRef periods, int64_t H) {
 }
 
 // input_proj [T, B, H], h0 [B, H], w_hh [H, H], lengths [B] int64 on the CPU. Returns the lengths.
-inline std::vector<int64_t> check_clockwork(const at::Tensor& input_proj, const at::Tensor& h0,
-                                            const at::Tensor& w_hh, at::IntArrayRef periods,
-                                            const at::Tensor& lengths, c10::DeviceType device) {
+inline std::vector<int64_t> check_clockwork(const at::Tensor& input_proj, const at::Tensor& h0, const at::Tensor& w_hh,
+                                            at::IntArrayRef periods, const at::Tensor& lengths,
+                                            c10::DeviceType device) {
   check_dim(input_proj, "input_proj", 3, "(T, batch, hidden_size)");
   check_floating(input_proj, "input_proj");
   check_device_type(input_proj, "input_proj", device);
@@ -148,7 +148,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_clockwork_backward(
   }
   return {d_pre, d_h0, d_w_hh};
 }
-
 
 // grad_output [T, B, H], grad_h_n [B, H]; output: the forward's. Returns the gradients of (input_proj, h0, w_hh).
 template <typename Kernels>

@@ -15,7 +15,9 @@ namespace pyseq {
 namespace {
 
 // Batch rows per task: a row's steps are a few operations an element.
-int64_t rows_per_task(int64_t steps, int64_t C) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, steps * C)); }
+int64_t rows_per_task(int64_t steps, int64_t C) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, steps * C));
+}
 
 struct ScrnCpuKernels : ClockworkCpuKernels {
   template <typename T>
@@ -44,12 +46,9 @@ struct ScrnCpuKernels : ClockworkCpuKernels {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_cpu(const at::Tensor& input_proj,
-                                                                    const at::Tensor& context_proj,
-                                                                    const at::Tensor& h0, const at::Tensor& s0,
-                                                                    const at::Tensor& w_hh, const at::Tensor& w_ch,
-                                                                    double alpha, const at::Tensor& lengths,
-                                                                    bool sigmoid) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_cpu(
+    const at::Tensor& input_proj, const at::Tensor& context_proj, const at::Tensor& h0, const at::Tensor& s0,
+    const at::Tensor& w_hh, const at::Tensor& w_ch, double alpha, const at::Tensor& lengths, bool sigmoid) {
   return scrn_on(ScrnCpuKernels{}, input_proj, context_proj, h0, s0, w_hh, w_ch, alpha, lengths, sigmoid);
 }
 

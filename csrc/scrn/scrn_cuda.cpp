@@ -2,6 +2,8 @@
 // (device-generic ATen only, so that it builds against a CPU torch too; see CMakeLists.txt). The ops' schedule is
 // scrn_schedule.h's, shared with the CPU kernels. 16-bit inputs are computed in float32. (In the emulation build the
 // same glue runs on CPU tensors, the kernels through the CUDA emulator: cuda_glue.h.)
+#include "scrn_cuda.h"
+
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -9,7 +11,6 @@
 
 #include "../clockwork/clockwork_cuda_kernels.h"
 #include "../common/float32_compute.h"
-#include "scrn_cuda.h"
 #include "scrn_schedule.h"
 
 namespace pyseq {
@@ -30,12 +31,9 @@ struct ScrnCudaKernels : ClockworkCudaKernels {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_cuda(const at::Tensor& input_proj,
-                                                                     const at::Tensor& context_proj,
-                                                                     const at::Tensor& h0, const at::Tensor& s0,
-                                                                     const at::Tensor& w_hh, const at::Tensor& w_ch,
-                                                                     double alpha, const at::Tensor& lengths,
-                                                                     bool sigmoid) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_cuda(
+    const at::Tensor& input_proj, const at::Tensor& context_proj, const at::Tensor& h0, const at::Tensor& s0,
+    const at::Tensor& w_hh, const at::Tensor& w_ch, double alpha, const at::Tensor& lengths, bool sigmoid) {
   const c10::DeviceGuard guard(input_proj.device());
   return scrn_on(ScrnCudaKernels(input_proj, "input_proj"), input_proj, context_proj, h0, s0, w_hh, w_ch, alpha,
                  lengths, sigmoid);

@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include "../common/cuda_launch.h"
-
 #include "scrn_cuda.h"
 
 namespace pyseq {
@@ -43,7 +42,7 @@ void context_backward(const ScrnContextArgs<T>& a, void* stream) {
 
 }  // namespace
 
-#define PYSEQ_DEFINE_SCRN_LAUNCHERS(T)                                                                      \
+#define PYSEQ_DEFINE_SCRN_LAUNCHERS(T)                                                                     \
   void launch_scrn_context(const ScrnContextArgs<T>& a, T* s_n, void* stream) { context(a, s_n, stream); } \
   void launch_scrn_context_backward(const ScrnContextArgs<T>& a, void* stream) { context_backward(a, stream); }
 PYSEQ_DEFINE_SCRN_LAUNCHERS(float)

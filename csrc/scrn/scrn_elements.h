@@ -17,15 +17,15 @@ template <typename T>
 struct ScrnContextArgs {
   int64_t steps, B, C;
   T alpha;
-  const int64_t* lengths;    // [B], each in [0, steps]
-  const T* s0;               // [B, C]
+  const int64_t* lengths;  // [B], each in [0, steps]
+  const T* s0;             // [B, C]
   // forward
-  const T* context_proj;     // [steps, B, C]: B x_t
-  T* context;                // [steps, B, C]: s_t
+  const T* context_proj;  // [steps, B, C]: B x_t
+  T* context;             // [steps, B, C]: s_t
   // backward (context above is the forward's, unused)
-  const T* grad_context;     // [steps, B, C]: d loss / d s_t from the outputs and the hidden layer
-  T* grad_context_proj;      // [steps, B, C]
-  T* grad_s0;                // [B, C] in: d loss / d s_n, then the carried gradient; out: d loss / d s0
+  const T* grad_context;  // [steps, B, C]: d loss / d s_t from the outputs and the hidden layer
+  T* grad_context_proj;   // [steps, B, C]
+  T* grad_s0;             // [B, C] in: d loss / d s_n, then the carried gradient; out: d loss / d s0
 };
 
 // s_t of element (b, c) at step t, the steps before it done.

@@ -29,11 +29,11 @@ inline void check_scrn(const at::Tensor& input_proj, const at::Tensor& context_p
   const int64_t C = context_proj.size(2);
   check_shape(context_proj, "context_proj", {T, B, C});
   check_like(context_proj, "context_proj", input_proj, "input_proj");
-  for (const auto& [t, name, shape] : {std::tuple<const at::Tensor&, const char*, std::vector<int64_t>>{
-                                           h0, "h0", {B, H}},
-                                       {s0, "s0", {B, C}},
-                                       {w_hh, "weight_hh", {H, H}},
-                                       {w_ch, "weight_ch", {H, C}}}) {
+  for (const auto& [t, name, shape] :
+       {std::tuple<const at::Tensor&, const char*, std::vector<int64_t>>{h0, "h0", {B, H}},
+        {s0, "s0", {B, C}},
+        {w_hh, "weight_hh", {H, H}},
+        {w_ch, "weight_ch", {H, C}}}) {
     check_shape(t, name, shape);
     check_like(t, name, input_proj, "input_proj");
   }
@@ -60,10 +60,11 @@ ScrnContextArgs<T> scrn_context_args(const at::Tensor& s0, const at::Tensor& len
 
 // Returns (hidden [T, B, H], context [T, B, C], h_n [B, H], s_n [B, C]).
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_on(
-    const Kernels& kernels, const at::Tensor& input_proj, const at::Tensor& context_proj, const at::Tensor& h0,
-    const at::Tensor& s0, const at::Tensor& w_hh, const at::Tensor& w_ch, double alpha, const at::Tensor& lengths,
-    bool sigmoid) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scrn_on(const Kernels& kernels, const at::Tensor& input_proj,
+                                                                   const at::Tensor& context_proj, const at::Tensor& h0,
+                                                                   const at::Tensor& s0, const at::Tensor& w_hh,
+                                                                   const at::Tensor& w_ch, double alpha,
+                                                                   const at::Tensor& lengths, bool sigmoid) {
   check_scrn(input_proj, context_proj, h0, s0, w_hh, w_ch, alpha, lengths, kernels.device());
   const int64_t T = input_proj.size(0), B = input_proj.size(1), H = input_proj.size(2), C = context_proj.size(2);
   const at::Tensor on_device = kernels.lengths_on_device(lengths, input_proj).contiguous();
@@ -93,22 +94,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& s0, const at::Tensor& w_hh, const at::Tensor& w_ch, double alpha, const at::Tensor& lengths,
     bool sigmoid) {
   check_scrn(hidden, context, h0, s0, w_hh, w_ch, alpha, lengths, kernels.device());
-  for (const auto& [t, name, like] : {std::tuple<const at::Tensor&, const char*, const at::Tensor&>{
-                                          grad_hidden, "grad_hidden", hidden},
-                                      {grad_context, "grad_context", context},
-                                      {grad_h_n, "grad_h_n", h0},
-                                      {grad_s_n, "grad_s_n", s0}}) {
+  for (const auto& [t, name, like] :
+       {std::tuple<const at::Tensor&, const char*, const at::Tensor&>{grad_hidden, "grad_hidden", hidden},
+        {grad_context, "grad_context", context},
+        {grad_h_n, "grad_h_n", h0},
+        {grad_s_n, "grad_s_n", s0}}) {
     check_shape(t, name, like.sizes().vec());
     check_like(t, name, hidden, "hidden");
   }
   const int64_t T = hidden.size(0), B = hidden.size(1), H = hidden.size(2), C = context.size(2);
   const at::Tensor on_device = kernels.lengths_on_device(lengths, hidden).contiguous();
-  auto [d_pre, d_h0, d_w_hh] =
-      run_clockwork_backward(kernels, grad_hidden, grad_h_n, hidden, h0, w_hh, {1}, on_device, scrn_activation(sigmoid));
+  auto [d_pre, d_h0, d_w_hh] = run_clockwork_backward(kernels, grad_hidden, grad_h_n, hidden, h0, w_hh, {1}, on_device,
+                                                      scrn_activation(sigmoid));
   const at::Tensor d_pre_rows = d_pre.view({T * B, H}), context_rows = context.contiguous().view({T * B, C});
   const at::Tensor d_w_ch = at::mm(d_pre_rows.t(), context_rows);
   // d loss / d s_t: from the outputs, and through P from the hidden layer
-  const at::Tensor d_context = at::addmm(grad_context.reshape({T * B, C}), d_pre_rows, w_ch.contiguous()).view({T, B, C});
+  const at::Tensor d_context =
+      at::addmm(grad_context.reshape({T * B, C}), d_pre_rows, w_ch.contiguous()).view({T, B, C});
   const at::Tensor s0c = s0.contiguous();
   at::Tensor d_context_proj = at::empty({T, B, C}, hidden.options());
   at::Tensor d_s0 = grad_s_n.contiguous().clone();
