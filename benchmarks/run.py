@@ -1,8 +1,10 @@
 """The benchmark runner behind `make bench`: pyseq vs its reference, side by side in one process, as a table.
 
-    python benchmarks/run.py [--quick] [--markdown] [--kernel auto|aten|portable|avx2|avx512]
+    python benchmarks/run.py [--quick] [--markdown] [--only TABLES] [--kernel auto|aten|portable|avx2|avx512]
 
 --quick runs the smallest case of each family with a short time budget (a smoke test of the runner);
+--only names the tables to measure (comma-separated, as in the JSON report: recurrent, recurrent_autocast, ctc,
+decoding, crf, attention, ntm, memnet, clockwork, scrn, recurrent_step), all by default;
 --markdown prints the table in the form benchmarks/RESULTS.md records;
 --kernel forces pyseq's CPU recurrent kernel (see pyseq.set_recurrent_kernel), to compare schedules.
 """
@@ -122,7 +124,12 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--kernel", default="auto")
     parser.add_argument("--json", metavar="PATH", help="also write every row, the machine and versions as JSON")
+    parser.add_argument("--only", metavar="TABLES", help="comma-separated tables to measure (default: all)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+
+    def wanted(table: str) -> bool:
+        return only is None or table in only
     pyseq.set_recurrent_kernel(args.kernel)
 
     threads = torch.get_num_threads()
@@ -140,29 +147,35 @@ def main() -> int:
     if args.quick:
         cases = [c for c in cases if (c.T, c.B, c.I, c.H) == rnn_cases.SIZES[2]]
         budget = 0.1
-    rows = measure_all(rnn_cases.measure, cases, COLUMNS, budget)
-    autocast_list = rnn_cases.autocast_cases()[:1] if args.quick else rnn_cases.autocast_cases()
-    autocast_rows = measure_all(partial(rnn_cases.measure_autocast, bf16_gflops=peak_bf16), autocast_list,
-                                AUTOCAST_COLUMNS, budget)
+    rows = measure_all(rnn_cases.measure, cases, COLUMNS, budget) if wanted("recurrent") else []
+    autocast_rows = []
+    if wanted("recurrent_autocast"):
+        autocast_list = rnn_cases.autocast_cases()[:1] if args.quick else rnn_cases.autocast_cases()
+        autocast_rows = measure_all(partial(rnn_cases.measure_autocast, bf16_gflops=peak_bf16), autocast_list,
+                                    AUTOCAST_COLUMNS, budget)
     ctc_list = ctc_cases.all_cases()[:1] if args.quick else ctc_cases.all_cases()
-    ctc_rows = measure_all(ctc_cases.measure, ctc_list, CTC_COLUMNS, budget)
-    decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
-    decode_rows += [ctc_cases.measure_beam(width, budget) for width in ctc_cases.BEAM_WIDTHS[: 1 if args.quick else 2]]
-    if not args.quick:
-        decode_rows += [row for row in (ctc_cases.measure_pyctcdecode(w, budget) for w in ctc_cases.BEAM_WIDTHS) if row]
+    ctc_rows = measure_all(ctc_cases.measure, ctc_list, CTC_COLUMNS, budget) if wanted("ctc") else []
+    decode_rows = []
+    if wanted("decoding"):
+        decode_rows = [ctc_cases.measure_greedy(budget), ctc_cases.measure_align(budget)]
+        decode_rows += [ctc_cases.measure_beam(width, budget)
+                        for width in ctc_cases.BEAM_WIDTHS[: 1 if args.quick else 2]]
+        if not args.quick:
+            decode_rows += [row for row in (ctc_cases.measure_pyctcdecode(w, budget) for w in ctc_cases.BEAM_WIDTHS)
+                            if row]
     for row in decode_rows:
         print(f"{row['case']}: pyseq {row['pyseq_ms']:.2f} ms, reference {row['torch_ms']:.2f} ms, "
               f"{format_cell('{:.1f}x', row['speedup'])}", flush=True)
 
     crf_rows = []
-    for case in crf_cases.all_cases()[: 1 if args.quick else None]:
+    for case in crf_cases.all_cases()[: 1 if args.quick else None] if wanted("crf") else []:
         for row in (crf_cases.measure_nll(case, budget), crf_cases.measure_decode(case, budget),
                     crf_cases.measure_decode(case, budget, tensor_output=True)):
             crf_rows.append(row)
             print("  ".join(f"{name}={format_cell(fmt, row[key])}" for key, name, fmt in CRF_COLUMNS), flush=True)
 
     attention_rows = []
-    for case in attention_cases.all_cases()[: 1 if args.quick else None]:
+    for case in attention_cases.all_cases()[: 1 if args.quick else None] if wanted("attention") else []:
         for comparison in attention_cases.comparisons(case):
             for backward in (False, True)[: 2 if comparison[4] else 1]:
                 row = attention_cases.measure(*comparison, backward, budget)
@@ -170,16 +183,22 @@ def main() -> int:
                 print("  ".join(f"{name}={format_cell(fmt, row[key])}" for key, name, fmt in ATTENTION_COLUMNS[:6]),
                       flush=True)
 
-    ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
-    ntm_rows += [ntm_cases.measure_layer(case, budget) for case in ntm_cases.all_cases()]
-    memnet_rows = measure_all(memnet_cases.measure, memnet_cases.all_cases(), CTC_COLUMNS, budget)
-    clockwork_rows = measure_all(clockwork_cases.measure, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
-    clockwork_rows += measure_all(clockwork_cases.measure_against_rnn, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
-    scrn_rows = measure_all(scrn_cases.measure, scrn_cases.all_cases(), CTC_COLUMNS, budget)
+    ntm_rows, memnet_rows, clockwork_rows, scrn_rows = [], [], [], []
+    if wanted("ntm"):
+        ntm_rows = measure_all(ntm_cases.measure, ntm_cases.all_cases(), CTC_COLUMNS, budget)
+        ntm_rows += [ntm_cases.measure_layer(case, budget) for case in ntm_cases.all_cases()]
+    if wanted("memnet"):
+        memnet_rows = measure_all(memnet_cases.measure, memnet_cases.all_cases(), CTC_COLUMNS, budget)
+    if wanted("clockwork"):
+        clockwork_rows = measure_all(clockwork_cases.measure, clockwork_cases.all_cases(), CTC_COLUMNS, budget)
+        clockwork_rows += measure_all(clockwork_cases.measure_against_rnn, clockwork_cases.all_cases(), CTC_COLUMNS,
+                                      budget)
+    if wanted("scrn"):
+        scrn_rows = measure_all(scrn_cases.measure, scrn_cases.all_cases(), CTC_COLUMNS, budget)
 
     print()
     step_rows = []
-    if not args.quick:
+    if not args.quick and wanted("recurrent_step"):
         print("Recurrent step alone (per-step product + fused cell update, input size 1), against the 2048^3 GEMM:")
         for cell in rnn_cases.CELLS:
             for B, H in rnn_cases.STEP_SIZES:
