@@ -12,7 +12,7 @@ import torch
 
 import pyseq
 
-from harness import comparison, time_pair
+from harness import check_layer, comparison, layer_run, time_pair
 
 # (T, B, input, modules, module width): the issue's size, exponential periods 1, 2, 4, ..., 128.
 SIZES = [(320, 32, 32, 8, 32)]
@@ -54,43 +54,19 @@ def composed(layer: pyseq.nn.ClockworkRNN, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outputs)
 
 
-def run_fn(model, x: torch.Tensor, parameters, backward: bool):
-    def run():
-        if backward:
-            for p in parameters:
-                p.grad = None
-            model(x).sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
-
-    return run
-
-
-def check(layer, x) -> None:
-    """Same outputs and weight gradients as the composition (float32 tolerance)."""
-    results = []
-    for model in (lambda x: layer(x)[0], lambda x: composed(layer, x)):
-        out = model(x)
-        results.append([out, *torch.autograd.grad(out.sum(), (layer.weight_hh, layer.weight_ih))])
-    for a, b in zip(*results):
-        err = (a - b).abs().max().item()
-        assert err <= 1e-4 * max(1.0, b.abs().max().item()), f"pyseq differs from the composition by {err}"
-
-
 def measure(case: Case, backward: bool, budget_s: float = 1.0, reference: str = "torch") -> dict:
     """reference "torch": the composition; "rnn": pyseq.nn.RNN(I, H) with tanh."""
     torch.manual_seed(0)
     layer = pyseq.nn.ClockworkRNN(case.I, case.H, case.periods)
     x = torch.randn(case.T, case.B, case.I)
-    check(layer, x)
-    ours = run_fn(lambda x: layer(x)[0], x, list(layer.parameters()), backward)
+    check_layer(lambda x: layer(x)[0], lambda x: composed(layer, x), x, (layer.weight_hh, layer.weight_ih))
+    ours = layer_run(lambda x: layer(x)[0], x, list(layer.parameters()), backward)
     if reference == "torch":
-        ref = run_fn(lambda x: composed(layer, x), x, list(layer.parameters()), backward)
+        ref = layer_run(lambda x: composed(layer, x), x, list(layer.parameters()), backward)
         name = "torch composition"
     else:
         rnn = pyseq.nn.RNN(case.I, case.H)
-        ref = run_fn(lambda x: rnn(x)[0], x, list(rnn.parameters()), backward)
+        ref = layer_run(lambda x: rnn(x)[0], x, list(rnn.parameters()), backward)
         name = f"pyseq tanh RNN H={case.H}"
     t_ours, t_ref = time_pair(ours, ref, budget_s=budget_s)
     return comparison(case.label(name), "fwd+bwd" if backward else "fwd", t_ours, t_ref)

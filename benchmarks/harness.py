@@ -45,6 +45,32 @@ def time_pair(ours, ref, budget_s: float = 1.0, min_repeats: int = 5, max_repeat
     return statistics.median(times_ours), statistics.median(times_ref)
 
 
+def layer_run(model, x: torch.Tensor, parameters, backward: bool):
+    """A timed call of a layer: model(x) under no_grad, or its outputs' sum back-propagated to `parameters`."""
+
+    def run():
+        if backward:
+            for p in parameters:
+                p.grad = None
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+
+    return run
+
+
+def check_layer(ours, reference, x: torch.Tensor, parameters) -> None:
+    """Same outputs and gradients of `parameters` for the outputs' sum (float32 tolerance)."""
+    results = []
+    for model in (ours, reference):
+        out = model(x)
+        results.append([out, *torch.autograd.grad(out.sum(), parameters)])
+    for a, b in zip(*results):
+        err = (a - b).abs().max().item()
+        assert err <= 1e-4 * max(1.0, b.abs().max().item()), f"pyseq differs from the composition by {err}"
+
+
 def comparison(case: str, pass_name: str, t_ours: float, t_ref: float) -> dict:
     """One table row: pyseq's and the reference's median seconds as milliseconds, and reference / pyseq."""
     return {

@@ -11,7 +11,7 @@ import torch
 
 import pyseq
 
-from harness import comparison, time_pair
+from harness import check_layer, comparison, layer_run, time_pair
 
 # (T, B, input, hidden, context): the issue's size, with an input of 128 features (a word embedding's width).
 SIZES = [(100, 32, 128, 256, 64)]
@@ -45,38 +45,14 @@ def composed(layer: pyseq.nn.SCRN, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outputs)
 
 
-def run_fn(model, x: torch.Tensor, parameters, backward: bool):
-    def run():
-        if backward:
-            for p in parameters:
-                p.grad = None
-            model(x).sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
-
-    return run
-
-
-def check(layer, x) -> None:
-    """Same outputs and weight gradients as the composition (float32 tolerance)."""
-    results = []
-    for model in (lambda x: layer(x)[0], lambda x: composed(layer, x)):
-        out = model(x)
-        results.append([out, *torch.autograd.grad(out.sum(), list(layer.parameters()))])
-    for a, b in zip(*results):
-        err = (a - b).abs().max().item()
-        assert err <= 1e-4 * max(1.0, b.abs().max().item()), f"pyseq differs from the composition by {err}"
-
-
 def measure(case: Case, backward: bool, budget_s: float = 1.0) -> dict:
     torch.manual_seed(0)
     layer = pyseq.nn.SCRN(case.I, case.H, case.C)
     x = torch.randn(case.T, case.B, case.I)
-    check(layer, x)
+    check_layer(lambda x: layer(x)[0], lambda x: composed(layer, x), x, list(layer.parameters()))
     parameters = list(layer.parameters())
-    t_ours, t_ref = time_pair(run_fn(lambda x: layer(x)[0], x, parameters, backward),
-                              run_fn(lambda x: composed(layer, x), x, parameters, backward), budget_s=budget_s)
+    t_ours, t_ref = time_pair(layer_run(lambda x: layer(x)[0], x, parameters, backward),
+                              layer_run(lambda x: composed(layer, x), x, parameters, backward), budget_s=budget_s)
     return comparison(case.label, "fwd+bwd" if backward else "fwd", t_ours, t_ref)
 
 
