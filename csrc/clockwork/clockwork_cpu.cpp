@@ -1,9 +1,9 @@
 // The Clockwork RNN on the CPU. Batch rows are independent for the whole sequence, so each thread takes blocks of
 // up to kRows rows and runs the time loop on them alone, with no barrier per step. Per step it computes only the
 // active modules: a register tile of kRows rows x one chunk of a module's units sums, over the columns the module
-// reads, the state times the weights packed once per call (W_hh^T forward, W_hh backward; rows padded to whole chunks
-// with zeros), so that each weight loaded feeds kRows multiply-adds. Every sum runs in a fixed order whatever the
-// thread count: deterministic.
+// reads, the state times the weights packed once per call in one contiguous panel per tile (W_hh's rows forward, its
+// columns backward), so that each weight loaded feeds kRows multiply-adds. Every sum runs in a fixed order whatever
+// the thread count: deterministic.
 #include "clockwork_cpu.h"
 
 #include <ATen/Parallel.h>
