@@ -141,9 +141,8 @@ class ChatBot(nn.Module):
         outputs, _ = self.decoder(self.embed(response_in), states[which, ends - 1].unsqueeze(0))
         # Each dialog's queries together, each masked to its own turn's history: [B, Q, H] with Q = its turns x Tr.
         B, L, R, Tr = dialogs.shape[0], dialogs.shape[1], which.shape[0], response_in.shape[1]
-        turn = torch.zeros(R, dtype=torch.int64)
-        for r in range(1, R):
-            turn[r] = turn[r - 1] + 1 if which[r] == which[r - 1] else 0
+        counts = torch.bincount(which, minlength=B)  # which is in dialog order (batch())
+        turn = torch.arange(R) - (counts.cumsum(0) - counts)[which]  # each response's place among its dialog's
         rows = (turn.unsqueeze(1) * Tr + torch.arange(Tr)).reshape(-1)
         dialog_of = which.repeat_interleave(Tr)
         queries = outputs.new_zeros(B, (int(turn.max()) + 1) * Tr, outputs.shape[-1])

@@ -111,7 +111,7 @@ def _issue_call(rng: random.Random, turns: list, goal: dict) -> None:
 
 def _update_call(rng: random.Random, turns: list, goal: dict) -> None:
     """Task 2's turns: one to three changes of mind, each acknowledged, then the new call."""
-    for k in range(rng.randint(1, 3)):
+    for _ in range(rng.randint(1, 3)):
         slot = rng.choice(SLOTS)
         goal[slot] = rng.choice([v for v in VALUES[slot] if v != goal[slot]])
         turns += [("user", rng.choice(UPDATES[slot]).format(goal[slot])),

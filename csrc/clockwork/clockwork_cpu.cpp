@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../common/cpu_dispatch.h"
@@ -77,33 +78,39 @@ PYSEQ_ALWAYS_INLINE void load_chunk(T (&chunk)[kChunk<T>], const T* values, int6
 }
 
 // out[0, n) = act(pre[0, n)), the activation chosen once for the loop, so that the loop vectorizes.
+template <RecurrentActivation kActivation, typename T>
+PYSEQ_ALWAYS_INLINE void activate_run(const T* pre, T* out, int64_t n) {
+  for (int64_t u = 0; u < n; ++u) out[u] = activate<kActivation>(pre[u]);
+}
+
 template <typename T>
 PYSEQ_ALWAYS_INLINE void activate(RecurrentActivation activation, const T* pre, T* out, int64_t n) {
   switch (activation) {
     case RecurrentActivation::Relu:
-      for (int64_t u = 0; u < n; ++u) out[u] = rnn_relu_forward(pre[u]);
-      break;
+      return activate_run<RecurrentActivation::Relu>(pre, out, n);
     case RecurrentActivation::Sigmoid:
-      for (int64_t u = 0; u < n; ++u) out[u] = sigmoid(pre[u]);
-      break;
+      return activate_run<RecurrentActivation::Sigmoid>(pre, out, n);
     default:
-      for (int64_t u = 0; u < n; ++u) out[u] = rnn_tanh_forward(pre[u]);
+      return activate_run<RecurrentActivation::Tanh>(pre, out, n);
   }
 }
 
 // d_pre[u] = d loss / d pre-activation from the outputs h and d loss / d h, for u in [u0, u1), the same way.
+template <RecurrentActivation kActivation, typename T>
+PYSEQ_ALWAYS_INLINE void gradient_run(const T* h, const T* dh, T* d_pre, int64_t u0, int64_t u1) {
+  for (int64_t u = u0; u < u1; ++u) d_pre[u] = activation_gradient<kActivation>(h[u], dh[u]);
+}
+
 template <typename T>
 PYSEQ_ALWAYS_INLINE void activation_backward(RecurrentActivation activation, const T* h, const T* dh, T* d_pre,
                                              int64_t u0, int64_t u1) {
   switch (activation) {
     case RecurrentActivation::Relu:
-      for (int64_t u = u0; u < u1; ++u) d_pre[u] = rnn_relu_backward(h[u], dh[u]);
-      break;
+      return gradient_run<RecurrentActivation::Relu>(h, dh, d_pre, u0, u1);
     case RecurrentActivation::Sigmoid:
-      for (int64_t u = u0; u < u1; ++u) d_pre[u] = dh[u] * h[u] * (T(1) - h[u]);
-      break;
+      return gradient_run<RecurrentActivation::Sigmoid>(h, dh, d_pre, u0, u1);
     default:
-      for (int64_t u = u0; u < u1; ++u) d_pre[u] = rnn_tanh_backward(h[u], dh[u]);
+      return gradient_run<RecurrentActivation::Tanh>(h, dh, d_pre, u0, u1);
   }
 }
 
@@ -286,22 +293,6 @@ PYSEQ_CPU_CLONES void backward_block_f32(const ClockworkArgs<float>& a, const Pa
                                          int64_t rows, float* scratch) {
   backward_block(a, w, b0, rows, scratch);
 }
-void run_forward_block(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0, int64_t rows,
-                       float* scratch) {
-  forward_block_f32(a, w, b0, rows, scratch);
-}
-void run_forward_block(const ClockworkArgs<double>& a, const PackedWeights<double>& w, int64_t b0, int64_t rows,
-                       double* scratch) {
-  forward_block(a, w, b0, rows, scratch);
-}
-void run_backward_block(const ClockworkArgs<float>& a, const PackedWeights<float>& w, int64_t b0, int64_t rows,
-                        float* scratch) {
-  backward_block_f32(a, w, b0, rows, scratch);
-}
-void run_backward_block(const ClockworkArgs<double>& a, const PackedWeights<double>& w, int64_t b0, int64_t rows,
-                        double* scratch) {
-  backward_block(a, w, b0, rows, scratch);
-}
 
 // block(b0, rows, scratch) for every block of kRows batch rows, in parallel, each thread with `scratch_rows` x H
 // values of scratch per row of a block.
@@ -319,13 +310,25 @@ void for_row_blocks(const ClockworkArgs<T>& a, int64_t scratch_rows, const Block
 template <typename T>
 void forward_on_cpu(const ClockworkArgs<T>& a) {
   const PackedWeights<T> w = pack(a, /*transpose=*/true);
-  for_row_blocks(a, 1, [&](int64_t b0, int64_t rows, T* scratch) { run_forward_block(a, w, b0, rows, scratch); });
+  for_row_blocks(a, 1, [&](int64_t b0, int64_t rows, T* scratch) {
+    if constexpr (std::is_same_v<T, float>) {
+      forward_block_f32(a, w, b0, rows, scratch);
+    } else {
+      forward_block(a, w, b0, rows, scratch);
+    }
+  });
 }
 
 template <typename T>
 void backward_on_cpu(const ClockworkArgs<T>& a) {
   const PackedWeights<T> w = pack(a, /*transpose=*/false);
-  for_row_blocks(a, 2, [&](int64_t b0, int64_t rows, T* scratch) { run_backward_block(a, w, b0, rows, scratch); });
+  for_row_blocks(a, 2, [&](int64_t b0, int64_t rows, T* scratch) {
+    if constexpr (std::is_same_v<T, float>) {
+      backward_block_f32(a, w, b0, rows, scratch);
+    } else {
+      backward_block(a, w, b0, rows, scratch);
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> clockwork_rnn_cpu(const at::Tensor& input_proj, const at::Tensor& h0,

@@ -48,28 +48,51 @@ PYSEQ_HD bool module_active(const ClockworkArgs<T>& a, int64_t module, int64_t t
   return t % a.periods[module] == 0;
 }
 
+// The activations and their gradients (d loss / d pre-activation from the output h and d loss / d h), one definition
+// each; the callers choose one per element (the CUDA kernels, below) or once per loop (the CPU kernels).
+template <RecurrentActivation kActivation, typename T>
+PYSEQ_HD T activate(T pre) {
+  if constexpr (kActivation == RecurrentActivation::Relu) {
+    return rnn_relu_forward(pre);
+  } else if constexpr (kActivation == RecurrentActivation::Sigmoid) {
+    return sigmoid(pre);
+  } else {
+    return rnn_tanh_forward(pre);
+  }
+}
+
+template <RecurrentActivation kActivation, typename T>
+PYSEQ_HD T activation_gradient(T h, T dh) {
+  if constexpr (kActivation == RecurrentActivation::Relu) {
+    return rnn_relu_backward(h, dh);
+  } else if constexpr (kActivation == RecurrentActivation::Sigmoid) {
+    return dh * h * (T(1) - h);
+  } else {
+    return rnn_tanh_backward(h, dh);
+  }
+}
+
 template <typename T>
 PYSEQ_HD T clockwork_activation(const ClockworkArgs<T>& a, T pre) {
   switch (a.activation) {
     case RecurrentActivation::Relu:
-      return rnn_relu_forward(pre);
+      return activate<RecurrentActivation::Relu>(pre);
     case RecurrentActivation::Sigmoid:
-      return sigmoid(pre);
+      return activate<RecurrentActivation::Sigmoid>(pre);
     default:
-      return rnn_tanh_forward(pre);
+      return activate<RecurrentActivation::Tanh>(pre);
   }
 }
 
-// d loss / d pre-activation from the unit's output h and d loss / d h.
 template <typename T>
 PYSEQ_HD T clockwork_activation_backward(const ClockworkArgs<T>& a, T h, T dh) {
   switch (a.activation) {
     case RecurrentActivation::Relu:
-      return rnn_relu_backward(h, dh);
+      return activation_gradient<RecurrentActivation::Relu>(h, dh);
     case RecurrentActivation::Sigmoid:
-      return dh * h * (T(1) - h);
+      return activation_gradient<RecurrentActivation::Sigmoid>(h, dh);
     default:
-      return rnn_tanh_backward(h, dh);
+      return activation_gradient<RecurrentActivation::Tanh>(h, dh);
   }
 }
 
