@@ -44,6 +44,7 @@ TASKS = (1, 2, 3, 4, 5)
 PUBLISHED_MEMORY_NETWORK = {1: 0.993, 2: 0.999, 3: 0.711, 4: 0.572, 5: 0.985}
 PAD, START, STOP = "<pad>", "<start>", "<stop>"
 SPEAKERS = {"user": "<user>", "bot": "<bot>", "kb": "<kb>"}
+NEVER_SAID = 1 << 20  # batch()'s first bot turn of a word the bot never says
 
 
 @dataclasses.dataclass
@@ -87,15 +88,16 @@ class ChatBot(nn.Module):
     learned gate. Restaurant names, phone numbers and the slots of an API call are copied from the dialog; most of
     them are too rare in training for the softmax to learn alone."""
 
-    def __init__(self, vocab: int, embedding: int = 96, hidden: int = 256, words: int = 64):
+    def __init__(self, vocab: int, bot_turns: int, embedding: int = 96, hidden: int = 256, words: int = 64):
         super().__init__()
+        self.bot_turns = bot_turns
         self.embed = nn.Embedding(vocab, embedding, padding_idx=0)
         self.words = pyseq.nn.GRU(embedding, words, batch_first=True, bidirectional=True)
         self.reader = pyseq.nn.GRU(embedding + 2 * words, hidden, num_layers=2, batch_first=True)
         self.decoder = pyseq.nn.GRU(embedding, hidden, batch_first=True)
-        self.first_hop = pyseq.nn.DotAttention(hidden, hidden, score="general")
+        self.first_hop = pyseq.nn.DotAttention(hidden + bot_turns, hidden + bot_turns, score="general")
         self.hop = nn.Linear(2 * hidden, hidden)
-        self.attention = pyseq.nn.DotAttention(hidden, hidden, score="general")
+        self.attention = pyseq.nn.DotAttention(hidden + bot_turns, hidden + bot_turns, score="general")
         self.out = nn.Linear(2 * hidden, vocab)
         self.gate = nn.Linear(2 * hidden + embedding, 1)
 
@@ -112,12 +114,24 @@ class ChatBot(nn.Module):
         in_context = in_context.index_put(places, read_words[words != 0])
         return self.reader(torch.cat([self.embed(dialogs), in_context], -1))[0]
 
-    def attend(self, queries, states, mask):
-        """Two hops of attention over the dialog: what the first finds (the restaurant just accepted, say) shapes
-        the second's query (its phone number). Returns the second hop's context and weights."""
-        found, _ = self.first_hop(queries, states, mask=mask)
+    def keys(self, states: torch.Tensor, first_said: torch.Tensor) -> torch.Tensor:
+        """The attention's keys [B, L, H + bot_turns]: each word's state and a one-hot of the bot turn that first
+        said that word (first_said [B, L], batch(); none for a word the bot never says)."""
+        said = nn.functional.one_hot(first_said.clamp_max(self.bot_turns), self.bot_turns + 1)[..., :-1]
+        return torch.cat([states, said.to(states.dtype)], -1)
+
+    def turns_before(self, turn: torch.Tensor) -> torch.Tensor:
+        """A query's part that meets keys()'s one-hot: 1 for each bot turn before the query's turn [...] (so the
+        score knows whether the bot has already said a word: a restaurant proposed and refused, say)."""
+        return (torch.arange(self.bot_turns) < turn.unsqueeze(-1)).float()
+
+    def attend(self, queries, before, keys, states, mask):
+        """Two hops of attention over the dialog (keys(), values states): what the first finds (the restaurant
+        just accepted, say) shapes the second's query (its phone number). before: turns_before() of each query.
+        Returns the second hop's context and weights."""
+        found, _ = self.first_hop(torch.cat([queries, before], -1), keys, states, mask=mask)
         queries = queries + torch.tanh(self.hop(torch.cat([queries, found], -1)))
-        return self.attention(queries, states, mask=mask, return_weights=True)
+        return self.attention(torch.cat([queries, before], -1), keys, states, mask=mask, return_weights=True)
 
     def mix(self, output, context, inputs, weights, tokens, target=None):
         """The words' probabilities: output, context [K, H], inputs [K] (the words fed), weights and tokens [K, L]
@@ -132,17 +146,16 @@ class ChatBot(nn.Module):
         copied = torch.zeros_like(vocabulary).scatter_add_(1, tokens, weights)
         return generate * vocabulary + (1 - generate) * copied
 
-    def forward(self, dialogs: torch.Tensor, utterances: tuple, which: torch.Tensor, ends: torch.Tensor,
-                response_in: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    def forward(self, dialogs: torch.Tensor, utterances: tuple, first_said: torch.Tensor, which: torch.Tensor,
+                ends: torch.Tensor, response_in: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
         """Teacher forcing for R bot turns: which [R] (their dialog), ends [R] (the history's length), response_in
         and response [R, Tr] (the words fed and the words to predict, 0 padding). Returns the probability of each
         word to predict [kept]."""
         states = self.read(dialogs, utterances)
         outputs, _ = self.decoder(self.embed(response_in), states[which, ends - 1].unsqueeze(0))
         # Each dialog's queries together, each masked to its own turn's history: [B, Q, H] with Q = its turns x Tr.
-        B, L, R, Tr = dialogs.shape[0], dialogs.shape[1], which.shape[0], response_in.shape[1]
-        counts = torch.bincount(which, minlength=B)  # which is in dialog order (batch())
-        turn = torch.arange(R) - (counts.cumsum(0) - counts)[which]  # each response's place among its dialog's
+        B, L, Tr = dialogs.shape[0], dialogs.shape[1], response_in.shape[1]
+        turn = turns_in_dialog(which, B)
         rows = (turn.unsqueeze(1) * Tr + torch.arange(Tr)).reshape(-1)
         dialog_of = which.repeat_interleave(Tr)
         queries = outputs.new_zeros(B, (int(turn.max()) + 1) * Tr, outputs.shape[-1])
@@ -150,7 +163,8 @@ class ChatBot(nn.Module):
         query_ends = torch.zeros(B, queries.shape[1], dtype=torch.int64).index_put((dialog_of, rows),
                                                                                  ends.repeat_interleave(Tr))
         mask = torch.arange(L) < query_ends.unsqueeze(2)
-        context, weights = self.attend(queries, states, mask)
+        before = self.turns_before(torch.arange(queries.shape[1]) // Tr).expand(B, -1, -1)
+        context, weights = self.attend(queries, before, self.keys(states, first_said), states, mask)
         keep = (response != 0).reshape(-1)  # the positions with a word to predict
         dialog_kept, rows_kept = dialog_of[keep], rows[keep]
         return self.mix(outputs.reshape(-1, outputs.shape[-1])[keep], context[dialog_kept, rows_kept],
@@ -161,27 +175,42 @@ class ChatBot(nn.Module):
         """One decoder step for tokens [R]: log-probs [R, V] and the state advanced (pyseq.seq2seq.beam_search)."""
         output, h = self.decoder(self.embed(tokens).unsqueeze(1), state["h"].unsqueeze(0))
         output = output[:, 0]
-        context, weights = self.attend(output, state["states"], state["mask"])
+        context, weights = self.attend(output, state["before"], state["keys"], state["states"], state["mask"])
         probabilities = self.mix(output, context, tokens, weights, state["tokens"])
         return probabilities.clamp_min(1e-30).log(), {**state, "h": h[0]}
 
     @torch.no_grad()
-    def respond(self, dialogs: torch.Tensor, utterances: tuple, which: torch.Tensor, ends: torch.Tensor, start: int,
-                stop: int, beam_width: int) -> list[list[int]]:
+    def respond(self, dialogs: torch.Tensor, utterances: tuple, first_said: torch.Tensor, which: torch.Tensor,
+                ends: torch.Tensor, start: int, stop: int, beam_width: int) -> list[list[int]]:
         """The responses of R bot turns (arguments as forward's), by beam search."""
-        states = self.read(dialogs, utterances)[which]
-        state = {"h": states[torch.arange(len(which)), ends - 1], "states": states, "tokens": dialogs[which],
+        states = self.read(dialogs, utterances)
+        keys, states = self.keys(states, first_said)[which], states[which]
+        state = {"h": states[torch.arange(len(which)), ends - 1], "states": states, "keys": keys,
+                 "before": self.turns_before(turns_in_dialog(which, dialogs.shape[0])), "tokens": dialogs[which],
                  "mask": torch.arange(states.shape[1]) < ends.unsqueeze(1)}
         hypotheses = pyseq.seq2seq.beam_search(self.step, state, len(which), start, stop, beam_width=beam_width,
                                                max_length=12)
         return [best[0].tokens for best in hypotheses]
 
 
+def turns_in_dialog(which: torch.Tensor, dialogs: int) -> torch.Tensor:
+    """Each bot turn's place among its dialog's [R], for which [R] in dialog order (batch())."""
+    counts = torch.bincount(which, minlength=dialogs)
+    return torch.arange(len(which)) - (counts.cumsum(0) - counts)[which]
+
+
 def batch(vocab: Vocabulary, dialogs: list[Dialog]):
-    """The dialogs' tokens [B, L], their utterances (ChatBot.read) and their bot turns: dialog index [R], history
-    length [R], words."""
+    """The dialogs' tokens [B, L], their utterances (ChatBot.read), for each token the bot turn that first says
+    its word [B, L] (a large number if none does), and their bot turns: dialog index [R], history length [R],
+    words."""
     which, ends, words, utterances, b_of, position = [], [], [], [], [], []
+    first_said = torch.full((len(dialogs), max(len(d.tokens) for d in dialogs)), NEVER_SAID)
     for b, d in enumerate(dialogs):
+        first = {}
+        for turn, (_, response) in enumerate(d.responses):
+            for w in response:
+                first.setdefault(w, turn)
+        first_said[b, : len(d.tokens)] = torch.tensor([first.get(w, NEVER_SAID) for w in d.tokens])
         for end, response in d.responses:
             which.append(b)
             ends.append(end)
@@ -193,7 +222,7 @@ def batch(vocab: Vocabulary, dialogs: list[Dialog]):
                 position += range(start, start + count)
     places = (torch.tensor(b_of), torch.tensor(position))
     return (vocab.pad([d.tokens for d in dialogs]),
-            (vocab.pad(utterances), torch.tensor([len(u) for u in utterances]), places),
+            (vocab.pad(utterances), torch.tensor([len(u) for u in utterances]), places), first_said,
             torch.tensor(which), torch.tensor(ends), words)
 
 
@@ -212,10 +241,11 @@ def train(model: ChatBot, vocab: Vocabulary, dialogs: list[Dialog], epochs: int,
     for epoch in range(epochs):
         total = 0.0
         for group in chunks(dialogs, 16, rng):
-            tokens, utterances, which, ends, words = batch(vocab, group)
+            tokens, utterances, first_said, which, ends, words = batch(vocab, group)
             response = vocab.pad([w + [STOP] for w in words])
             response_in = torch.cat([torch.full((len(words), 1), vocab.ids[START]), response[:, :-1]], 1)
-            loss = -model(tokens, utterances, which, ends, response_in, response).clamp_min(1e-30).log().mean()
+            probabilities = model(tokens, utterances, first_said, which, ends, response_in, response)
+            loss = -probabilities.clamp_min(1e-30).log().mean()
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -230,8 +260,9 @@ def evaluate(model: ChatBot, vocab: Vocabulary, dialogs: list[Dialog], beam_widt
     model.eval()
     out = []
     for i in range(0, len(dialogs), 20):
-        tokens, utterances, which, ends, words = batch(vocab, dialogs[i: i + 20])
-        predicted = model.respond(tokens, utterances, which, ends, vocab.ids[START], vocab.ids[STOP], beam_width)
+        tokens, utterances, first_said, which, ends, words = batch(vocab, dialogs[i: i + 20])
+        predicted = model.respond(tokens, utterances, first_said, which, ends, vocab.ids[START], vocab.ids[STOP],
+                                  beam_width)
         out += [([vocab.words[t] for t in p if t != vocab.ids[STOP]], gold) for p, gold in zip(predicted, words)]
     model.train()
     return out
@@ -247,7 +278,7 @@ def run(quick: bool = False, seed: int = 0, beam_width: int = 4, log=print) -> d
     test_dialogs = {t: [read(turns) for turns in test_turns[t]] for t in TASKS}
     vocab = Vocabulary(train_dialogs + [d for t in TASKS for d in test_dialogs[t]])
     torch.manual_seed(seed)
-    model = ChatBot(len(vocab))
+    model = ChatBot(len(vocab), max(len(d.responses) for d in train_dialogs))
     train(model, vocab, train_dialogs, epochs, random.Random(seed), log)
     accuracy = {}
     for t in TASKS:
