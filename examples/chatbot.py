@@ -1,13 +1,15 @@
 """A sequence-to-sequence chat-bot for goal-oriented dialogs: restaurant booking in the style of the dialog bAbI tasks
 (Bordes, Boureau and Weston 2017), made by examples/restaurant_dialogs.py (no downloads). The dialog so far (the
 user's and the bot's utterances and the knowledge-base facts the API call returned, each after a mark of its speaker)
-is read word by word within each utterance by a bidirectional pyseq GRU, then along the dialog by a two-layer one; a pyseq GRU decoder, started from the reader's state where the bot's turn
-begins, writes the bot's next response word by word, attending over the dialog so far (Luong's general attention,
-pyseq.nn.DotAttention), each word from its vocabulary or copied from the dialog where it attends (a
-pointer-generator), decoded with pyseq.seq2seq.beam_search. The reader runs forward only, so one pass over a
-whole dialog gives every bot turn's history at once: training reads each dialog once and decodes all its bot turns
-against it, each attending only to what came before it. One model learns all five tasks from 1,000 training dialogs
-each.
+is read word by word within each utterance by a bidirectional pyseq GRU, then along the dialog by a two-layer one; a
+pyseq GRU decoder, started from the reader's state where the bot's turn begins, writes the bot's next response word
+by word, attending over the dialog so far (Luong's general attention, pyseq.nn.DotAttention), each word from its
+vocabulary or copied from the dialog where it attends (a pointer-generator), decoded with pyseq.seq2seq.beam_search.
+Each word's key also says which bot turn first said it, and each query which bot turns came before it, so the
+attention knows what the bot has already said (a restaurant it proposed and the user refused; a feature made by hand,
+as the published memory network's match-type features are). The reader runs forward only, so one pass over a whole
+dialog gives every bot turn's history at once: training reads each dialog once and decodes all its bot turns against
+it, each attending only to what came before it. One model learns all five tasks from 1,000 training dialogs each.
 
 Evaluation as in the paper: per-response accuracy, each bot turn of 200 test dialogs per task predicted from the
 gold dialog before it and counted right only when every word is. Beside it, the published end-to-end memory network's
