@@ -109,14 +109,40 @@ PYSEQ_ALWAYS_INLINE void circular_mix(const T* taps, int64_t S, int64_t directio
   }
 }
 
-// ntm_shift_backward by contiguous runs: the same sum over the rows, in row order.
+// sum_i x[i] y[i] over [0, N), in eight lanes as sum_rows.
+template <typename T>
+PYSEQ_ALWAYS_INLINE T dot_rows(const T* x, const T* y, int64_t N) {
+  T part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= N; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += x[i + l] * y[i + l];
+  }
+  for (; i < N; ++i) part[0] += x[i] * y[i];
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// ntm_shift_backward by the two contiguous runs of rows, each in eight lanes.
 template <typename T>
 PYSEQ_ALWAYS_INLINE void shift_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t t) {
   const int64_t N = a.N, r = (a.S - 1) / 2, from = ntm_row(t - r, N);
-  T acc = 0;
-  for (int64_t j = 0; j < N - from; ++j) acc += v.wg[j] * v.dws[j + from];
-  for (int64_t j = N - from; j < N; ++j) acc += v.wg[j] * v.dws[j + from - N];
-  a.d_shift[bh * a.S + t] = acc;
+  a.d_shift[bh * a.S + t] = dot_rows(v.wg, v.dws + from, N - from) + dot_rows(v.wg + N - from, v.dws, from);
+}
+
+// d loss / d key of head h of batch entry b (every row's coefficients complete): the rows' terms summed in row order
+// per feature, kKeyChunk features at a time in a local array (which the compiler knows aliases nothing, so the loop
+// over the features vectorizes).
+constexpr int64_t kKeyChunk = 64;
+
+template <typename T>
+PYSEQ_ALWAYS_INLINE void key_gradient(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t b, int64_t bh) {
+  for (int64_t c0 = 0; c0 < a.M; c0 += kKeyChunk) {
+    const int64_t width = std::min(kKeyChunk, a.M - c0);
+    T acc[kKeyChunk] = {};
+    for (int64_t i = 0; i < a.N; ++i) {
+      for (int64_t c = 0; c < width; ++c) acc[c] += ntm_key_gradient_term(a, v, b, bh, i, c0 + c);
+    }
+    std::copy(acc, acc + width, a.d_key + bh * a.M + c0);
+  }
 }
 
 // The forward phases of head h of batch entry b into s.v (the entry's dots in s already); returns (max ws, the sum
@@ -159,30 +185,37 @@ PYSEQ_ALWAYS_INLINE void address_entry_backward(const NtmAddressArgs<T>& a, cons
     const int64_t bh = b * a.H + h;
     const T key_norm = ntm_key_norm(a, bh);
     const auto [ws_max, z] = address_head(a, s, b, h, key_norm);
-    T inner = 0;
-    for (int64_t i = 0; i < N; ++i) inner += ntm_weight_inner(a, v, bh, i);
-    T d_gamma = 0;
-    for (int64_t i = 0; i < N; ++i) d_gamma += ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
-    a.d_gamma[bh] = d_gamma;
+    // Each phase's per-row terms go to a row of the scratch that is free at that point (dz until the shift's
+    // backward writes it, scale and key_coef until the content's backward does, then ws), and are summed in eight
+    // lanes: the elementwise loops vectorize, and no sum is one dependency chain through all N rows. (ivdep: the
+    // scratch rows, the inputs and the gradients are distinct arrays, which the compiler cannot see through the
+    // structs' pointers.)
+    T* terms = v.dz;
+#pragma GCC ivdep
+    for (int64_t i = 0; i < N; ++i) terms[i] = ntm_weight_inner(a, v, bh, i);
+    const T inner = sum_rows(terms, N);
+#pragma GCC ivdep
+    for (int64_t i = 0; i < N; ++i) terms[i] = ntm_sharpen_backward_normal(a, v, bh, i, inner);
+    for (int64_t i = 0; i < N; ++i) {
+      if (!ntm_is_positive_normal(v.ws[i])) terms[i] = ntm_sharpen_backward(a, v, bh, i, inner, ws_max, z);
+    }
+    a.d_gamma[bh] = sum_rows(terms, N);
     for (int64_t t = 0; t < a.S; ++t) shift_backward(a, v, bh, t);
     circular_mix(a.shift + bh * a.S, a.S, -1, v.dws, v.dz, N);
-    T d_gate = 0, wc_dot = 0;
+    T *gate_terms = v.scale, *wc_terms = v.key_coef;
+#pragma GCC ivdep
     for (int64_t j = 0; j < N; ++j) {
-      const NtmGateTerms<T> terms = ntm_interpolate_backward(a, v, bh, j);
-      d_gate += terms.gate;
-      wc_dot += terms.wc;
+      const NtmGateTerms<T> t = ntm_interpolate_backward(a, v, bh, j);
+      gate_terms[j] = t.gate, wc_terms[j] = t.wc;
     }
-    a.d_gate[bh] = d_gate;
-    T d_beta = 0;
-    for (int64_t i = 0; i < N; ++i) d_beta += ntm_content_backward(a, v, bh, i, wc_dot, key_norm);
-    a.d_beta[bh] = d_beta;
-    // The key gradient's sums over the rows, in row order as ntm_key_gradient's, all features at once.
-    T* d_key = a.d_key + bh * a.M;
-    std::fill(d_key, d_key + a.M, T(0));
-    for (int64_t i = 0; i < N; ++i) {
-      for (int64_t c = 0; c < a.M; ++c) d_key[c] += ntm_key_gradient_term(a, v, b, bh, i, c);
-      ntm_memory_gradient(a, v, b, h, i);
-    }
+    a.d_gate[bh] = sum_rows(gate_terms, N);
+    const T wc_dot = sum_rows(wc_terms, N);
+    terms = v.ws;
+#pragma GCC ivdep
+    for (int64_t i = 0; i < N; ++i) terms[i] = ntm_content_backward(a, v, bh, i, wc_dot, key_norm);
+    a.d_beta[bh] = sum_rows(terms, N);
+    key_gradient(a, v, b, bh);
+    for (int64_t i = 0; i < N; ++i) ntm_memory_gradient(a, v, b, h, i);
   }
 }
 

@@ -193,18 +193,26 @@ PYSEQ_HD T ntm_weight_inner(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v,
   return a.grad[bh * a.N + i] * v.w[i];
 }
 
-// d loss / d ws_i into dws (w = softmax(gamma log ws)); returns row i's term of d loss / d gamma.
+// d loss / d ws_i into dws (w = softmax(gamma log ws)) where ws_i is a positive normal number; returns row i's term
+// of d loss / d gamma. Without a branch, so that the CPU's loop over every row vectorizes (ntm_sharpen_backward then
+// redoes the other rows).
+template <typename T>
+PYSEQ_HD T ntm_sharpen_backward_normal(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i,
+                                       T inner) {
+  const T ws = ntm_is_positive_normal(v.ws[i]) ? v.ws[i] : T(1);
+  const T du = v.w[i] * (a.grad[bh * a.N + i] - inner);  // d loss / d (gamma log ws_i)
+  v.dws[i] = du * a.gamma[bh] / ws;
+  return du * ntm_log_of_normal(ws);
+}
+
+// d loss / d ws_i into dws for any ws_i; returns row i's term of d loss / d gamma.
 template <typename T>
 PYSEQ_HD T ntm_sharpen_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>& v, int64_t bh, int64_t i,
                                 T inner, T ws_max, T z) {
   const T gamma = a.gamma[bh], ws = v.ws[i], d = a.grad[bh * a.N + i] - inner;
-  const T du = v.w[i] * d;  // d loss / d (gamma log ws_i)
-  if (ntm_is_positive_normal(ws)) {
-    v.dws[i] = du * gamma / ws;
-    return du * ntm_log_of_normal(ws);
-  }
+  if (ntm_is_positive_normal(ws)) return ntm_sharpen_backward_normal(a, v, bh, i, inner);
   v.dws[i] = d * gamma * std::pow(ws / ws_max, gamma - T(1)) / (ws_max * z);  // also at 0 (where 1 / ws is not)
-  return ws > T(0) ? du * std::log(ws) : T(0);
+  return ws > T(0) ? v.w[i] * d * std::log(ws) : T(0);
 }
 
 // d loss / d shift[t] (every dws complete).
@@ -250,8 +258,10 @@ PYSEQ_HD T ntm_content_backward(const NtmAddressArgs<T>& a, const NtmHeadRows<T>
   const T dz = v.dz[i] = v.wc[i] * (v.dz[i] - wc_dot);
   const T dsim = a.beta[bh] * dz, sim = v.sim[i], norm = v.norm[i];
   v.scale[i] = dsim / (key_norm * norm);
-  v.key_coef[i] = key_norm > T(kNtmCosineEps) ? dsim * sim / (key_norm * key_norm) : T(0);
-  v.row_coef[i] = norm > T(kNtmCosineEps) ? dsim * sim / (norm * norm) : T(0);
+  // Both quotients computed, then chosen (the norms are at least eps): a select, so that the CPU's loop vectorizes.
+  const T key_coef = dsim * sim / (key_norm * key_norm), row_coef = dsim * sim / (norm * norm);
+  v.key_coef[i] = key_norm > T(kNtmCosineEps) ? key_coef : T(0);
+  v.row_coef[i] = norm > T(kNtmCosineEps) ? row_coef : T(0);
   return dz * sim;
 }
 
