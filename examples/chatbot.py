@@ -118,7 +118,8 @@ class ChatBot(nn.Module):
 
     def keys(self, states: torch.Tensor, first_said: torch.Tensor) -> torch.Tensor:
         """The attention's keys [B, L, H + bot_turns]: each word's state and a one-hot of the bot turn that first
-        said that word (first_said [B, L], batch(); none for a word the bot never says)."""
+        said that word (first_said [B, L], batch(); none for a word the bot never says, or first says at a turn
+        past the model's bot_turns)."""
         said = nn.functional.one_hot(first_said.clamp_max(self.bot_turns), self.bot_turns + 1)[..., :-1]
         return torch.cat([states, said.to(states.dtype)], -1)
 

@@ -180,7 +180,7 @@ def test_chatbot_attention_knows_what_the_bot_already_said():
     model = chatbot.ChatBot(len(vocab), len(dialog.responses))
     said = model.keys(torch.zeros(*tokens.shape, 1), first_said)[0, :, 1:]
     before = model.turns_before(chatbot.turns_in_dialog(which, 1))
-    for turn, (start, _) in enumerate(dialog.responses):
+    for turn in range(len(dialog.responses)):
         spoken = {w for _, words in dialog.responses[:turn] for w in words}
         expected = torch.tensor([float(w in spoken) for w in dialog.tokens])
         torch.testing.assert_close(said @ before[turn], expected, rtol=0, atol=0)
